@@ -1,0 +1,91 @@
+// Command weft-go-peers runs the Go peer versions of the weft benchmarks.
+//
+//	weft-go-peers spawn_many|yield|skynet|fib|fib_seq [N]
+//
+// Each run prints exactly one line to stdout:
+//
+//	RESULT name=<workload> impl=go n=<N> secs=<seconds>
+//
+// Extra information goes to stderr. The exit status is 1 if the workload's
+// result check fails, 2 on usage errors. GOMAXPROCS defaults to all CPUs,
+// or $WEFT_WORKERS if set; yield always uses 1.
+package main
+
+import (
+	"fmt"
+	"os"
+	"runtime"
+	"strconv"
+	"time"
+)
+
+// A timer measures the part of a workload between start and stop, so that
+// setup and result checks are not timed. time.Now carries a monotonic
+// clock reading, which time.Sub uses.
+type timer struct {
+	t0      time.Time
+	elapsed time.Duration
+}
+
+func (t *timer) start() { t.t0 = time.Now() }
+func (t *timer) stop()  { t.elapsed = time.Since(t.t0) }
+
+// A workload runs with parameter n, timing its measured part with t. It
+// returns the n to report, or an error if its result check failed.
+type workload struct {
+	defaultN int
+	run      func(n int, t *timer) (reported int, err error)
+}
+
+var workloads = map[string]workload{
+	"spawn_many": {1_000_000, spawnMany},
+	"yield":      {1_000_000, yield},
+	"skynet":     {1_000_000, skynet},
+	"fib":        {30, fibPar},
+	"fib_seq":    {30, fibSeq},
+}
+
+func usage() {
+	fmt.Fprintln(os.Stderr, "usage: weft-go-peers spawn_many|yield|skynet|fib|fib_seq [N]")
+	os.Exit(2)
+}
+
+func main() {
+	if len(os.Args) < 2 || len(os.Args) > 3 {
+		usage()
+	}
+	name := os.Args[1]
+	w, ok := workloads[name]
+	if !ok {
+		usage()
+	}
+	n := w.defaultN
+	if len(os.Args) == 3 {
+		v, err := strconv.Atoi(os.Args[2])
+		if err != nil || v < 0 {
+			usage()
+		}
+		n = v
+	}
+
+	if s := os.Getenv("WEFT_WORKERS"); s != "" {
+		v, err := strconv.Atoi(s)
+		if err != nil || v < 1 {
+			fmt.Fprintf(os.Stderr, "bad WEFT_WORKERS=%q\n", s)
+			os.Exit(2)
+		}
+		runtime.GOMAXPROCS(v)
+	}
+	if name == "yield" {
+		runtime.GOMAXPROCS(1) // two goroutines on one worker, by definition
+	}
+	fmt.Fprintf(os.Stderr, "go %s: GOMAXPROCS=%d n=%d\n", name, runtime.GOMAXPROCS(0), n)
+
+	var t timer
+	reported, err := w.run(n, &t)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "go %s: FAILED: %v\n", name, err)
+		os.Exit(1)
+	}
+	fmt.Printf("RESULT name=%s impl=go n=%d secs=%.6f\n", name, reported, t.elapsed.Seconds())
+}

@@ -1,0 +1,9 @@
+/* weft.h — umbrella header: a work-stealing fiber runtime over io_uring. */
+#ifndef WEFT_H
+#define WEFT_H
+
+#include "weft/common.h"
+#include "weft/runtime.h"
+#include "weft/task.h"
+
+#endif

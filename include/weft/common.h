@@ -1,0 +1,23 @@
+/* weft/common.h — what every weft header needs: the export marker.
+ *
+ * weft is built with hidden visibility; only declarations marked WEFT_API
+ * leave libweft.so. Errors are negative errno values (see weft_strerror).
+ */
+#ifndef WEFT_COMMON_H
+#define WEFT_COMMON_H
+
+#include <errno.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#if defined(WEFT_BUILDING) && defined(__GNUC__)
+#define WEFT_API __attribute__((visibility("default")))
+#else
+#define WEFT_API
+#endif
+
+#define WEFT_VERSION_MAJOR 0
+#define WEFT_VERSION_MINOR 1
+#define WEFT_VERSION_PATCH 0
+
+#endif

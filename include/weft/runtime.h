@@ -1,0 +1,55 @@
+/* weft/runtime.h — start and stop the runtime (asyncio.run).
+ *
+ * weft_run() turns the calling thread into worker 0, starts the other
+ * workers, runs main_fn as the first fiber and returns once it has returned
+ * and every other fiber has finished: fibers still alive then are cancelled
+ * (their waits return -ECANCELED) and run to their end first. One runtime at
+ * a time per process; weft_run may be called again after it returned.
+ */
+#ifndef WEFT_RUNTIME_H
+#define WEFT_RUNTIME_H
+
+#include "common.h"
+
+typedef struct weft_config {
+	unsigned workers;      /* 0: env WEFT_WORKERS, else one per online CPU */
+	size_t stack_size;     /* usable bytes per fiber stack; 0: env
+	                          WEFT_STACK_SIZE, else 64 KiB */
+	unsigned ring_entries; /* SQ entries per worker ring; 0: 256 */
+	uint64_t seed;         /* != 0: deterministic simulation (not yet:
+	                          weft_run returns -ENOTSUP) */
+} weft_config;
+
+/* Fill every field with its default (all zero: "choose for me"). */
+WEFT_API void weft_config_init(weft_config *cfg);
+
+/* Run main_fn(arg) as the first fiber; *result (if non-NULL) gets its return.
+ * Returns 0 once every fiber has finished, or
+ *   -EINVAL   main_fn NULL, workers > 1024, stack_size outside
+ *             [16 KiB, 1 GiB], ring_entries > 32768, or a malformed
+ *             WEFT_WORKERS / WEFT_STACK_SIZE;
+ *   -EBUSY    a runtime is already running in this process (nested or
+ *             concurrent weft_run);
+ *   -ENOTSUP  seed != 0 (deterministic mode is not built yet);
+ *   -ENOMEM   out of memory; or a negative errno from io_uring_setup
+ *             (-ENOSYS, -EPERM) or pthread_create (-EAGAIN).
+ * On error nothing ran and nothing is left behind. */
+WEFT_API int weft_run(const weft_config *cfg, void *(*main_fn)(void *),
+		      void *arg, void **result);
+
+/* Monotonic time in nanoseconds (CLOCK_MONOTONIC). Callable anywhere. */
+WEFT_API uint64_t weft_now(void);
+
+/* Index of the worker running the caller now, 0 .. workers-1; it can change
+ * after any call that suspends. WEFT_NO_WORKER outside a worker thread. */
+#define WEFT_NO_WORKER 0xffffffffu
+WEFT_API unsigned weft_worker_id(void);
+
+/* Number of workers of the running runtime; 0 when none runs. */
+WEFT_API unsigned weft_worker_count(void);
+
+/* A static string describing a negative errno (or a positive one); never
+ * NULL. Unknown values give "unknown error". */
+WEFT_API const char *weft_strerror(int err);
+
+#endif

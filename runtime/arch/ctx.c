@@ -1,0 +1,44 @@
+/* ctx.c — build the first frame of a new context, per ISA.
+ *
+ * weft__ctx_make lays out, at the top of a fresh stack, the frame that
+ * weft__ctx_switch (switch_<isa>.S) pops: callee-saved registers with the
+ * entry function and its argument in two of them, and weft__ctx_entry as
+ * the resume address. entry(arg, switch_arg) then runs on that stack and
+ * must never return.
+ */
+#include <string.h>
+
+#include "../internal.h"
+
+#if defined(__x86_64__)
+void *weft__ctx_make(void *top, void (*entry)(void *, void *), void *arg)
+{
+	/* top is page aligned; after the 8 pops rsp == top (16-aligned), so
+	 * the entry's call leaves the SysV-required rsp % 16 == 8 */
+	uint64_t *sp = (uint64_t *)top - 8;
+	uint32_t mxcsr;
+	uint16_t fpucw;
+	__asm__ volatile("stmxcsr %0" : "=m"(mxcsr));
+	__asm__ volatile("fnstcw %0" : "=m"(fpucw));
+	memset(sp, 0, 8 * sizeof(uint64_t));
+	memcpy(&sp[0], &mxcsr, 4);
+	memcpy((char *)&sp[0] + 4, &fpucw, 2);
+	sp[3] = (uint64_t)(uintptr_t)entry; /* r13 */
+	sp[4] = (uint64_t)(uintptr_t)arg;   /* r12 */
+	sp[7] = (uint64_t)(uintptr_t)weft__ctx_entry;
+	return sp;
+}
+#elif defined(__aarch64__)
+/* see switch_aarch64.S for the frame */
+void *weft__ctx_make(void *top, void (*entry)(void *, void *), void *arg)
+{
+	uint64_t *sp = (uint64_t *)top - 22;
+	memset(sp, 0, 22 * sizeof(uint64_t));
+	sp[0] = (uint64_t)(uintptr_t)arg;   /* x19 */
+	sp[1] = (uint64_t)(uintptr_t)entry; /* x20 */
+	sp[11] = (uint64_t)(uintptr_t)weft__ctx_entry; /* x30 (lr) */
+	return sp;
+}
+#else
+#error "weft: no context switch for this ISA (x86_64 and aarch64 exist)"
+#endif

@@ -1,0 +1,94 @@
+/* inject.c — the global injection queue.
+ *
+ * Work enters here from threads that are not workers, and from workers
+ * whose ring is full (deque.c moves half a ring at a time). Workers take
+ * from it every WEFT_GLOBAL_INTERVAL ticks (so it cannot starve behind a
+ * busy local queue) and whenever their local queue is empty.
+ *
+ * An intrusive FIFO list under one mutex. `len` is written under the lock
+ * and read without it as an emptiness hint; a reader that sees 0 while a
+ * push is in flight is covered by the idle protocol (idle.c: the pusher
+ * notifies after pushing).
+ */
+#include "internal.h"
+
+void weft__inject_init(struct weft__inject *q)
+{
+	pthread_mutex_init(&q->lock, NULL);
+	q->head = q->tail = NULL;
+	atomic_init(&q->len, 0);
+}
+
+void weft__inject_fini(struct weft__inject *q)
+{
+	pthread_mutex_destroy(&q->lock);
+}
+
+void weft__inject_push(struct weft__inject *q, weft_task *first,
+		       weft_task *last, size_t n)
+{
+	last->next = NULL;
+	pthread_mutex_lock(&q->lock);
+	if (q->tail)
+		q->tail->next = first;
+	else
+		q->head = first;
+	q->tail = last;
+	/* relaxed: under the lock; lock-free readers only take a hint */
+	atomic_store_explicit(&q->len,
+			      atomic_load_explicit(&q->len,
+						   memory_order_relaxed) + n,
+			      memory_order_relaxed);
+	pthread_mutex_unlock(&q->lock);
+}
+
+weft_task *weft__inject_pop(struct weft__inject *q)
+{
+	if (weft__inject_empty(q))
+		return NULL;
+	pthread_mutex_lock(&q->lock);
+	weft_task *t = q->head;
+	if (t) {
+		q->head = t->next;
+		if (!q->head)
+			q->tail = NULL;
+		atomic_store_explicit(
+			&q->len,
+			atomic_load_explicit(&q->len, memory_order_relaxed) - 1,
+			memory_order_relaxed);
+	}
+	pthread_mutex_unlock(&q->lock);
+	return t;
+}
+
+/* Take up to max tasks: the first is returned, the rest pushed on dq
+ * (which must have room for them: the caller's ring is empty). */
+weft_task *weft__inject_pop_batch(struct weft__inject *q,
+				  struct weft__deque *dq, size_t max)
+{
+	if (weft__inject_empty(q))
+		return NULL;
+	pthread_mutex_lock(&q->lock);
+	weft_task *t = q->head;
+	size_t took = 0;
+	if (t) {
+		weft_task *x = t->next;
+		took = 1;
+		while (x && took < max) {
+			weft_task *nx = x->next;
+			weft__dq_push(dq, x, q); /* room: never overflows */
+			x = nx;
+			took++;
+		}
+		q->head = x;
+		if (!x)
+			q->tail = NULL;
+		atomic_store_explicit(
+			&q->len,
+			atomic_load_explicit(&q->len, memory_order_relaxed) -
+				took,
+			memory_order_relaxed);
+	}
+	pthread_mutex_unlock(&q->lock);
+	return t;
+}

@@ -1,0 +1,387 @@
+/* internal.h — the runtime's private types. Nothing here is exported.
+ *
+ * Vocabulary (docs/design.md has the map):
+ *   fiber   = struct weft_task: a function, its stack and its park word.
+ *   worker  = struct weft__worker: one OS thread, its run queue (deque +
+ *             LIFO slot), stack and fiber caches, timer heap and io_uring.
+ *   rt      = struct weft__rt: the one running runtime: workers, global
+ *             injection queue, idle coordination, fiber slab.
+ *
+ * Ownership rule: a field is written only by the owning worker unless its
+ * comment says otherwise; cross-thread fields are _Atomic and each access
+ * names its ordering and its partner.
+ */
+#ifndef WEFT_INTERNAL_H
+#define WEFT_INTERNAL_H
+
+#include <liburing.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "weft.h"
+
+#define WEFT__HIDDEN __attribute__((visibility("hidden")))
+#define WEFT__NOINLINE __attribute__((noinline))
+#define WEFT__LIKELY(x) __builtin_expect(!!(x), 1)
+#define WEFT__UNLIKELY(x) __builtin_expect(!!(x), 0)
+#define WEFT__CACHELINE 64
+
+static inline void weft__cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+	__builtin_ia32_pause();
+#elif defined(__aarch64__)
+	__asm__ __volatile__("yield");
+#endif
+}
+
+/* ---- compile-time knobs (tests shrink them) ---------------------------- */
+#ifndef WEFT_DEQUE_CAP
+#define WEFT_DEQUE_CAP 256 /* per-worker ring; power of two, >= 4 */
+#endif
+#ifndef WEFT_GLOBAL_INTERVAL
+#define WEFT_GLOBAL_INTERVAL 61 /* ticks between global-queue polls */
+#endif
+#ifndef WEFT_EVENT_INTERVAL
+#define WEFT_EVENT_INTERVAL 61 /* ticks between ring/timer polls */
+#endif
+#ifndef WEFT_LIFO_MAX
+#define WEFT_LIFO_MAX 3 /* LIFO-slot runs in a row before the ring's turn */
+#endif
+#define WEFT__STACK_DEFAULT (64u * 1024)
+#define WEFT__STACK_MIN (16u * 1024)
+#define WEFT__STACK_MAX (1024u * 1024 * 1024)
+#define WEFT__MAX_WORKERS 1024
+
+_Static_assert((WEFT_DEQUE_CAP & (WEFT_DEQUE_CAP - 1)) == 0 && WEFT_DEQUE_CAP >= 4,
+	       "WEFT_DEQUE_CAP must be a power of two >= 4");
+
+/* ---- sanitizer detection ----------------------------------------------- */
+#if defined(__SANITIZE_ADDRESS__)
+#define WEFT__ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define WEFT__ASAN 1
+#endif
+#endif
+#if defined(__SANITIZE_THREAD__)
+#define WEFT__TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define WEFT__TSAN 1
+#endif
+#endif
+
+struct weft__worker;
+struct weft__rt;
+
+/* ---- contexts ------------------------------------------------------------ */
+/* A context is a suspended stack: the saved stack pointer plus what the
+ * sanitizers need to follow a switch onto it. */
+struct weft__ctx {
+	void *sp;
+	void *stack_lo; /* usable bottom (just above the guard page) */
+	size_t stack_size;
+	void *asan_fake;  /* ASan fake-stack handle of this context */
+	void *tsan_fiber; /* TSan fiber of this context */
+};
+
+void *weft__ctx_switch(void **save_sp, void *load_sp, void *arg) WEFT__HIDDEN;
+void weft__ctx_entry(void) WEFT__HIDDEN;
+void *weft__ctx_make(void *top, void (*entry)(void *, void *),
+		     void *arg) WEFT__HIDDEN;
+
+/* ---- fibers -------------------------------------------------------------- */
+/* The park word: seq (32) | reason (8) | cancellable (8) | state (8).
+ * seq grows by one at every park and is never reset, not even when the
+ * struct is reused: a waker holding an old seq can never wake a later wait
+ * (see "the park handshake" in sched.c). */
+enum weft__pstate {
+	WEFT__RUNNING = 0,  /* on a worker, or about to be */
+	WEFT__PARKING = 1,  /* announced a wait, still on its stack */
+	WEFT__PARKED = 2,   /* off its stack, waiting for a waker */
+	WEFT__NOTIFIED = 3, /* woken while PARKING: its switch-out requeues it */
+	WEFT__RUNNABLE = 4, /* woken: queued somewhere, about to run */
+};
+enum weft__reason {
+	WEFT__R_NONE = 0,
+	WEFT__R_WOKEN = 1,  /* the awaited event happened */
+	WEFT__R_TIMER = 2,  /* its timer fired */
+	WEFT__R_CANCEL = 3, /* weft_cancel */
+};
+#define WEFT__PW(seq, reason, canc, st)                                     \
+	(((uint64_t)(seq) << 32) | ((uint64_t)(reason) << 16) |             \
+	 ((uint64_t)(canc) << 8) | (uint64_t)(st))
+#define WEFT__PW_SEQ(w) ((uint32_t)((w) >> 32))
+#define WEFT__PW_REASON(w) ((int)(((w) >> 16) & 0xff))
+#define WEFT__PW_CANC(w) ((int)(((w) >> 8) & 0xff))
+#define WEFT__PW_ST(w) ((int)((w)&0xff))
+
+/* flags: who may still touch the task (see fiber.c "the handle protocol") */
+enum {
+	WEFT__F_ALLOC = 1u << 0,    /* a live task (set at spawn, cleared at free) */
+	WEFT__F_JOINING = 1u << 1,  /* weft_join took it */
+	WEFT__F_DETACHED = 1u << 2, /* weft_detach gave it up */
+	WEFT__F_EXITED = 1u << 3,   /* finished, off its stack */
+	WEFT__F_CANCEL = 1u << 4,   /* weft_cancel was called before exit */
+	WEFT__F_MAIN = 1u << 5,     /* the fiber running main_fn */
+};
+
+#define WEFT__JOIN_DONE ((uintptr_t)1)
+
+struct weft_task {
+	struct weft__ctx ctx;
+	struct weft_task *next; /* link: inject queue, free lists (owner of list) */
+	_Atomic uint64_t park;  /* the park word */
+	_Atomic uint32_t flags;
+	int exit_err; /* 0, or -ENOMEM when no stack could be had */
+	void *(*fn)(void *);
+	void *arg;
+	void *result;
+	_Atomic uintptr_t join_word; /* 0, WEFT__JOIN_DONE or the joiner */
+	uint32_t join_seq;           /* joiner's park seq; written before it
+	                                publishes itself in join_word */
+	uint64_t id;
+	/* timer: owned by timer_w's heap lock while heap_idx >= 0 */
+	int32_t heap_idx;
+	struct weft__worker *timer_w;
+	uint64_t deadline; /* innermost deadline scope, 0: none */
+	const char *name;
+};
+
+/* ---- deque: the per-worker stealable ring (deque.c) ---------------------- */
+struct weft__deque {
+	/* head = steal (hi 32) | real (lo 32). Written by owner and thieves
+	 * (CAS). */
+	_Atomic uint64_t head __attribute__((aligned(WEFT__CACHELINE)));
+	/* tail: written only by the owner (release), read by thieves. */
+	_Atomic uint32_t tail __attribute__((aligned(WEFT__CACHELINE)));
+	weft_task *buf[WEFT_DEQUE_CAP];
+};
+
+struct weft__inject;
+void weft__dq_init(struct weft__deque *dq) WEFT__HIDDEN;
+void weft__dq_push(struct weft__deque *dq, weft_task *t,
+		   struct weft__inject *overflow) WEFT__HIDDEN;
+weft_task *weft__dq_pop(struct weft__deque *dq) WEFT__HIDDEN;
+weft_task *weft__dq_steal(struct weft__deque *src,
+			  struct weft__deque *dst) WEFT__HIDDEN;
+unsigned weft__dq_len(struct weft__deque *dq) WEFT__HIDDEN;
+
+/* ---- global injection queue (inject.c) ----------------------------------- */
+struct weft__inject {
+	pthread_mutex_t lock;
+	weft_task *head, *tail; /* under lock */
+	_Atomic size_t len;     /* written under lock, read lock-free as a hint */
+};
+void weft__inject_init(struct weft__inject *q) WEFT__HIDDEN;
+void weft__inject_fini(struct weft__inject *q) WEFT__HIDDEN;
+void weft__inject_push(struct weft__inject *q, weft_task *first,
+		       weft_task *last, size_t n) WEFT__HIDDEN;
+weft_task *weft__inject_pop(struct weft__inject *q) WEFT__HIDDEN;
+weft_task *weft__inject_pop_batch(struct weft__inject *q,
+				  struct weft__deque *dq,
+				  size_t max) WEFT__HIDDEN;
+static inline bool weft__inject_empty(struct weft__inject *q)
+{
+	/* relaxed: a hint; the lock orders the real access */
+	return atomic_load_explicit(&q->len, memory_order_relaxed) == 0;
+}
+
+/* ---- stacks (stack.c) ---------------------------------------------------- */
+struct weft__stack_region {
+	struct weft__stack_region *next;
+	void *base;
+	size_t len;
+};
+struct weft__stacks {
+	pthread_mutex_t lock;
+	size_t usable, guard, slot; /* bytes */
+	bool use_mprotect;          /* MADV_GUARD_INSTALL unsupported here */
+	struct weft__stack_region *regions;
+	char *carve, *carve_end;    /* unused part of the newest region */
+	void *free_list;            /* stacks returned by workers (link at top) */
+	size_t free_count;
+	size_t mapped;              /* stacks ever carved */
+};
+int weft__stacks_init(struct weft__stacks *s, size_t usable) WEFT__HIDDEN;
+void weft__stacks_fini(struct weft__stacks *s) WEFT__HIDDEN;
+void *weft__stack_get(struct weft__worker *w) WEFT__HIDDEN; /* lo or NULL */
+void weft__stack_put(struct weft__worker *w, void *lo) WEFT__HIDDEN;
+void weft__stack_prepare(void *lo, size_t size) WEFT__HIDDEN;
+int weft__guard_handler_install(void) WEFT__HIDDEN;
+int weft__altstack_push(void **save) WEFT__HIDDEN;
+void weft__altstack_pop(void *save) WEFT__HIDDEN;
+
+/* ---- timers (timer.c) ---------------------------------------------------- */
+struct weft__timer_ent {
+	uint64_t when;
+	weft_task *f;
+	uint32_t seq;
+};
+struct weft__timers {
+	atomic_flag lock; /* spin: owner fires, any worker may remove */
+	struct weft__timer_ent *heap;
+	uint32_t len, cap;
+};
+void weft__timers_init(struct weft__timers *t) WEFT__HIDDEN;
+void weft__timers_fini(struct weft__timers *t) WEFT__HIDDEN;
+int weft__timer_add(struct weft__worker *w, weft_task *f, uint64_t when,
+		    uint32_t seq) WEFT__HIDDEN;
+void weft__timer_del(weft_task *f) WEFT__HIDDEN;
+uint64_t weft__timers_fire(struct weft__worker *w, uint64_t now) WEFT__HIDDEN;
+uint64_t weft__timers_next(struct weft__worker *w) WEFT__HIDDEN;
+
+/* ---- worker -------------------------------------------------------------- */
+struct weft__worker {
+	struct weft__deque dq; /* first: cache-line aligned */
+	/* LIFO slot: owner exchanges; thieves exchange when dq is empty */
+	_Atomic(weft_task *) lifo __attribute__((aligned(WEFT__CACHELINE)));
+
+	/* owner-only from here */
+	unsigned index;
+	struct weft__rt *rt;
+	struct weft__ctx sched; /* the scheduler context (thread stack) */
+	weft_task *cur;         /* fiber running now, NULL in the scheduler */
+	weft_task *prev;        /* the fiber that just switched out ... */
+	int prev_action;        /* ... and what to do with it (sched.c) */
+	unsigned lifo_streak;
+	uint32_t tick;
+	uint64_t rng;
+	bool searching;
+	uint64_t next_id;
+
+	void *stack_cache; /* stacks, linked through their top word */
+	size_t stack_cached;
+	weft_task *fiber_cache;
+	size_t fiber_cached;
+
+	struct weft__timers timers;
+
+	struct io_uring ring;
+	bool ring_ok;
+	int efd;           /* eventfd: wake-ups from non-worker threads */
+	uint64_t efd_buf;
+	unsigned inflight; /* ops in the ring awaiting a CQE (not efd read) */
+
+	_Atomic int notified; /* set by a notifier under idle.lock */
+	bool parked;          /* in idle.sleepers (under idle.lock) */
+
+	/* counters, written by the owner (release), summed by anyone */
+	_Atomic uint64_t spawned, exited;
+
+	pthread_t thread;
+	int start_err;
+	void *altstack_save;
+} __attribute__((aligned(WEFT__CACHELINE)));
+
+/* ---- idle coordination (idle.c) ------------------------------------------ */
+struct weft__idle {
+	/* (num_unparked << 16) | num_searching; see idle.c */
+	_Atomic uint32_t state;
+	pthread_mutex_t lock;
+	unsigned *sleepers; /* stack of worker indices, under lock */
+	unsigned nsleepers;
+	unsigned nworkers;
+};
+int weft__idle_init(struct weft__idle *id, unsigned n) WEFT__HIDDEN;
+void weft__idle_fini(struct weft__idle *id) WEFT__HIDDEN;
+bool weft__idle_try_search(struct weft__idle *id) WEFT__HIDDEN;
+bool weft__idle_end_search(struct weft__idle *id) WEFT__HIDDEN;
+bool weft__idle_to_parked(struct weft__rt *rt, struct weft__worker *w,
+			  bool searching) WEFT__HIDDEN;
+bool weft__idle_from_parked(struct weft__rt *rt,
+			    struct weft__worker *w) WEFT__HIDDEN;
+void weft__idle_notify(struct weft__rt *rt) WEFT__HIDDEN;
+void weft__idle_notify_all(struct weft__rt *rt) WEFT__HIDDEN;
+
+/* ---- runtime -------------------------------------------------------------- */
+struct weft__rt {
+	unsigned nworkers;
+	unsigned ring_entries;
+	struct weft__worker *workers;
+	struct weft__inject inject;
+	struct weft__idle idle;
+	struct weft__stacks stacks;
+
+	/* fiber slab: chunks are never freed before the runtime ends, so a
+	 * stale handle points at readable memory (fiber.c) */
+	pthread_mutex_t slab_lock;
+	void *chunks;
+	weft_task *slab_free;
+	size_t slab_free_count;
+
+	_Atomic int shutdown;  /* main_fn returned: cancel everything */
+	_Atomic int terminate; /* every fiber finished: workers exit */
+	_Atomic uint64_t ext_spawned; /* spawns from non-worker threads */
+	_Atomic uint64_t ext_ids;
+	pthread_mutex_t gate_lock; /* the start gate (runtime.c) */
+	pthread_cond_t gate_cond;
+	unsigned gate_arrived, gate_expected;
+	void *main_result;
+};
+
+/* the one running runtime (NULL when none); set by weft_run */
+extern struct weft__rt *_Atomic weft__rt_cur WEFT__HIDDEN;
+
+/* current worker of the calling thread; non-inlined: see "Migration" in
+ * docs/design.md — a fiber may resume on another thread, so the TLS address
+ * must be recomputed after every suspension. */
+struct weft__worker *weft__worker_self(void) WEFT__NOINLINE WEFT__HIDDEN;
+void weft__worker_set(struct weft__worker *w) WEFT__HIDDEN;
+
+/* fiber.c */
+weft_task *weft__fiber_alloc(struct weft__rt *rt,
+			     struct weft__worker *w) WEFT__HIDDEN;
+void weft__fiber_free(struct weft__rt *rt, struct weft__worker *w,
+		      weft_task *f) WEFT__HIDDEN;
+void weft__slab_fini(struct weft__rt *rt) WEFT__HIDDEN;
+void weft__cancel_all(struct weft__rt *rt) WEFT__HIDDEN;
+void weft__fiber_finish(struct weft__worker *w, weft_task *f) WEFT__HIDDEN;
+bool weft__fiber_start(struct weft__worker *w, weft_task *f) WEFT__HIDDEN;
+weft_task *weft__spawn_flags(void *(*fn)(void *), void *arg,
+			     uint32_t extra) WEFT__HIDDEN;
+
+/* sched.c: parking ("the park handshake") */
+uint32_t weft__park_begin(weft_task *self, bool cancellable) WEFT__HIDDEN;
+int weft__park_commit(weft_task *self) WEFT__HIDDEN;
+void weft__park_abort(weft_task *self) WEFT__HIDDEN;
+bool weft__wake(weft_task *f, uint32_t seq, int reason) WEFT__HIDDEN;
+void weft__schedule(struct weft__worker *w, weft_task *f,
+		    bool lifo) WEFT__HIDDEN;
+void weft__worker_loop(struct weft__worker *w) WEFT__HIDDEN;
+void weft__switch_out(struct weft__worker *w, weft_task *self,
+		      int action) WEFT__HIDDEN;
+void weft__after_switch(struct weft__worker *w) WEFT__HIDDEN;
+uint64_t weft__live_count(struct weft__rt *rt) WEFT__HIDDEN;
+void weft__begin_shutdown(struct weft__rt *rt) WEFT__HIDDEN;
+
+enum { WEFT__ACT_NONE, WEFT__ACT_YIELD, WEFT__ACT_PARK, WEFT__ACT_EXIT };
+
+/* io/uring.c */
+int weft__ring_init(struct weft__worker *w) WEFT__HIDDEN;
+void weft__ring_fini(struct weft__worker *w) WEFT__HIDDEN;
+int weft__ring_wait(struct weft__worker *w, uint64_t timeout_ns) WEFT__HIDDEN;
+void weft__ring_poll(struct weft__worker *w) WEFT__HIDDEN;
+void weft__ring_wake(struct weft__worker *target) WEFT__HIDDEN;
+
+uint64_t weft__clock(void) WEFT__HIDDEN;
+
+static inline uint64_t weft__rand(struct weft__worker *w)
+{
+	/* xorshift64*: cheap, per worker, good enough for victim choice */
+	uint64_t x = w->rng;
+	x ^= x >> 12;
+	x ^= x << 25;
+	x ^= x >> 27;
+	w->rng = x;
+	return x * 0x2545F4914F6CDD1DULL;
+}
+
+void weft__die(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2))) WEFT__HIDDEN;
+
+#endif

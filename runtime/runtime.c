@@ -1,0 +1,305 @@
+/* runtime.c — weft_run: start the workers, run main_fn, shut down.
+ *
+ * Start: the calling thread becomes worker 0; workers 1..n-1 are threads.
+ * Each worker creates its own ring on its own thread (SINGLE_ISSUER), then
+ * all meet at a barrier; if any failed, all leave and weft_run returns that
+ * error. main_fn runs as the first fiber, queued on worker 0.
+ *
+ * Shutdown: when main_fn returns, the runtime marks itself shutting down and
+ * cancels every live fiber (fiber.c walks the slab); fibers spawned from then
+ * on are born cancelled. Workers keep running until no fiber is alive; the
+ * last one to go idle sees the live count at 0 and tells all to terminate.
+ */
+
+#include <ctype.h>
+#include <pthread.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+#ifdef WEFT__TSAN
+#include <sanitizer/tsan_interface.h>
+#endif
+
+struct weft__rt *_Atomic weft__rt_cur;
+static atomic_int running;
+
+void weft_config_init(weft_config *cfg)
+{
+	if (cfg)
+		memset(cfg, 0, sizeof *cfg);
+}
+
+uint64_t weft_now(void) { return weft__clock(); }
+
+unsigned weft_worker_id(void)
+{
+	struct weft__worker *w = weft__worker_self();
+	return w ? w->index : WEFT_NO_WORKER;
+}
+
+unsigned weft_worker_count(void)
+{
+	struct weft__rt *rt = atomic_load(&weft__rt_cur);
+	return rt ? rt->nworkers : 0;
+}
+
+/* strict unsigned decimal with optional k/m/g suffix (powers of 1024) */
+static int parse_size(const char *s, uint64_t *out)
+{
+	if (!s || !isdigit((unsigned char)*s))
+		return -EINVAL;
+	uint64_t v = 0;
+	while (isdigit((unsigned char)*s)) {
+		if (v > UINT64_MAX / 10)
+			return -EINVAL;
+		v = v * 10 + (uint64_t)(*s++ - '0');
+	}
+	unsigned shift = 0;
+	switch (*s) {
+	case 'k': case 'K': shift = 10; s++; break;
+	case 'm': case 'M': shift = 20; s++; break;
+	case 'g': case 'G': shift = 30; s++; break;
+	}
+	if (*s || (shift && v > (UINT64_MAX >> shift)))
+		return -EINVAL;
+	*out = v << shift;
+	return 0;
+}
+
+static void *worker_thread(void *p);
+
+static int worker_setup(struct weft__worker *w)
+{
+	weft__worker_set(w);
+	int r = weft__altstack_push(&w->altstack_save);
+	if (r)
+		return r;
+	/* the scheduler context runs on this thread's own stack */
+	pthread_attr_t a;
+	if (pthread_getattr_np(pthread_self(), &a) == 0) {
+		void *lo;
+		size_t sz;
+		pthread_attr_getstack(&a, &lo, &sz);
+		w->sched.stack_lo = lo;
+		w->sched.stack_size = sz;
+		pthread_attr_destroy(&a);
+	}
+#ifdef WEFT__TSAN
+	w->sched.tsan_fiber = __tsan_get_current_fiber();
+#endif
+	return weft__ring_init(w);
+}
+
+static void worker_teardown(struct weft__worker *w)
+{
+	weft__ring_fini(w);
+	weft__altstack_pop(w->altstack_save);
+	w->altstack_save = NULL;
+	weft__worker_set(NULL);
+}
+
+/* The start gate: every worker arrives once its ring exists; a worker that
+ * could not be created is taken off the count (a pthread barrier cannot be
+ * lowered while threads wait on it). */
+static void gate_arrive(struct weft__rt *rt)
+{
+	pthread_mutex_lock(&rt->gate_lock);
+	rt->gate_arrived++;
+	pthread_cond_broadcast(&rt->gate_cond);
+	while (rt->gate_arrived < rt->gate_expected)
+		pthread_cond_wait(&rt->gate_cond, &rt->gate_lock);
+	pthread_mutex_unlock(&rt->gate_lock);
+}
+
+static void gate_expect(struct weft__rt *rt, unsigned n)
+{
+	pthread_mutex_lock(&rt->gate_lock);
+	rt->gate_expected = n;
+	pthread_cond_broadcast(&rt->gate_cond);
+	pthread_mutex_unlock(&rt->gate_lock);
+}
+
+static int start_failed(struct weft__rt *rt)
+{
+	for (unsigned i = 0; i < rt->nworkers; i++)
+		if (rt->workers[i].start_err)
+			return rt->workers[i].start_err;
+	return 0;
+}
+
+static void *worker_thread(void *p)
+{
+	struct weft__worker *w = p;
+	w->start_err = worker_setup(w);
+	gate_arrive(w->rt);
+	if (!start_failed(w->rt))
+		weft__worker_loop(w);
+	worker_teardown(w);
+	return NULL;
+}
+
+static void rt_free(struct weft__rt *rt)
+{
+	if (rt->workers) {
+		for (unsigned i = 0; i < rt->nworkers; i++)
+			weft__timers_fini(&rt->workers[i].timers);
+		free(rt->workers);
+	}
+	weft__slab_fini(rt);
+	weft__stacks_fini(&rt->stacks);
+	weft__idle_fini(&rt->idle);
+	weft__inject_fini(&rt->inject);
+	pthread_mutex_destroy(&rt->slab_lock);
+	pthread_mutex_destroy(&rt->gate_lock);
+	pthread_cond_destroy(&rt->gate_cond);
+	free(rt);
+}
+
+int weft_run(const weft_config *cfg, void *(*main_fn)(void *), void *arg,
+	     void **result)
+{
+	weft_config c;
+	weft_config_init(&c);
+	if (cfg)
+		c = *cfg;
+	if (!main_fn)
+		return -EINVAL;
+	if (c.seed)
+		return -ENOTSUP;
+	if (c.workers == 0) {
+		const char *e = getenv("WEFT_WORKERS");
+		uint64_t v;
+		if (e && *e) {
+			if (parse_size(e, &v) || v == 0 ||
+			    v > WEFT__MAX_WORKERS)
+				return -EINVAL;
+			c.workers = (unsigned)v;
+		} else {
+			long n = sysconf(_SC_NPROCESSORS_ONLN);
+			c.workers = n > 0 ? (unsigned)n : 1;
+			if (c.workers > WEFT__MAX_WORKERS)
+				c.workers = WEFT__MAX_WORKERS;
+		}
+	}
+	if (c.workers > WEFT__MAX_WORKERS)
+		return -EINVAL;
+	if (c.stack_size == 0) {
+		const char *e = getenv("WEFT_STACK_SIZE");
+		uint64_t v;
+		c.stack_size = WEFT__STACK_DEFAULT;
+		if (e && *e) {
+			if (parse_size(e, &v))
+				return -EINVAL;
+			c.stack_size = (size_t)v;
+		}
+	}
+	if (c.stack_size < WEFT__STACK_MIN || c.stack_size > WEFT__STACK_MAX)
+		return -EINVAL;
+	if (c.ring_entries == 0)
+		c.ring_entries = 256;
+	if (c.ring_entries > 32768)
+		return -EINVAL;
+
+	if (atomic_exchange(&running, 1))
+		return -EBUSY;
+
+	int err = -ENOMEM;
+	struct weft__rt *rt = calloc(1, sizeof *rt);
+	if (!rt)
+		goto out_running;
+	rt->nworkers = c.workers;
+	rt->ring_entries = c.ring_entries;
+	weft__inject_init(&rt->inject);
+	pthread_mutex_init(&rt->slab_lock, NULL);
+	pthread_mutex_init(&rt->gate_lock, NULL);
+	pthread_cond_init(&rt->gate_cond, NULL);
+	rt->gate_expected = c.workers;
+	weft__stacks_init(&rt->stacks, c.stack_size);
+	if (weft__idle_init(&rt->idle, rt->nworkers))
+		goto out_rt;
+	if (posix_memalign((void **)&rt->workers, WEFT__CACHELINE,
+			   rt->nworkers * sizeof(struct weft__worker)))
+		goto out_rt;
+	memset(rt->workers, 0, rt->nworkers * sizeof(struct weft__worker));
+	for (unsigned i = 0; i < rt->nworkers; i++) {
+		struct weft__worker *w = &rt->workers[i];
+		w->index = i;
+		w->rt = rt;
+		w->rng = 0x9E3779B97F4A7C15ull * (i + 1) ^ weft__clock();
+		w->efd = -1;
+		weft__dq_init(&w->dq);
+		weft__timers_init(&w->timers);
+	}
+	if ((err = weft__guard_handler_install()))
+		goto out_rt;
+
+	struct weft__worker *w0 = &rt->workers[0];
+	/* publish before any thread starts (acquire in weft_spawn) */
+	atomic_store_explicit(&weft__rt_cur, rt, memory_order_release);
+	unsigned started = 1;
+	err = 0;
+	for (; started < rt->nworkers; started++) {
+		struct weft__worker *w = &rt->workers[started];
+		int r = pthread_create(&w->thread, NULL, worker_thread, w);
+		if (r) {
+			err = -r;
+			break;
+		}
+	}
+	if (err) {
+		for (unsigned i = started; i < rt->nworkers; i++)
+			rt->workers[i].start_err = err;
+		gate_expect(rt, started);
+	}
+	w0->start_err = worker_setup(w0);
+	if (!w0->start_err && !err) {
+		weft__worker_set(w0);
+		if (!weft__spawn_flags(main_fn, arg, WEFT__F_MAIN))
+			w0->start_err = -ENOMEM;
+	}
+	gate_arrive(rt);
+	err = start_failed(rt);
+	if (!err)
+		weft__worker_loop(w0);
+	worker_teardown(w0);
+	for (unsigned i = 1; i < started; i++)
+		pthread_join(rt->workers[i].thread, NULL);
+	if (!err && result)
+		*result = rt->main_result;
+	atomic_store(&weft__rt_cur, NULL);
+out_rt:
+	rt_free(rt);
+out_running:
+	atomic_store(&running, 0);
+	return err;
+}
+
+const char *weft_strerror(int err)
+{
+	if (err < 0)
+		err = -err;
+	switch (err) {
+	case 0: return "success";
+	case EINVAL: return "invalid argument";
+	case ECANCELED: return "operation cancelled";
+	case ETIMEDOUT: return "deadline expired";
+	case ENOMEM: return "out of memory";
+	case EPIPE: return "channel closed";
+	case EBUSY: return "a runtime is already running";
+	case EALREADY: return "task already finished";
+	case ENOTSUP: return "not supported";
+	case EBADF: return "bad file descriptor";
+	case ECONNREFUSED: return "connection refused";
+	case ECONNRESET: return "connection reset by peer";
+	case EAGAIN: return "resource temporarily unavailable";
+	case ENOSYS: return "io_uring not available in this kernel";
+	case EPERM: return "operation not permitted";
+	default: {
+		const char *d = strerrordesc_np(err);
+		return d ? d : "unknown error";
+	}
+	}
+}

@@ -1,0 +1,484 @@
+/* sched.c — the worker loop: pick, run, steal, park; and the park handshake.
+ *
+ * A worker runs fibers one at a time on its OS thread. When a fiber gives
+ * up the worker (yield, park, exit) it picks the next local fiber itself
+ * and switches straight to it ("direct hand-off": one switch, not two);
+ * only when nothing local is runnable does it switch to the worker's
+ * scheduler context, which steals, polls the ring and parks.
+ *
+ * Picking order (pick_local), per tick:
+ *   1. every WEFT_GLOBAL_INTERVAL ticks, the global queue first (fairness);
+ *   2. every WEFT_EVENT_INTERVAL ticks, fire due timers and reap the ring;
+ *   3. the LIFO slot, at most WEFT_LIFO_MAX times in a row (a spawned or
+ *      just-woken fiber runs next: fork-join locality, cheap ping-pong);
+ *   4. the ring (FIFO);
+ *   5. a batch from the global queue.
+ * Then (scheduler context only): timers and ring once more, steal half of
+ * a random victim's ring (or its LIFO slot) if fewer than half the workers
+ * are searching, and finally park (idle.c, "the searcher relay").
+ *
+ * The after-switch rule: a fiber that switches out must not be made
+ * runnable before its registers are saved, or another worker could resume
+ * a half-saved context. So the outgoing fiber only records what should
+ * happen to it (w->prev, w->prev_action) and the incoming context does it
+ * right after the switch, in weft__after_switch: requeue a yielder, finish
+ * parking a parker, free the stack of an exited fiber.
+ *
+ * The park handshake (every wait in weft goes through it)
+ *   waiter:  seq = park_begin()      park word := (seq+1, PARKING)
+ *            register (seq) wherever the wake will come from
+ *            park_commit()           switch out; after_switch does
+ *                                    CAS PARKING -> PARKED
+ *   waker:   wake(f, seq, reason)    CAS PARKED -> RUNNABLE, then queue f;
+ *                                    or CAS PARKING -> NOTIFIED, and the
+ *                                    after_switch CAS fails and queues f.
+ *   Exactly one CAS wins, so a fiber is queued exactly once per wait; a
+ *   waker with an old seq (the fiber has moved on) fails its CAS. The
+ *   reason travels in the park word, so the woken fiber learns why without
+ *   another shared field.
+ *   Cancellation ("the cancel pair"): weft_cancel sets F_CANCEL and then
+ *   reads the park word; park_begin writes the park word and park_commit
+ *   then reads F_CANCEL. Both seq_cst, so at least one side sees the other:
+ *   either the canceller wakes the parked fiber, or the fiber does not park.
+ */
+
+#include <pthread.h>
+#include <stdarg.h>
+#include <string.h>
+
+#include "internal.h"
+
+#ifdef WEFT__ASAN
+#include <sanitizer/common_interface_defs.h>
+#endif
+#ifdef WEFT__TSAN
+#include <sanitizer/tsan_interface.h>
+#endif
+
+static _Thread_local struct weft__worker *tls_worker;
+
+#if defined(__GNUC__) && !defined(__clang__)
+__attribute__((noipa))
+#endif
+struct weft__worker *weft__worker_self(void)
+{
+	return tls_worker;
+}
+
+void weft__worker_set(struct weft__worker *w) { tls_worker = w; }
+
+void weft__die(const char *fmt, ...)
+{
+	va_list ap;
+	fputs("weft: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	abort();
+}
+
+/* ---- switching ------------------------------------------------------------ */
+
+/* Switch from the context `from` (the caller) to `to`. Returns when `from`
+ * is resumed, possibly on another worker; not at all if from_exiting. */
+static inline void ctx_jump(struct weft__ctx *from, struct weft__ctx *to,
+			    bool from_exiting)
+{
+#ifdef WEFT__ASAN
+	__sanitizer_start_switch_fiber(from_exiting ? NULL : &from->asan_fake,
+				       to->stack_lo, to->stack_size);
+#endif
+#ifdef WEFT__TSAN
+	__tsan_switch_to_fiber(to->tsan_fiber, 0);
+#endif
+	(void)from_exiting;
+	weft__ctx_switch(&from->sp, to->sp, NULL);
+#ifdef WEFT__ASAN
+	__sanitizer_finish_switch_fiber(from->asan_fake, NULL, NULL);
+#endif
+}
+
+/* ---- queues ---------------------------------------------------------------- */
+
+static inline weft_task *lifo_take(struct weft__worker *w)
+{
+	/* relaxed peek, then acq_rel exchange: pairs with lifo_put's exchange
+	 * (ours, or a thief's in steal_lifo) */
+	if (!atomic_load_explicit(&w->lifo, memory_order_relaxed))
+		return NULL;
+	return atomic_exchange_explicit(&w->lifo, NULL, memory_order_acq_rel);
+}
+
+/* Make f runnable. From a worker of rt: its LIFO slot (lifo) or ring; from
+ * anywhere else: the global queue. Then wake an idle worker if one should
+ * come and help (idle.c). */
+void weft__schedule(struct weft__worker *w, weft_task *f, bool lifo)
+{
+	struct weft__rt *rt;
+	if (w) {
+		rt = w->rt;
+		if (lifo) {
+			/* acq_rel: publishes f to a thief exchanging it out */
+			weft_task *old = atomic_exchange_explicit(
+				&w->lifo, f, memory_order_acq_rel);
+			if (old)
+				weft__dq_push(&w->dq, old, &rt->inject);
+		} else {
+			weft__dq_push(&w->dq, f, &rt->inject);
+		}
+	} else {
+		rt = atomic_load_explicit(&weft__rt_cur, memory_order_acquire);
+		f->next = NULL;
+		weft__inject_push(&rt->inject, f, f, 1);
+	}
+	if (rt->nworkers > 1)
+		weft__idle_notify(rt);
+}
+
+static void maintenance(struct weft__worker *w)
+{
+	if (weft__timers_next(w) != UINT64_MAX)
+		weft__timers_fire(w, weft__clock());
+	weft__ring_poll(w);
+}
+
+static weft_task *pick_local(struct weft__worker *w)
+{
+	struct weft__rt *rt = w->rt;
+	weft_task *t;
+	w->tick++;
+	if (w->tick % WEFT_GLOBAL_INTERVAL == 0 &&
+	    (t = weft__inject_pop(&rt->inject)))
+		return t;
+	if (w->tick % WEFT_EVENT_INTERVAL == 0)
+		maintenance(w);
+	if (w->lifo_streak < WEFT_LIFO_MAX && (t = lifo_take(w))) {
+		w->lifo_streak++;
+		return t;
+	}
+	w->lifo_streak = 0;
+	if ((t = weft__dq_pop(&w->dq)))
+		return t;
+	if ((t = lifo_take(w))) {
+		w->lifo_streak = 1;
+		return t;
+	}
+	size_t max = atomic_load_explicit(&rt->inject.len,
+					  memory_order_relaxed) /
+			     rt->nworkers +
+		     1;
+	if (max > WEFT_DEQUE_CAP / 2)
+		max = WEFT_DEQUE_CAP / 2;
+	return weft__inject_pop_batch(&rt->inject, &w->dq, max);
+}
+
+static bool local_has_work(struct weft__worker *w)
+{
+	return atomic_load_explicit(&w->lifo, memory_order_relaxed) ||
+	       weft__dq_len(&w->dq) != 0;
+}
+
+/* A fiber that could not get a stack ends without running. */
+static void fail_nostack(struct weft__worker *w, weft_task *t)
+{
+	t->exit_err = -ENOMEM;
+	weft__fiber_finish(w, t);
+}
+
+/* Next local fiber that is ready to run (has a stack), or NULL. */
+static weft_task *next_ready(struct weft__worker *w)
+{
+	for (;;) {
+		weft_task *t = pick_local(w);
+		if (!t || t->ctx.stack_lo || weft__fiber_start(w, t))
+			return t;
+		fail_nostack(w, t);
+	}
+}
+
+/* ---- giving up the worker ------------------------------------------------- */
+
+void weft__switch_out(struct weft__worker *w, weft_task *self, int action)
+{
+	w->prev = self;
+	w->prev_action = action;
+	weft_task *next = next_ready(w);
+	struct weft__ctx *to = next ? &next->ctx : &w->sched;
+	w->cur = next;
+	ctx_jump(&self->ctx, to, action == WEFT__ACT_EXIT);
+	/* resumed, maybe on another worker: re-read the TLS */
+	weft__after_switch(weft__worker_self());
+}
+
+void weft__after_switch(struct weft__worker *w)
+{
+	weft_task *p = w->prev;
+	if (!p)
+		return;
+	w->prev = NULL;
+	switch (w->prev_action) {
+	case WEFT__ACT_YIELD:
+		weft__schedule(w, p, false);
+		break;
+	case WEFT__ACT_PARK: {
+		/* relaxed: we are the only writer besides wakers, and the CAS
+		 * below re-reads */
+		uint64_t s = atomic_load_explicit(&p->park,
+						  memory_order_relaxed);
+		for (;;) {
+			if (WEFT__PW_ST(s) == WEFT__PARKING) {
+				/* release: the saved context (sp) is visible
+				 * to the waker that CASes PARKED -> RUNNABLE
+				 * (acquire) and queues p */
+				if (atomic_compare_exchange_weak_explicit(
+					    &p->park, &s,
+					    (s & ~0xffull) | WEFT__PARKED,
+					    memory_order_release,
+					    memory_order_relaxed))
+					break;
+			} else { /* NOTIFIED: the waker left the queuing to us */
+				atomic_store_explicit(
+					&p->park, (s & ~0xffull) | WEFT__RUNNABLE,
+					memory_order_relaxed);
+				weft__schedule(w, p, true);
+				break;
+			}
+		}
+		break;
+	}
+	case WEFT__ACT_EXIT:
+		weft__fiber_finish(w, p);
+		break;
+	}
+}
+
+/* ---- the park handshake --------------------------------------------------- */
+
+uint32_t weft__park_begin(weft_task *self, bool cancellable)
+{
+	uint64_t s = atomic_load_explicit(&self->park, memory_order_relaxed);
+	uint32_t seq = WEFT__PW_SEQ(s) + 1;
+	/* seq_cst: first half of the cancel pair (sched.c header) */
+	atomic_store(&self->park, WEFT__PW(seq, 0, cancellable, WEFT__PARKING));
+	return seq;
+}
+
+/* Back out of a park that will not happen (the awaited thing was already
+ * there). A canceller may have marked us NOTIFIED meanwhile; F_CANCEL is
+ * sticky, so nothing is lost by overwriting. */
+void weft__park_abort(weft_task *self)
+{
+	uint64_t s = atomic_load_explicit(&self->park, memory_order_relaxed);
+	atomic_store(&self->park, WEFT__PW(WEFT__PW_SEQ(s), 0, 0, WEFT__RUNNING));
+}
+
+int weft__park_commit(weft_task *self)
+{
+	uint64_t s = atomic_load(&self->park);
+	uint32_t seq = WEFT__PW_SEQ(s);
+	if (WEFT__PW_ST(s) == WEFT__PARKING && WEFT__PW_CANC(s) &&
+	    /* seq_cst: second half of the cancel pair */
+	    (atomic_load(&self->flags) & WEFT__F_CANCEL)) {
+		uint64_t prev = atomic_exchange(
+			&self->park, WEFT__PW(seq, 0, 0, WEFT__RUNNING));
+		return WEFT__PW_ST(prev) == WEFT__NOTIFIED
+			       ? WEFT__PW_REASON(prev)
+			       : WEFT__R_CANCEL;
+	}
+	if (WEFT__PW_ST(s) == WEFT__PARKING) {
+		weft__switch_out(weft__worker_self(), self, WEFT__ACT_PARK);
+		/* acquire: pairs with the waker's CAS */
+		s = atomic_load_explicit(&self->park, memory_order_acquire);
+	}
+	/* NOTIFIED before we left, or RUNNABLE after */
+	atomic_store_explicit(&self->park, WEFT__PW(seq, 0, 0, WEFT__RUNNING),
+			      memory_order_relaxed);
+	return WEFT__PW_REASON(s);
+}
+
+bool weft__wake(weft_task *f, uint32_t seq, int reason)
+{
+	/* acquire: pairs with after_switch's release (PARKED) */
+	uint64_t s = atomic_load_explicit(&f->park, memory_order_acquire);
+	for (;;) {
+		if (WEFT__PW_SEQ(s) != seq)
+			return false;
+		int st = WEFT__PW_ST(s);
+		if (reason == WEFT__R_CANCEL && !WEFT__PW_CANC(s))
+			return false;
+		int to;
+		if (st == WEFT__PARKED)
+			to = WEFT__RUNNABLE;
+		else if (st == WEFT__PARKING)
+			to = WEFT__NOTIFIED;
+		else
+			return false;
+		/* acq_rel: acquire the parked context, release our reason */
+		if (atomic_compare_exchange_weak_explicit(
+			    &f->park, &s,
+			    WEFT__PW(seq, reason, WEFT__PW_CANC(s), to),
+			    memory_order_acq_rel, memory_order_acquire)) {
+			if (to == WEFT__RUNNABLE)
+				weft__schedule(weft__worker_self(), f, true);
+			return true;
+		}
+	}
+}
+
+/* ---- the scheduler context ------------------------------------------------- */
+
+static weft_task *steal_any(struct weft__worker *w)
+{
+	struct weft__rt *rt = w->rt;
+	unsigned n = rt->nworkers;
+	unsigned start = (unsigned)(weft__rand(w) % n);
+	size_t max = WEFT_DEQUE_CAP / 2;
+	weft_task *t = weft__inject_pop_batch(&rt->inject, &w->dq, max);
+	if (t)
+		return t;
+	for (unsigned i = 0; i < n; i++) {
+		struct weft__worker *v = &rt->workers[(start + i) % n];
+		if (v == w)
+			continue;
+		if ((t = weft__dq_steal(&v->dq, &w->dq)))
+			return t;
+		/* its ring is empty: take the LIFO slot (acq_rel, pairs with
+		 * the owner's exchange that put it there) */
+		if (atomic_load_explicit(&v->lifo, memory_order_relaxed) &&
+		    (t = atomic_exchange_explicit(&v->lifo, NULL,
+						  memory_order_acq_rel)))
+			return t;
+	}
+	return NULL;
+}
+
+static bool any_work_visible(struct weft__rt *rt)
+{
+	if (!weft__inject_empty(&rt->inject))
+		return true;
+	for (unsigned i = 0; i < rt->nworkers; i++)
+		if (local_has_work(&rt->workers[i]))
+			return true;
+	return false;
+}
+
+uint64_t weft__live_count(struct weft__rt *rt)
+{
+	/* exits first, then spawns (acquire both): a spawn happens-before the
+	 * exit of what it spawned, so every counted exit has its spawn
+	 * counted and the difference never reads 0 while a fiber lives */
+	uint64_t ex = 0, sp = 0;
+	for (unsigned i = 0; i < rt->nworkers; i++)
+		ex += atomic_load_explicit(&rt->workers[i].exited,
+					   memory_order_acquire);
+	for (unsigned i = 0; i < rt->nworkers; i++)
+		sp += atomic_load_explicit(&rt->workers[i].spawned,
+					   memory_order_acquire);
+	sp += atomic_load_explicit(&rt->ext_spawned, memory_order_acquire);
+	return sp - ex;
+}
+
+static bool check_termination(struct weft__rt *rt)
+{
+	if (atomic_load(&rt->terminate))
+		return true;
+	if (atomic_load(&rt->shutdown) && weft__live_count(rt) == 0) {
+		atomic_store(&rt->terminate, 1);
+		weft__idle_notify_all(rt);
+		return true;
+	}
+	return false;
+}
+
+static void end_search(struct weft__worker *w)
+{
+	if (!w->searching)
+		return;
+	w->searching = false;
+	if (weft__idle_end_search(&w->rt->idle))
+		weft__idle_notify(w->rt); /* the relay */
+}
+
+/* Park until there may be work. Returns false when the runtime ends. */
+static bool park(struct weft__worker *w)
+{
+	struct weft__rt *rt = w->rt;
+	bool last = weft__idle_to_parked(rt, w, w->searching);
+	w->searching = false;
+	if (last && any_work_visible(rt))
+		weft__idle_notify(rt);
+	for (;;) {
+		if (check_termination(rt))
+			return false;
+		uint64_t next = weft__timers_next(w), timeout = UINT64_MAX;
+		if (next != UINT64_MAX) {
+			uint64_t now = weft__clock();
+			timeout = next > now ? next - now : 0;
+		}
+		if (timeout)
+			weft__ring_wait(w, timeout);
+		maintenance(w);
+		if (atomic_exchange(&w->notified, 0)) {
+			w->searching = true; /* the notifier counted us */
+			return true;
+		}
+		if (local_has_work(w)) {
+			if (!weft__idle_from_parked(rt, w)) {
+				atomic_store(&w->notified, 0);
+				w->searching = true;
+			}
+			return true;
+		}
+	}
+}
+
+static weft_task *find_work(struct weft__worker *w)
+{
+	struct weft__rt *rt = w->rt;
+	for (;;) {
+		weft_task *t = pick_local(w);
+		if (!t) {
+			maintenance(w);
+			t = pick_local(w);
+		}
+		if (!t && rt->nworkers > 1) {
+			if (!w->searching)
+				w->searching = weft__idle_try_search(&rt->idle);
+			if (w->searching)
+				t = steal_any(w);
+		}
+		if (t) {
+			end_search(w);
+			return t;
+		}
+		if (!park(w))
+			return NULL;
+	}
+}
+
+void weft__worker_loop(struct weft__worker *w)
+{
+	for (;;) {
+		weft_task *t = find_work(w);
+		if (!t)
+			break;
+		if (!t->ctx.stack_lo && !weft__fiber_start(w, t)) {
+			fail_nostack(w, t);
+			continue;
+		}
+		w->cur = t;
+		ctx_jump(&w->sched, &t->ctx, false);
+		weft__after_switch(w); /* the scheduler never migrates */
+	}
+}
+
+void weft__begin_shutdown(struct weft__rt *rt)
+{
+	/* seq_cst: pairs with weft_spawn's store of F_ALLOC then load of
+	 * shutdown: a fiber spawned now is either seen by cancel_all or born
+	 * cancelled */
+	atomic_store(&rt->shutdown, 1);
+	weft__cancel_all(rt);
+	weft__idle_notify_all(rt);
+}

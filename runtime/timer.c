@@ -1,0 +1,175 @@
+/* timer.c — per-worker timers: a binary min-heap of deadlines.
+ *
+ * Each worker owns one heap. A fiber that waits with a deadline (sleep, a
+ * deadline scope) adds itself to the heap of the worker it runs on and
+ * records that worker in f->timer_w and its slot in f->heap_idx. The owner
+ * fires due entries between fibers (every WEFT_EVENT_INTERVAL ticks and
+ * before it parks) and sleeps in its ring no longer than its earliest
+ * deadline. 100k sleepers cost O(log n) each, not O(n).
+ *
+ * Who touches what
+ *   The heap is guarded by a spin lock: the owner adds and fires; a fiber
+ *   woken early (cancelled) removes its own entry, and by then it may be
+ *   running on another worker, hence the lock (rarely contended: the
+ *   common sleep is fired by the owner and removes nothing).
+ *   f->heap_idx and f->timer_w change only under the lock of timer_w.
+ *
+ * Firing calls weft__wake(f, seq, TIMER): if the fiber was woken otherwise
+ * in between, its park seq no longer matches and the wake is a no-op, so a
+ * timer can never wake a later wait (see "the park handshake", sched.c).
+ *
+ * Rejected: a hierarchical wheel (cheaper inserts, but coarse ticks make
+ * "never early, rarely late" harder and cost a tick thread or busy ticks
+ * while idle); an IORING_OP_TIMEOUT per sleep (a kernel hrtimer and an SQE
+ * per sleep, and cancellation needs another SQE).
+ */
+#include <string.h>
+#include <time.h>
+
+#include "internal.h"
+
+uint64_t weft__clock(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static void lock(struct weft__timers *t)
+{
+	while (atomic_flag_test_and_set_explicit(&t->lock,
+						 memory_order_acquire))
+		weft__cpu_relax();
+}
+static void unlock(struct weft__timers *t)
+{
+	atomic_flag_clear_explicit(&t->lock, memory_order_release);
+}
+
+void weft__timers_init(struct weft__timers *t)
+{
+	atomic_flag_clear(&t->lock);
+	t->heap = NULL;
+	t->len = t->cap = 0;
+}
+
+void weft__timers_fini(struct weft__timers *t)
+{
+	free(t->heap);
+	t->heap = NULL;
+	t->len = t->cap = 0;
+}
+
+static inline void place(struct weft__timers *t, uint32_t i,
+			 struct weft__timer_ent e)
+{
+	t->heap[i] = e;
+	e.f->heap_idx = (int32_t)i;
+}
+
+static void sift_up(struct weft__timers *t, uint32_t i)
+{
+	struct weft__timer_ent e = t->heap[i];
+	while (i > 0) {
+		uint32_t p = (i - 1) / 2;
+		if (t->heap[p].when <= e.when)
+			break;
+		place(t, i, t->heap[p]);
+		i = p;
+	}
+	place(t, i, e);
+}
+
+static void sift_down(struct weft__timers *t, uint32_t i)
+{
+	struct weft__timer_ent e = t->heap[i];
+	for (;;) {
+		uint32_t c = 2 * i + 1;
+		if (c >= t->len)
+			break;
+		if (c + 1 < t->len && t->heap[c + 1].when < t->heap[c].when)
+			c++;
+		if (e.when <= t->heap[c].when)
+			break;
+		place(t, i, t->heap[c]);
+		i = c;
+	}
+	place(t, i, e);
+}
+
+static void remove_at(struct weft__timers *t, uint32_t i)
+{
+	t->heap[i].f->heap_idx = -1;
+	t->len--;
+	if (i == t->len)
+		return;
+	t->heap[i] = t->heap[t->len];
+	t->heap[i].f->heap_idx = (int32_t)i;
+	if (i > 0 && t->heap[(i - 1) / 2].when > t->heap[i].when)
+		sift_up(t, i);
+	else
+		sift_down(t, i);
+}
+
+int weft__timer_add(struct weft__worker *w, weft_task *f, uint64_t when,
+		    uint32_t seq)
+{
+	struct weft__timers *t = &w->timers;
+	lock(t);
+	if (t->len == t->cap) {
+		uint32_t ncap = t->cap ? t->cap * 2 : 64;
+		void *nh = realloc(t->heap, ncap * sizeof(*t->heap));
+		if (!nh) {
+			unlock(t);
+			return -ENOMEM;
+		}
+		t->heap = nh;
+		t->cap = ncap;
+	}
+	f->timer_w = w;
+	t->heap[t->len] = (struct weft__timer_ent){when, f, seq};
+	t->len++;
+	sift_up(t, t->len - 1);
+	unlock(t);
+	return 0;
+}
+
+void weft__timer_del(weft_task *f)
+{
+	struct weft__worker *w = f->timer_w;
+	if (!w)
+		return;
+	lock(&w->timers);
+	if (f->heap_idx >= 0)
+		remove_at(&w->timers, (uint32_t)f->heap_idx);
+	f->timer_w = NULL;
+	unlock(&w->timers);
+}
+
+/* Wake every fiber whose deadline is <= now. Returns how many. */
+uint64_t weft__timers_fire(struct weft__worker *w, uint64_t now)
+{
+	struct weft__timers *t = &w->timers;
+	uint64_t n = 0;
+	lock(t);
+	while (t->len && t->heap[0].when <= now) {
+		struct weft__timer_ent e = t->heap[0];
+		remove_at(t, 0);
+		weft__wake(e.f, e.seq, WEFT__R_TIMER);
+		n++;
+	}
+	unlock(t);
+	return n;
+}
+
+/* Earliest deadline, UINT64_MAX if none. */
+uint64_t weft__timers_next(struct weft__worker *w)
+{
+	struct weft__timers *t = &w->timers;
+	uint64_t when = UINT64_MAX;
+	lock(t);
+	if (t->len)
+		when = t->heap[0].when;
+	unlock(t);
+	return when;
+}

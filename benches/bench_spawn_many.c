@@ -1,1 +1,45 @@
-int main(void){return 0;}
+/* spawn_many: spawn N fibers that each store 2*i, then join them all. */
+#include "bench.h"
+
+static unsigned long long N;
+static unsigned long long *out;
+static weft_task **tasks;
+static double secs;
+
+static void *leaf(void *arg)
+{
+	unsigned long long i = (unsigned long long)(uintptr_t)arg;
+	out[i] = 2 * i;
+	return NULL;
+}
+
+static void *run(void *arg)
+{
+	(void)arg;
+	double t0 = bench_secs();
+	for (unsigned long long i = 0; i < N; i++)
+		if (!(tasks[i] = weft_spawn(leaf, (void *)(uintptr_t)i)))
+			abort();
+	for (unsigned long long i = 0; i < N; i++)
+		if (weft_join(tasks[i], NULL))
+			abort();
+	secs = bench_secs() - t0;
+	return NULL;
+}
+
+int main(int argc, char **argv)
+{
+	N = bench_arg(argc, argv, 1000000);
+	out = calloc(N, sizeof *out);
+	tasks = calloc(N, sizeof *tasks);
+	bench_run(run, NULL);
+	unsigned long long sum = 0;
+	for (unsigned long long i = 0; i < N; i++)
+		sum += out[i];
+	if (sum != N * (N - 1)) {
+		fprintf(stderr, "spawn_many: wrong sum %llu\n", sum);
+		return 1;
+	}
+	bench_result("spawn_many", N, secs);
+	return 0;
+}

@@ -1,206 +1,258 @@
-/* deque.c — the per-worker run queue: a bounded ring, stealable by halves.
+/* deque.c — the per-worker run queue: a bounded ring whose three indices
+ * live in one atomic word, stealable by halves.
  *
- * Shape (after Tokio's multi-thread local queue; our own code):
- *
- *   buf[CAP]   tasks; slot i lives at buf[i & (CAP-1)], indices wrap at 2^32
- *   tail       next slot the owner writes. Written only by the owner.
- *   head       two 32-bit indices packed in one word, changed only by CAS:
- *                real  = next slot the owner (or a thief) takes
- *                steal = first slot still being copied by a thief;
- *                        steal == real when no steal is in flight
+ *   buf[CAP]   slot i lives at buf[i & (CAP-1)]; indices count modulo 2^21
+ *   word       three 21-bit indices, changed only by CAS of the whole word:
+ *                steal  first slot a thief is still copying (== real when
+ *                       no steal is in flight)
+ *                real   oldest queued task (the front)
+ *                tail   one past the newest queued task (the back)
  *
  * Invariants
- *   I1  steal <= real <= tail (mod 2^32), and tail - steal <= CAP.
- *   I2  Slots [real, tail) hold runnable tasks nobody has claimed.
- *       Slots [steal, real) are claimed by the one thief in flight, which
- *       still reads them; the owner must not overwrite them (push checks
- *       tail - steal, not tail - real).
- *   I3  At most one thief at a time: a thief claims only when steal == real.
+ *   I1  steal <= real <= tail and tail - steal <= CAP (modular distances).
+ *   I2  [real, tail) are queued tasks nobody has claimed; [steal, real) are
+ *       claimed by the one thief in flight, which is still copying them.
+ *   I3  A slot is read only after the CAS that grants it (owner pop, thief
+ *       claim) and written only before the CAS that publishes it (push), and
+ *       only while nobody may read it (outside [steal, tail)).
+ *   I4  At most one thief at a time (a claim needs steal == real).
  *
- * Protocol
- *   push (owner): write buf[tail], then store tail+1 with release, so a thief
- *     that loads tail with acquire sees the task pointer it will copy.
- *     If full: when no thief is in flight, move half the ring to the global
- *     queue in one CAS of head (one lock round trip for CAP/2 tasks, not one
- *     per task); while a thief is in flight, the task alone goes there.
- *   pop (owner): FIFO from real, by CAS on head (thieves race for it).
- *   steal (thief): claim half of [real, tail) by CAS real forward (steal
- *     stays), copy the claimed slots into its own ring, then CAS steal up to
- *     real to release them. The owner may pop past the claimed range
- *     meanwhile; that only moves real.
+ * Operations (all one CAS on word, retried on any change)
+ *   push_back   owner   write buf[tail]; tail+1          (spawn, wake)
+ *   pop_back    owner   tail-1; read buf[tail-1]         (LIFO: run newest)
+ *   push_front  owner   write buf[real-1]; steal=real=real-1  (yield: after
+ *                       everything queued; needs no thief in flight)
+ *   pop_front   owner   real+1; read buf[real]           (fairness: oldest)
+ *   steal       thief   claim real += ceil(n/2); copy; then steal = real
+ * Because the thief computes its half from the same word it swaps, a
+ * concurrent pop_back by the owner makes the claim fail and retry: the
+ * claim can never cover a slot the owner took. That race is why the
+ * Chase–Lev deque (Lê et al. 2013) was rejected here: its owner pops
+ * without a CAS, which is only safe when thieves take one task at a time,
+ * and it cannot put a yielder at the front.
  *
- * Orders: every CAS on head is acq_rel. Acquire: the owner's push must see
- * a thief's release of slots before reusing them (the thief's copy reads
- * happen-before the owner's overwrite). Release: a thief's claim orders its
- * earlier reads of its own ring. Thieves load tail with acquire, pairing
- * with the owner's release store in push.
+ * Orders: each CAS is acq_rel. Release publishes slot writes (push) and the
+ * end of a thief's reads (its final CAS); acquire makes a claimant see the
+ * pushes it claims and lets the owner reuse slots a thief has released.
+ * All CASes on one word form one release sequence, so a claimant
+ * synchronizes with every earlier push, whoever did the CASes in between.
  *
- * Rejected: Chase–Lev (Lê et al. 2013 gives its proof for weak memory).
- * Its owner end is LIFO, which makes weft_yield re-run the yielder and
- * starves the rest, and a batch steal there races with the owner's plain
- * pop of the last elements. We keep a FIFO ring for fairness and get the
- * fork-join locality of LIFO from the separate LIFO slot (sched.c).
+ * Fairness: each push stamps the task with the owner's tick; the scheduler
+ * runs the front task first when it has run before (woken or yielded, not
+ * a fresh spawn) and has waited WEFT_FAIR_AGE ticks. So a pair of fibers
+ * waking each other at the back delays the rest by a bounded time (like
+ * the time slice Go's runnext shares), while fork-join keeps its
+ * depth-first order: its waiting work is fresh spawns, which wait for the
+ * back to drain or for a thief (running them early would only start more
+ * subtrees at once and hold more stacks).
+ *
+ * The LIFO back gives fork-join its depth-first order (a join finds its
+ * child next, and live stacks stay few); the front gives yields and thieves
+ * the oldest work.
  */
 #include "internal.h"
 
 #define MASK (WEFT_DEQUE_CAP - 1u)
+#define IBITS 21
+#define IMASK ((1u << IBITS) - 1)
 
-static inline uint64_t pack(uint32_t steal, uint32_t real)
+_Static_assert(WEFT_DEQUE_CAP <= (1u << (IBITS - 2)), "WEFT_DEQUE_CAP too big");
+
+struct idx {
+	uint32_t steal, real, tail;
+};
+
+static inline struct idx unpack(uint64_t w)
 {
-	return ((uint64_t)steal << 32) | real;
+	return (struct idx){(uint32_t)(w >> (2 * IBITS)) & IMASK,
+			    (uint32_t)(w >> IBITS) & IMASK, (uint32_t)w & IMASK};
 }
-static inline uint32_t hi(uint64_t h) { return (uint32_t)(h >> 32); }
-static inline uint32_t lo(uint64_t h) { return (uint32_t)h; }
-
-void weft__dq_init(struct weft__deque *dq)
+static inline uint64_t pack(uint32_t steal, uint32_t real, uint32_t tail)
 {
-	atomic_init(&dq->head, 0);
-	atomic_init(&dq->tail, 0);
+	return ((uint64_t)(steal & IMASK) << (2 * IBITS)) |
+	       ((uint64_t)(real & IMASK) << IBITS) | (tail & IMASK);
 }
-
-/* Move CAP/2 tasks from the head plus t to the global queue. Fails (false)
- * when a thief got in first; the caller then retries the plain push. */
-static bool push_overflow(struct weft__deque *dq, weft_task *t, uint32_t real,
-			  uint32_t tail, struct weft__inject *q)
+static inline uint32_t dist(uint32_t from, uint32_t to)
 {
-	const uint32_t n = WEFT_DEQUE_CAP / 2;
-	uint64_t expect = pack(real, real);
-
-	if (tail - real != WEFT_DEQUE_CAP)
-		return false;
-	/* acq_rel: claims the slots against thieves (pairs with their claim
-	 * CAS); the slots were written by us, no acquire needed for them. */
-	if (!atomic_compare_exchange_strong_explicit(&dq->head, &expect,
-						     pack(real + n, real + n),
+	return (to - from) & IMASK;
+}
+static inline bool cas(struct weft__deque *dq, uint64_t *old, uint64_t nw)
+{
+	/* acq_rel: see "Orders" above */
+	return atomic_compare_exchange_weak_explicit(&dq->word, old, nw,
 						     memory_order_acq_rel,
-						     memory_order_acquire))
+						     memory_order_acquire);
+}
+
+/* Fairness stamp: the owner's tick, and whether the task has run before
+ * (top bit). Relaxed: a hint read by weft__dq_front_age. The pusher owns t,
+ * so reading its stack pointer here is not a race. */
+static inline void stamp(struct weft__deque *dq, weft_task *t)
+{
+	uint32_t started = t->ctx.stack_lo ? 1u << 31 : 0;
+	atomic_store_explicit(&t->qtick, (dq->tick & ~(1u << 31)) | started,
+			      memory_order_relaxed);
+}
+
+void weft__dq_init(struct weft__deque *dq) { atomic_init(&dq->word, 0); }
+
+/* Move CAP/2 of the oldest tasks to the global queue (owner, ring full). */
+static bool spill(struct weft__deque *dq, uint64_t old,
+		  struct weft__inject *q)
+{
+	struct idx i = unpack(old);
+	const uint32_t n = WEFT_DEQUE_CAP / 2;
+	if (i.steal != i.real ||
+	    !cas(dq, &old, pack(i.real + n, i.real + n, i.tail)))
 		return false;
-	weft_task *first = dq->buf[real & MASK], *last = first;
-	for (uint32_t i = 1; i < n; i++) {
-		weft_task *x = dq->buf[(real + i) & MASK];
+	weft_task *first = dq->buf[i.real & MASK], *last = first;
+	for (uint32_t k = 1; k < n; k++) {
+		weft_task *x = dq->buf[(i.real + k) & MASK];
 		last->next = x;
 		last = x;
 	}
-	last->next = t;
-	weft__inject_push(q, first, t, n + 1);
+	weft__inject_push(q, first, last, n);
 	return true;
 }
 
 void weft__dq_push(struct weft__deque *dq, weft_task *t,
 		   struct weft__inject *overflow)
 {
+	stamp(dq, t);
+	/* acquire: a thief's release of [steal, real) before we reuse it */
+	uint64_t old = atomic_load_explicit(&dq->word, memory_order_acquire);
 	for (;;) {
-		/* acquire: pairs with a thief's release of [steal, real) */
-		uint64_t h = atomic_load_explicit(&dq->head,
-						  memory_order_acquire);
-		/* relaxed: only we write tail */
-		uint32_t tail = atomic_load_explicit(&dq->tail,
-						     memory_order_relaxed);
-		if (tail - hi(h) < WEFT_DEQUE_CAP) {
-			dq->buf[tail & MASK] = t;
-			/* release: pairs with the thief's acquire load of tail
-			 * in steal; publishes buf[tail] */
-			atomic_store_explicit(&dq->tail, tail + 1,
-					      memory_order_release);
-			return;
+		struct idx i = unpack(old);
+		if (dist(i.steal, i.tail) < WEFT_DEQUE_CAP) {
+			dq->buf[i.tail & MASK] = t;
+			if (cas(dq, &old, pack(i.steal, i.real, i.tail + 1)))
+				return;
+			continue;
 		}
-		if (hi(h) != lo(h)) {
-			/* a thief is copying: it will free room, but we
-			 * cannot wait for it */
+		if (i.steal != i.real) {
+			/* full and a thief is copying: this one goes global */
 			t->next = NULL;
 			weft__inject_push(overflow, t, t, 1);
 			return;
 		}
-		if (push_overflow(dq, t, lo(h), tail, overflow))
-			return;
+		if (!spill(dq, old, overflow))
+			old = atomic_load_explicit(&dq->word,
+						   memory_order_acquire);
+	}
+}
+
+bool weft__dq_push_front(struct weft__deque *dq, weft_task *t)
+{
+	stamp(dq, t);
+	uint64_t old = atomic_load_explicit(&dq->word, memory_order_acquire);
+	for (;;) {
+		struct idx i = unpack(old);
+		if (i.steal != i.real || dist(i.steal, i.tail) >= WEFT_DEQUE_CAP)
+			return false;
+		dq->buf[(i.real - 1) & MASK] = t;
+		if (cas(dq, &old, pack(i.real - 1, i.real - 1, i.tail)))
+			return true;
 	}
 }
 
 weft_task *weft__dq_pop(struct weft__deque *dq)
 {
-	/* acquire: pairs with thieves' acq_rel CAS (we read their updates
-	 * of real/steal to stay off claimed slots) */
-	uint64_t h = atomic_load_explicit(&dq->head, memory_order_acquire);
+	uint64_t old = atomic_load_explicit(&dq->word, memory_order_acquire);
 	for (;;) {
-		uint32_t steal = hi(h), real = lo(h);
-		uint32_t tail = atomic_load_explicit(&dq->tail,
-						     memory_order_relaxed);
-		if (real == tail)
+		struct idx i = unpack(old);
+		if (i.real == i.tail)
 			return NULL;
-		uint32_t nreal = real + 1;
-		uint64_t next = steal == real ? pack(nreal, nreal)
-					      : pack(steal, nreal);
-		/* acq_rel: races with thieves' claim CAS */
-		if (atomic_compare_exchange_weak_explicit(
-			    &dq->head, &h, next, memory_order_acq_rel,
-			    memory_order_acquire))
-			return dq->buf[real & MASK];
+		if (cas(dq, &old, pack(i.steal, i.real, i.tail - 1)))
+			return dq->buf[(i.tail - 1) & MASK];
+	}
+}
+
+weft_task *weft__dq_pop_front(struct weft__deque *dq)
+{
+	uint64_t old = atomic_load_explicit(&dq->word, memory_order_acquire);
+	for (;;) {
+		struct idx i = unpack(old);
+		if (i.real == i.tail)
+			return NULL;
+		uint32_t steal = i.steal == i.real ? i.real + 1 : i.steal;
+		if (cas(dq, &old, pack(steal, i.real + 1, i.tail)))
+			return dq->buf[i.real & MASK];
 	}
 }
 
 weft_task *weft__dq_steal(struct weft__deque *src, struct weft__deque *dst)
 {
-	/* relaxed: dst is ours */
-	uint32_t dtail = atomic_load_explicit(&dst->tail, memory_order_relaxed);
-	uint64_t dh = atomic_load_explicit(&dst->head, memory_order_acquire);
-	if (dtail - hi(dh) > WEFT_DEQUE_CAP / 2)
+	uint64_t dold = atomic_load_explicit(&dst->word, memory_order_acquire);
+	struct idx d = unpack(dold);
+	if (dist(d.steal, d.tail) > WEFT_DEQUE_CAP / 2)
 		return NULL; /* no room for half a ring */
 
-	/* acquire: pairs with other thieves' release of their claim */
-	uint64_t prev = atomic_load_explicit(&src->head, memory_order_acquire);
-	uint32_t steal, real, n;
+	uint64_t old = atomic_load_explicit(&src->word, memory_order_acquire);
+	struct idx i;
+	uint32_t n;
 	for (;;) {
-		steal = hi(prev);
-		real = lo(prev);
-		if (steal != real)
-			return NULL; /* another thief is in flight (I3) */
-		/* acquire: pairs with the owner's release store in push, so
-		 * buf[real .. tail) are visible */
-		uint32_t stail = atomic_load_explicit(&src->tail,
-						      memory_order_acquire);
-		n = stail - real;
+		i = unpack(old);
+		if (i.steal != i.real)
+			return NULL; /* another thief is in flight (I4) */
+		n = dist(i.real, i.tail);
 		n -= n / 2;
-		if (n > WEFT_DEQUE_CAP / 2)
-			n = WEFT_DEQUE_CAP / 2;
 		if (n == 0)
 			return NULL;
-		/* acq_rel: the claim; pairs with the owner's pop CAS */
-		if (atomic_compare_exchange_weak_explicit(
-			    &src->head, &prev, pack(steal, real + n),
-			    memory_order_acq_rel, memory_order_acquire))
+		if (cas(src, &old, pack(i.real, i.real + n, i.tail)))
 			break;
 	}
-	for (uint32_t i = 0; i < n; i++)
-		dst->buf[(dtail + i) & MASK] = src->buf[(steal + i) & MASK];
+	/* [i.real, i.real + n) are ours to read (I3); the oldest runs now,
+	 * the rest go to the back of our ring in order */
+	weft_task *ret = src->buf[i.real & MASK];
+	for (uint32_t k = 1; k < n; k++) {
+		weft_task *x = src->buf[(i.real + k) & MASK];
+		stamp(dst, x);
+		dst->buf[(d.tail + k - 1) & MASK] = x;
+	}
 
-	/* release the claimed slots: steal catches up with real */
-	prev = pack(steal, real + n);
+	/* release the claim: steal catches up with real */
+	old = pack(i.real, i.real + n, i.tail);
 	for (;;) {
-		uint32_t r = lo(prev);
-		/* acq_rel, release half: our reads of buf above happen-before
-		 * the owner reuses those slots (its push loads head with
-		 * acquire) */
-		if (atomic_compare_exchange_weak_explicit(
-			    &src->head, &prev, pack(r, r),
-			    memory_order_acq_rel, memory_order_acquire))
+		struct idx c = unpack(old);
+		if (c.steal != i.real)
+			weft__die("deque: steal index moved under a thief");
+		if (cas(src, &old, pack(c.real, c.real, c.tail)))
 			break;
-		if (hi(prev) != steal)
-			weft__die("deque: steal index changed under a thief");
 	}
-
-	n--;
-	weft_task *ret = dst->buf[(dtail + n) & MASK];
-	if (n)
-		/* release: pairs with thieves stealing from dst */
-		atomic_store_explicit(&dst->tail, dtail + n,
-				      memory_order_release);
+	if (n > 1) {
+		/* publish the copies: only we move dst's tail; its thieves
+		 * may move steal/real meanwhile, hence the CAS loop */
+		for (;;) {
+			d = unpack(dold);
+			if (cas(dst, &dold, pack(d.steal, d.real,
+						 d.tail + n - 1)))
+				break;
+		}
+	}
 	return ret;
+}
+
+/* Owner only: ticks the oldest queued task has waited, if it has run
+ * before (0 if none, or if it is a fresh spawn: see "Fairness"). */
+uint32_t weft__dq_front_age(struct weft__deque *dq)
+{
+	struct idx i = unpack(atomic_load_explicit(&dq->word,
+						   memory_order_acquire));
+	if (i.real == i.tail)
+		return 0;
+	/* the slot is ours to read: only we write slots (I3); the task may
+	 * be claimed by a thief meanwhile, which only makes the hint stale */
+	weft_task *t = dq->buf[i.real & MASK];
+	uint32_t q = atomic_load_explicit(&t->qtick, memory_order_relaxed);
+	if (!(q & (1u << 31)))
+		return 0;
+	return (dq->tick - q) & ~(1u << 31);
 }
 
 unsigned weft__dq_len(struct weft__deque *dq)
 {
 	/* relaxed snapshot: a hint for idle checks and metrics */
-	uint64_t h = atomic_load_explicit(&dq->head, memory_order_relaxed);
-	uint32_t tail = atomic_load_explicit(&dq->tail, memory_order_relaxed);
-	return tail - lo(h);
+	struct idx i = unpack(atomic_load_explicit(&dq->word,
+						   memory_order_relaxed));
+	return dist(i.real, i.tail);
 }

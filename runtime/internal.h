@@ -49,8 +49,14 @@ static inline void weft__cpu_relax(void)
 #ifndef WEFT_EVENT_INTERVAL
 #define WEFT_EVENT_INTERVAL 61 /* ticks between ring/timer polls */
 #endif
-#ifndef WEFT_LIFO_MAX
-#define WEFT_LIFO_MAX 3 /* LIFO-slot runs in a row before the ring's turn */
+#ifndef WEFT_FAIR_INTERVAL
+#define WEFT_FAIR_INTERVAL 31 /* ticks between looks at the oldest task */
+#endif
+#ifndef WEFT_FAIR_AGE
+#define WEFT_FAIR_AGE 4096 /* ticks a woken task may wait before it goes first */
+#endif
+#ifndef WEFT_SPIN_ROUNDS
+#define WEFT_SPIN_ROUNDS 16 /* steal attempts of a searcher before parking */
 #endif
 #define WEFT__STACK_DEFAULT (64u * 1024)
 #define WEFT__STACK_MIN (16u * 1024)
@@ -85,9 +91,13 @@ struct weft__rt;
 struct weft__ctx {
 	void *sp;
 	void *stack_lo; /* usable bottom (just above the guard page) */
+#ifdef WEFT__ASAN
 	size_t stack_size;
-	void *asan_fake;  /* ASan fake-stack handle of this context */
+	void *asan_fake; /* ASan fake-stack handle of this context */
+#endif
+#ifdef WEFT__TSAN
 	void *tsan_fiber; /* TSan fiber of this context */
+#endif
 };
 
 void *weft__ctx_switch(void **save_sp, void *load_sp, void *arg) WEFT__HIDDEN;
@@ -145,21 +155,20 @@ struct weft_task {
 	_Atomic uintptr_t join_word; /* 0, WEFT__JOIN_DONE or the joiner */
 	uint32_t join_seq;           /* joiner's park seq; written before it
 	                                publishes itself in join_word */
-	uint64_t id;
 	/* timer: owned by timer_w's heap lock while heap_idx >= 0 */
 	int32_t heap_idx;
+	_Atomic uint32_t qtick; /* tick of its last push (deque.c fairness) */
+	uint64_t id;
 	struct weft__worker *timer_w;
 	uint64_t deadline; /* innermost deadline scope, 0: none */
 	const char *name;
-};
+} __attribute__((aligned(WEFT__CACHELINE)));
 
 /* ---- deque: the per-worker stealable ring (deque.c) ---------------------- */
 struct weft__deque {
-	/* head = steal (hi 32) | real (lo 32). Written by owner and thieves
-	 * (CAS). */
-	_Atomic uint64_t head __attribute__((aligned(WEFT__CACHELINE)));
-	/* tail: written only by the owner (release), read by thieves. */
-	_Atomic uint32_t tail __attribute__((aligned(WEFT__CACHELINE)));
+	/* steal | real | tail, 21 bits each; CAS only (deque.c) */
+	_Atomic uint64_t word __attribute__((aligned(WEFT__CACHELINE)));
+	uint32_t tick; /* owner's scheduler tick, stamped on pushes */
 	weft_task *buf[WEFT_DEQUE_CAP];
 };
 
@@ -168,9 +177,12 @@ void weft__dq_init(struct weft__deque *dq) WEFT__HIDDEN;
 void weft__dq_push(struct weft__deque *dq, weft_task *t,
 		   struct weft__inject *overflow) WEFT__HIDDEN;
 weft_task *weft__dq_pop(struct weft__deque *dq) WEFT__HIDDEN;
+weft_task *weft__dq_pop_front(struct weft__deque *dq) WEFT__HIDDEN;
+bool weft__dq_push_front(struct weft__deque *dq, weft_task *t) WEFT__HIDDEN;
 weft_task *weft__dq_steal(struct weft__deque *src,
 			  struct weft__deque *dst) WEFT__HIDDEN;
 unsigned weft__dq_len(struct weft__deque *dq) WEFT__HIDDEN;
+uint32_t weft__dq_front_age(struct weft__deque *dq) WEFT__HIDDEN;
 
 /* ---- global injection queue (inject.c) ----------------------------------- */
 struct weft__inject {
@@ -239,18 +251,15 @@ uint64_t weft__timers_next(struct weft__worker *w) WEFT__HIDDEN;
 /* ---- worker -------------------------------------------------------------- */
 struct weft__worker {
 	struct weft__deque dq; /* first: cache-line aligned */
-	/* LIFO slot: owner exchanges; thieves exchange when dq is empty */
-	_Atomic(weft_task *) lifo __attribute__((aligned(WEFT__CACHELINE)));
 
 	/* owner-only from here */
 	unsigned index;
 	struct weft__rt *rt;
+	/* scheduler tick: w->dq.tick (the deque stamps pushes with it) */
 	struct weft__ctx sched; /* the scheduler context (thread stack) */
 	weft_task *cur;         /* fiber running now, NULL in the scheduler */
 	weft_task *prev;        /* the fiber that just switched out ... */
 	int prev_action;        /* ... and what to do with it (sched.c) */
-	unsigned lifo_streak;
-	uint32_t tick;
 	uint64_t rng;
 	bool searching;
 	uint64_t next_id;
@@ -311,7 +320,7 @@ struct weft__rt {
 	/* fiber slab: chunks are never freed before the runtime ends, so a
 	 * stale handle points at readable memory (fiber.c) */
 	pthread_mutex_t slab_lock;
-	void *chunks;
+	void *chunks; /* newest first; the newest is being carved */
 	weft_task *slab_free;
 	size_t slab_free_count;
 
@@ -352,7 +361,7 @@ int weft__park_commit(weft_task *self) WEFT__HIDDEN;
 void weft__park_abort(weft_task *self) WEFT__HIDDEN;
 bool weft__wake(weft_task *f, uint32_t seq, int reason) WEFT__HIDDEN;
 void weft__schedule(struct weft__worker *w, weft_task *f,
-		    bool lifo) WEFT__HIDDEN;
+		    bool front) WEFT__HIDDEN;
 void weft__worker_loop(struct weft__worker *w) WEFT__HIDDEN;
 void weft__switch_out(struct weft__worker *w, weft_task *self,
 		      int action) WEFT__HIDDEN;

@@ -84,7 +84,10 @@ static int worker_setup(struct weft__worker *w)
 		size_t sz;
 		pthread_attr_getstack(&a, &lo, &sz);
 		w->sched.stack_lo = lo;
+#ifdef WEFT__ASAN
 		w->sched.stack_size = sz;
+#endif
+		(void)sz;
 		pthread_attr_destroy(&a);
 	}
 #ifdef WEFT__TSAN

@@ -9,13 +9,17 @@
  * Picking order (pick_local), per tick:
  *   1. every WEFT_GLOBAL_INTERVAL ticks, the global queue first (fairness);
  *   2. every WEFT_EVENT_INTERVAL ticks, fire due timers and reap the ring;
- *   3. the LIFO slot, at most WEFT_LIFO_MAX times in a row (a spawned or
- *      just-woken fiber runs next: fork-join locality, cheap ping-pong);
- *   4. the ring (FIFO);
+ *   3. every WEFT_FAIR_INTERVAL ticks, the oldest local task if it has
+ *      run before and waited WEFT_FAIR_AGE ticks (so a pair of fibers waking each other
+ *      cannot starve the rest; see deque.c "Fairness");
+ *   4. the newest local task (LIFO: a spawned or just-woken fiber runs
+ *      next; fork-join goes depth-first and keeps few stacks live);
  *   5. a batch from the global queue.
+ * A yielder goes to the front of the ring, behind everything queued.
  * Then (scheduler context only): timers and ring once more, steal half of
- * a random victim's ring (or its LIFO slot) if fewer than half the workers
- * are searching, and finally park (idle.c, "the searcher relay").
+ * a random victim's ring if fewer than half the workers are searching
+ * (spinning a few rounds first), and finally park (idle.c, "the searcher
+ * relay").
  *
  * The after-switch rule: a fiber that switches out must not be made
  * runnable before its registers are saved, or another worker could resume
@@ -101,34 +105,23 @@ static inline void ctx_jump(struct weft__ctx *from, struct weft__ctx *to,
 
 /* ---- queues ---------------------------------------------------------------- */
 
-static inline weft_task *lifo_take(struct weft__worker *w)
-{
-	/* relaxed peek, then acq_rel exchange: pairs with lifo_put's exchange
-	 * (ours, or a thief's in steal_lifo) */
-	if (!atomic_load_explicit(&w->lifo, memory_order_relaxed))
-		return NULL;
-	return atomic_exchange_explicit(&w->lifo, NULL, memory_order_acq_rel);
-}
-
-/* Make f runnable. From a worker of rt: its LIFO slot (lifo) or ring; from
- * anywhere else: the global queue. Then wake an idle worker if one should
- * come and help (idle.c). */
-void weft__schedule(struct weft__worker *w, weft_task *f, bool lifo)
+/* Make f runnable. From a worker of rt: the back of its ring (it runs
+ * next: a woken or spawned fiber is hot in cache), or for a yield the front
+ * (it runs after everything queued); from anywhere else, or when the front
+ * is busy, the global queue. Then wake an idle worker if one should come
+ * and help (idle.c). */
+void weft__schedule(struct weft__worker *w, weft_task *f, bool front)
 {
 	struct weft__rt *rt;
-	if (w) {
+	if (w && !front) {
 		rt = w->rt;
-		if (lifo) {
-			/* acq_rel: publishes f to a thief exchanging it out */
-			weft_task *old = atomic_exchange_explicit(
-				&w->lifo, f, memory_order_acq_rel);
-			if (old)
-				weft__dq_push(&w->dq, old, &rt->inject);
-		} else {
-			weft__dq_push(&w->dq, f, &rt->inject);
-		}
+		weft__dq_push(&w->dq, f, &rt->inject);
+	} else if (w && weft__dq_push_front(&w->dq, f)) {
+		rt = w->rt;
 	} else {
-		rt = atomic_load_explicit(&weft__rt_cur, memory_order_acquire);
+		rt = w ? w->rt
+		       : atomic_load_explicit(&weft__rt_cur,
+					      memory_order_acquire);
 		f->next = NULL;
 		weft__inject_push(&rt->inject, f, f, 1);
 	}
@@ -147,23 +140,18 @@ static weft_task *pick_local(struct weft__worker *w)
 {
 	struct weft__rt *rt = w->rt;
 	weft_task *t;
-	w->tick++;
-	if (w->tick % WEFT_GLOBAL_INTERVAL == 0 &&
+	w->dq.tick++;
+	if (w->dq.tick % WEFT_GLOBAL_INTERVAL == 0 &&
 	    (t = weft__inject_pop(&rt->inject)))
 		return t;
-	if (w->tick % WEFT_EVENT_INTERVAL == 0)
+	if (w->dq.tick % WEFT_EVENT_INTERVAL == 0)
 		maintenance(w);
-	if (w->lifo_streak < WEFT_LIFO_MAX && (t = lifo_take(w))) {
-		w->lifo_streak++;
+	if (w->dq.tick % WEFT_FAIR_INTERVAL == 0 &&
+	    weft__dq_front_age(&w->dq) > WEFT_FAIR_AGE &&
+	    (t = weft__dq_pop_front(&w->dq)))
 		return t;
-	}
-	w->lifo_streak = 0;
 	if ((t = weft__dq_pop(&w->dq)))
 		return t;
-	if ((t = lifo_take(w))) {
-		w->lifo_streak = 1;
-		return t;
-	}
 	size_t max = atomic_load_explicit(&rt->inject.len,
 					  memory_order_relaxed) /
 			     rt->nworkers +
@@ -175,8 +163,7 @@ static weft_task *pick_local(struct weft__worker *w)
 
 static bool local_has_work(struct weft__worker *w)
 {
-	return atomic_load_explicit(&w->lifo, memory_order_relaxed) ||
-	       weft__dq_len(&w->dq) != 0;
+	return weft__dq_len(&w->dq) != 0;
 }
 
 /* A fiber that could not get a stack ends without running. */
@@ -219,7 +206,7 @@ void weft__after_switch(struct weft__worker *w)
 	w->prev = NULL;
 	switch (w->prev_action) {
 	case WEFT__ACT_YIELD:
-		weft__schedule(w, p, false);
+		weft__schedule(w, p, true);
 		break;
 	case WEFT__ACT_PARK: {
 		/* relaxed: we are the only writer besides wakers, and the CAS
@@ -241,7 +228,7 @@ void weft__after_switch(struct weft__worker *w)
 				atomic_store_explicit(
 					&p->park, (s & ~0xffull) | WEFT__RUNNABLE,
 					memory_order_relaxed);
-				weft__schedule(w, p, true);
+				weft__schedule(w, p, false);
 				break;
 			}
 		}
@@ -320,7 +307,7 @@ bool weft__wake(weft_task *f, uint32_t seq, int reason)
 			    WEFT__PW(seq, reason, WEFT__PW_CANC(s), to),
 			    memory_order_acq_rel, memory_order_acquire)) {
 			if (to == WEFT__RUNNABLE)
-				weft__schedule(weft__worker_self(), f, true);
+				weft__schedule(weft__worker_self(), f, false);
 			return true;
 		}
 	}
@@ -342,12 +329,6 @@ static weft_task *steal_any(struct weft__worker *w)
 		if (v == w)
 			continue;
 		if ((t = weft__dq_steal(&v->dq, &w->dq)))
-			return t;
-		/* its ring is empty: take the LIFO slot (acq_rel, pairs with
-		 * the owner's exchange that put it there) */
-		if (atomic_load_explicit(&v->lifo, memory_order_relaxed) &&
-		    (t = atomic_exchange_explicit(&v->lifo, NULL,
-						  memory_order_acq_rel)))
 			return t;
 	}
 	return NULL;
@@ -445,8 +426,17 @@ static weft_task *find_work(struct weft__worker *w)
 		if (!t && rt->nworkers > 1) {
 			if (!w->searching)
 				w->searching = weft__idle_try_search(&rt->idle);
-			if (w->searching)
-				t = steal_any(w);
+			/* a searcher spins a little before it parks: waking a
+			 * parked worker costs a syscall on each side (~5 us),
+			 * and work often shows up within microseconds */
+			for (int i = 0; w->searching && !t && i < WEFT_SPIN_ROUNDS;
+			     i++) {
+				if ((t = steal_any(w)))
+					break;
+				for (int j = 0; j < 64 && !any_work_visible(rt);
+				     j++)
+					weft__cpu_relax();
+			}
 		}
 		if (t) {
 			end_search(w);

@@ -18,7 +18,9 @@
  *   the fiber that needed it fails with -ENOMEM (its joiner sees it).
  *
  * Free stacks are linked through their top word. Each worker keeps up to
- *   CACHE_MAX of them; beyond that it hands CACHE_MAX/2 to the shared list.
+ *   CACHE_MAX of them; beyond that it hands CACHE_MAX/2 to the shared list,
+ *   and it refills REFILL at a time: fork-join work starts fibers on one
+ *   worker and ends them on another, so stacks flow one way in batches.
  *   Memory of a freed stack stays committed until weft_run returns (then
  *   every region is unmapped).
  *
@@ -47,8 +49,8 @@
 #endif
 
 #define REGION_SLOTS 64
-#define CACHE_MAX 64
-#define CARVE_BATCH 8
+#define CACHE_MAX 256 /* per worker; beyond it, half goes to the shared list */
+#define REFILL 64      /* stacks taken from the shared list at once */
 
 static size_t page_size(void)
 {
@@ -135,13 +137,15 @@ static void refill(struct weft__worker *w)
 {
 	struct weft__stacks *s = &w->rt->stacks;
 	pthread_mutex_lock(&s->lock);
-	for (int i = 0; i < CARVE_BATCH; i++) {
+	for (int i = 0; i < REFILL; i++) {
 		void *lo = NULL;
 		if (s->free_list) {
 			lo = s->free_list;
 			s->free_list = *link_of(s, lo);
 			s->free_count--;
 		} else {
+			if (i >= 8)
+				break; /* fresh slots: a few at a time */
 			if (s->carve == s->carve_end && new_region(s) != 0)
 				break;
 			char *slot = s->carve;

@@ -1,0 +1,40 @@
+/* bench.h — shared by the weft benchmarks: timing and the RESULT line. */
+#ifndef WEFT_BENCH_H
+#define WEFT_BENCH_H
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+#include <weft.h>
+
+static inline double bench_secs(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static inline void bench_result(const char *name, unsigned long long n,
+				double secs)
+{
+	printf("RESULT name=%s impl=weft n=%llu secs=%.6f\n", name, n, secs);
+	fflush(stdout);
+}
+
+static inline unsigned long long bench_arg(int argc, char **argv,
+					   unsigned long long def)
+{
+	return argc > 1 ? strtoull(argv[1], NULL, 10) : def;
+}
+
+/* run main_fn under the default config (WEFT_WORKERS respected) */
+static inline void bench_run(void *(*main_fn)(void *), void *arg)
+{
+	int r = weft_run(NULL, main_fn, arg, NULL);
+	if (r < 0) {
+		fprintf(stderr, "weft_run: %s\n", weft_strerror(r));
+		exit(1);
+	}
+}
+
+#endif

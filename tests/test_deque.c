@@ -1,1 +1,193 @@
-int main(void){return 0;}
+/* Description: the per-worker run queue (runtime/deque.c) at capacity 4.
+ *
+ * Built against a runtime compiled with WEFT_DEQUE_CAP=4, so every few
+ * pushes overflow to the global queue and every steal races the owner.
+ * Single-threaded: LIFO back, yield to the front, oldest from the front,
+ * spill of half the ring when full, steal of half into another ring.
+ * Multi-threaded: one thread produces, every thread pops its own ring and
+ * steals from the others; each task must be taken exactly once.
+ */
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "internal.h"
+
+_Static_assert(WEFT_DEQUE_CAP == 4, "build this test with WEFT_DEQUE_CAP=4");
+
+static weft_task *mk(size_t n)
+{
+	weft_task *t;
+	if (posix_memalign((void **)&t, 64, n * sizeof *t))
+		abort();
+	memset(t, 0, n * sizeof *t);
+	return t;
+}
+
+static size_t inject_drain(struct weft__inject *q, weft_task **out)
+{
+	size_t n = 0;
+	weft_task *t;
+	while ((t = weft__inject_pop(q)))
+		out[n++] = t;
+	return n;
+}
+
+static void test_single_thread(void **state)
+{
+	(void)state;
+	struct weft__deque a, b;
+	struct weft__inject q;
+	weft__dq_init(&a);
+	weft__dq_init(&b);
+	weft__inject_init(&q);
+	weft_task *t = mk(16);
+
+	assert_null(weft__dq_pop(&a));
+	assert_null(weft__dq_pop_front(&a));
+	/* LIFO back */
+	weft__dq_push(&a, &t[0], &q);
+	weft__dq_push(&a, &t[1], &q);
+	weft__dq_push(&a, &t[2], &q);
+	assert_int_equal(weft__dq_len(&a), 3);
+	assert_ptr_equal(weft__dq_pop(&a), &t[2]);
+	/* front: oldest; push_front goes behind everything */
+	assert_true(weft__dq_push_front(&a, &t[3]));
+	assert_ptr_equal(weft__dq_pop_front(&a), &t[3]);
+	assert_ptr_equal(weft__dq_pop_front(&a), &t[0]);
+	assert_ptr_equal(weft__dq_pop(&a), &t[1]);
+	assert_null(weft__dq_pop(&a));
+	assert_int_equal(weft__dq_len(&a), 0);
+
+	/* full ring: the 5th push spills the two oldest to the global queue */
+	for (int i = 0; i < 5; i++)
+		weft__dq_push(&a, &t[i], &q);
+	assert_int_equal(weft__dq_len(&a), 3);
+	weft_task *g[16];
+	assert_int_equal(inject_drain(&q, g), 2);
+	assert_ptr_equal(g[0], &t[0]);
+	assert_ptr_equal(g[1], &t[1]);
+	/* push_front on a full ring refuses */
+	weft__dq_push(&a, &t[5], &q);
+	assert_false(weft__dq_push_front(&a, &t[6]));
+	assert_int_equal(weft__dq_len(&a), 4);
+
+	/* steal half: returns the oldest, moves the rest to b, in order */
+	weft_task *s = weft__dq_steal(&a, &b);
+	assert_ptr_equal(s, &t[2]);
+	assert_int_equal(weft__dq_len(&a), 2);
+	assert_int_equal(weft__dq_len(&b), 1);
+	assert_ptr_equal(weft__dq_pop(&b), &t[3]);
+	assert_ptr_equal(weft__dq_pop(&a), &t[5]);
+	assert_ptr_equal(weft__dq_pop(&a), &t[4]);
+	assert_null(weft__dq_steal(&a, &b));
+
+	/* wrap-around: many cycles through the 21-bit indices' low bits */
+	for (int r = 0; r < 100000; r++) {
+		weft__dq_push(&a, &t[r % 3], &q);
+		if (r % 2)
+			assert_true(weft__dq_push_front(&a, &t[3]));
+		weft_task *x = weft__dq_pop(&a);
+		assert_ptr_equal(x, &t[r % 3]);
+		if (r % 2)
+			assert_ptr_equal(weft__dq_pop(&a), &t[3]);
+	}
+	assert_int_equal(inject_drain(&q, g), 0);
+	weft__inject_fini(&q);
+	free(t);
+}
+
+/* ---- stress ---------------------------------------------------------------- */
+
+#define THREADS 4
+#define TASKS 400000
+
+static struct weft__deque dqs[THREADS];
+static struct weft__inject gq;
+static weft_task *tasks;
+static _Atomic unsigned char *taken;
+static atomic_size_t done_count;
+static atomic_int dup_found;
+
+static void consume(weft_task *t)
+{
+	size_t i = (size_t)(t - tasks);
+	if (atomic_fetch_add(&taken[i], 1) != 0)
+		atomic_store(&dup_found, 1);
+	atomic_fetch_add(&done_count, 1);
+}
+
+static void *stress_thread(void *arg)
+{
+	unsigned me = (unsigned)(uintptr_t)arg;
+	uint64_t rng = me * 7919 + 1;
+	size_t next = 0;
+	while (atomic_load(&done_count) < TASKS) {
+		/* thread 0 produces in bursts, also to the front */
+		if (me == 0 && next < TASKS) {
+			for (int k = 0; k < 3 && next < TASKS; k++) {
+				weft_task *t = &tasks[next++];
+				if (next % 5 == 0 &&
+				    weft__dq_push_front(&dqs[0], t))
+					continue;
+				weft__dq_push(&dqs[0], t, &gq);
+			}
+		}
+		weft_task *t = (rng & 8) ? weft__dq_pop_front(&dqs[me])
+					 : weft__dq_pop(&dqs[me]);
+		if (!t) {
+			rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+			unsigned v = (unsigned)(rng % THREADS);
+			if (v != me)
+				t = weft__dq_steal(&dqs[v], &dqs[me]);
+		}
+		if (!t)
+			t = weft__inject_pop(&gq);
+		if (t)
+			consume(t);
+		else
+			weft__cpu_relax();
+	}
+	return NULL;
+}
+
+static void test_steal_stress(void **state)
+{
+	(void)state;
+	tasks = mk(TASKS);
+	taken = calloc(TASKS, 1);
+	weft__inject_init(&gq);
+	for (int i = 0; i < THREADS; i++)
+		weft__dq_init(&dqs[i]);
+	pthread_t th[THREADS];
+	for (uintptr_t i = 0; i < THREADS; i++)
+		assert_int_equal(pthread_create(&th[i], NULL, stress_thread,
+						(void *)i),
+				 0);
+	for (int i = 0; i < THREADS; i++)
+		pthread_join(th[i], NULL);
+	assert_int_equal(atomic_load(&dup_found), 0);
+	assert_int_equal(atomic_load(&done_count), TASKS);
+	for (size_t i = 0; i < TASKS; i++)
+		if (taken[i] != 1)
+			fail_msg("task %zu taken %d times", i, taken[i]);
+	for (int i = 0; i < THREADS; i++)
+		assert_int_equal(weft__dq_len(&dqs[i]), 0);
+	weft__inject_fini(&gq);
+	free((void *)taken);
+	free(tasks);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_single_thread),
+		cmocka_unit_test(test_steal_stress),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -78,9 +78,11 @@ static inline uint32_t dist(uint32_t from, uint32_t to)
 }
 static inline bool cas(struct weft__deque *dq, uint64_t *old, uint64_t nw)
 {
-	/* acq_rel: see "Orders" above */
+	/* acq_rel would do for the queue itself (see "Orders"); seq_cst makes
+	 * a push one half of the idle handshake (idle.c). On x86-64 both are
+	 * the same lock cmpxchg. */
 	return atomic_compare_exchange_weak_explicit(&dq->word, old, nw,
-						     memory_order_acq_rel,
+						     memory_order_seq_cst,
 						     memory_order_acquire);
 }
 
@@ -247,6 +249,13 @@ uint32_t weft__dq_front_age(struct weft__deque *dq)
 	if (!(q & (1u << 31)))
 		return 0;
 	return (dq->tick - q) & ~(1u << 31);
+}
+
+/* seq_cst: the parker's re-check in the idle handshake (idle.c) */
+bool weft__dq_empty_sc(struct weft__deque *dq)
+{
+	struct idx i = unpack(atomic_load(&dq->word));
+	return i.real == i.tail;
 }
 
 unsigned weft__dq_len(struct weft__deque *dq)

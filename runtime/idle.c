@@ -19,10 +19,12 @@
  *     some pushed while it gave up).
  *
  * No lost wake-up: a parker decrements `state` (seq_cst RMW) and then
- * re-reads the queues; a pusher writes its queue and then reads `state`
- * with a seq_cst RMW (fetch_add 0, not a plain fence: ThreadSanitizer does
- * not model fences). Either the pusher sees the parker gone and wakes a
- * sleeper, or the parker sees the work. A wake sent to a worker that has
+ * re-reads the queues (seq_cst loads); a pusher publishes its queue with a
+ * seq_cst operation (the deque CAS, the global queue's length store) and
+ * then reads `state` with a seq_cst load. All four are in the single total
+ * order of seq_cst operations, so either the pusher sees the parker gone
+ * and wakes a sleeper, or the parker sees the work. No fences: TSan does
+ * not model them. A wake sent to a worker that has
  * not entered its ring yet is a CQE already waiting for it: the ring
  * remembers what a condition variable would forget.
  */
@@ -111,8 +113,10 @@ bool weft__idle_from_parked(struct weft__rt *rt, struct weft__worker *w)
 
 static bool should_wake(struct weft__idle *id)
 {
-	/* seq_cst RMW (not a fence): the pusher's half of "no lost wake-up" */
-	uint32_t s = atomic_fetch_add(&id->state, 0);
+	/* seq_cst load: the pusher's half of "no lost wake-up". A load, not
+	 * an RMW: while every worker is busy the line stays shared in every
+	 * cache instead of bouncing on each spawn. */
+	uint32_t s = atomic_load(&id->state);
 	return searching_of(s) == 0 && unparked_of(s) < id->nworkers;
 }
 

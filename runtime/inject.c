@@ -34,11 +34,9 @@ void weft__inject_push(struct weft__inject *q, weft_task *first,
 	else
 		q->head = first;
 	q->tail = last;
-	/* relaxed: under the lock; lock-free readers only take a hint */
-	atomic_store_explicit(&q->len,
-			      atomic_load_explicit(&q->len,
-						   memory_order_relaxed) + n,
-			      memory_order_relaxed);
+	/* seq_cst: a push is one half of the idle handshake (idle.c) */
+	atomic_store(&q->len,
+		     atomic_load_explicit(&q->len, memory_order_relaxed) + n);
 	pthread_mutex_unlock(&q->lock);
 }
 

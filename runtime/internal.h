@@ -182,13 +182,15 @@ bool weft__dq_push_front(struct weft__deque *dq, weft_task *t) WEFT__HIDDEN;
 weft_task *weft__dq_steal(struct weft__deque *src,
 			  struct weft__deque *dst) WEFT__HIDDEN;
 unsigned weft__dq_len(struct weft__deque *dq) WEFT__HIDDEN;
+bool weft__dq_empty_sc(struct weft__deque *dq) WEFT__HIDDEN;
 uint32_t weft__dq_front_age(struct weft__deque *dq) WEFT__HIDDEN;
 
 /* ---- global injection queue (inject.c) ----------------------------------- */
 struct weft__inject {
 	pthread_mutex_t lock;
 	weft_task *head, *tail; /* under lock */
-	_Atomic size_t len;     /* written under lock, read lock-free as a hint */
+	_Atomic size_t len; /* written under lock (seq_cst: idle handshake),
+	                       read lock-free as a hint */
 };
 void weft__inject_init(struct weft__inject *q) WEFT__HIDDEN;
 void weft__inject_fini(struct weft__inject *q) WEFT__HIDDEN;

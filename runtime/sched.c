@@ -125,7 +125,8 @@ void weft__schedule(struct weft__worker *w, weft_task *f, bool front)
 		f->next = NULL;
 		weft__inject_push(&rt->inject, f, f, 1);
 	}
-	if (rt->nworkers > 1)
+	/* from outside, even a lone worker may be asleep in its ring */
+	if (rt->nworkers > 1 || !w)
 		weft__idle_notify(rt);
 }
 
@@ -334,12 +335,13 @@ static weft_task *steal_any(struct weft__worker *w)
 	return NULL;
 }
 
+/* seq_cst loads: the parker's re-check (idle.c, "no lost wake-up") */
 static bool any_work_visible(struct weft__rt *rt)
 {
-	if (!weft__inject_empty(&rt->inject))
+	if (atomic_load(&rt->inject.len))
 		return true;
 	for (unsigned i = 0; i < rt->nworkers; i++)
-		if (local_has_work(&rt->workers[i]))
+		if (!weft__dq_empty_sc(&rt->workers[i].dq))
 			return true;
 	return false;
 }

@@ -8,7 +8,14 @@
  */
 #include <string.h>
 
+#ifdef WEFT_ARCH_STANDALONE /* tests/arch: toolchains without liburing */
+#include <stdint.h>
+void weft__ctx_entry(void) __attribute__((visibility("hidden")));
+void *weft__ctx_make(void *top, void (*entry)(void *, void *), void *arg)
+	__attribute__((visibility("hidden")));
+#else
 #include "../internal.h"
+#endif
 
 #if defined(__x86_64__)
 void *weft__ctx_make(void *top, void (*entry)(void *, void *), void *arg)
@@ -32,11 +39,16 @@ void *weft__ctx_make(void *top, void (*entry)(void *, void *), void *arg)
 /* see switch_aarch64.S for the frame */
 void *weft__ctx_make(void *top, void (*entry)(void *, void *), void *arg)
 {
+	/* top is page aligned; 22 slots keep sp 16-aligned, and after the
+	 * switch pops the frame sp == top for the entry's blr */
 	uint64_t *sp = (uint64_t *)top - 22;
+	uint64_t fpcr;
+	__asm__ volatile("mrs %0, fpcr" : "=r"(fpcr));
 	memset(sp, 0, 22 * sizeof(uint64_t));
 	sp[0] = (uint64_t)(uintptr_t)arg;   /* x19 */
 	sp[1] = (uint64_t)(uintptr_t)entry; /* x20 */
 	sp[11] = (uint64_t)(uintptr_t)weft__ctx_entry; /* x30 (lr) */
+	sp[20] = fpcr; /* inherit the creator's FP control, as x86 does */
 	return sp;
 }
 #else

@@ -123,7 +123,7 @@ void weft__dq_push(struct weft__deque *dq, weft_task *t,
 	stamp(dq, t);
 	/* acquire: a thief's release of [steal, real) before we reuse it */
 	uint64_t old = atomic_load_explicit(&dq->word, memory_order_acquire);
-	for (;;) {
+	for (int waited = 0;;) {
 		struct idx i = unpack(old);
 		if (dist(i.steal, i.tail) < WEFT_DEQUE_CAP) {
 			dq->buf[i.tail & MASK] = t;
@@ -132,7 +132,17 @@ void weft__dq_push(struct weft__deque *dq, weft_task *t,
 			continue;
 		}
 		if (i.steal != i.real) {
-			/* full and a thief is copying: this one goes global */
+			/* full and a thief is copying: its copy takes well under
+			 * a microsecond and frees half the ring, so wait a
+			 * little; if it was preempted, this one goes global
+			 * (one lock per task would contend with every thief
+			 * taking from the global queue) */
+			if (++waited < 256) {
+				weft__cpu_relax();
+				old = atomic_load_explicit(
+					&dq->word, memory_order_acquire);
+				continue;
+			}
 			t->next = NULL;
 			weft__inject_push(overflow, t, t, 1);
 			return;

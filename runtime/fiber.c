@@ -365,12 +365,24 @@ int weft_join(weft_task *t, void **result)
 					  (void *)t);
 			break;
 		}
-		int r = weft__park_commit(self);
-		if (r == WEFT__R_CANCEL) {
+		int r = propagated ? weft__park_commit(self)
+				   : weft__park_wait(self);
+		if (r != WEFT__R_WOKEN) {
+			/* settle: take ourselves off; if the exit got there
+			 * first, the task is done and its wake will miss us */
 			uintptr_t me = (uintptr_t)self;
 			atomic_compare_exchange_strong(&t->join_word, &me, 0);
+		}
+		if (r == WEFT__R_CANCEL) {
 			cancel_task(t); /* pass it on, then keep waiting */
 			propagated = true;
+		} else if (r == WEFT__R_TIMER &&
+			   atomic_load_explicit(&t->join_word,
+						memory_order_acquire) !=
+				   WEFT__JOIN_DONE) {
+			/* deadline: give the handle back, joinable again */
+			atomic_fetch_and(&t->flags, ~WEFT__F_JOINING);
+			return -ETIMEDOUT;
 		}
 		j = atomic_load_explicit(&t->join_word, memory_order_acquire);
 	}
@@ -445,11 +457,18 @@ int weft_sleep(uint64_t ns)
 	if (atomic_load(&self->flags) & WEFT__F_CANCEL)
 		return -ECANCELED;
 	uint64_t now = weft__clock();
-	uint64_t when = ns > UINT64_MAX - now ? UINT64_MAX - 1 : now + ns;
+	uint64_t when = ns > UINT64_MAX - 1 - now ? UINT64_MAX - 1 : now + ns;
+	uint64_t dl = self->deadline;
+	if (dl && dl <= now)
+		return -ETIMEDOUT;
 	if (ns == 0) {
 		weft_yield();
 		return 0;
 	}
+	/* one timer: the sleep's end or the deadline, whichever is first */
+	bool by_deadline = dl && dl < when;
+	if (by_deadline)
+		when = dl;
 	for (;;) {
 		uint32_t seq = weft__park_begin(self, true);
 		int r = weft__timer_add(w, self, when, seq);
@@ -459,8 +478,8 @@ int weft_sleep(uint64_t ns)
 		}
 		r = weft__park_commit(self);
 		w = weft__worker_self();
-		if (r == WEFT__R_TIMER)
-			return 0; /* fired: when <= now, never early */
+		if (r == WEFT__R_TIMER) /* fired: when <= now, never early */
+			return by_deadline ? -ETIMEDOUT : 0;
 		weft__timer_del(self);
 		if (r == WEFT__R_CANCEL)
 			return -ECANCELED;
@@ -492,3 +511,39 @@ uint64_t weft_self_id(void)
 }
 
 uint64_t weft_task_id(const weft_task *t) { return t ? t->id : 0; }
+
+/* ---- deadline scopes --------------------------------------------------------- */
+
+int weft_deadline_push_at(weft_deadline *d, uint64_t when)
+{
+	weft_task *self = weft__self(NULL);
+	if (!self || !d)
+		return -EINVAL;
+	d->_prev = self->deadline;
+	if (when == 0)
+		when = 1; /* 0 means "none": a deadline at 0 has passed */
+	if (!self->deadline || when < self->deadline)
+		self->deadline = when;
+	return 0;
+}
+
+int weft_deadline_push(weft_deadline *d, uint64_t ns)
+{
+	uint64_t now = weft__clock();
+	return weft_deadline_push_at(d, ns > UINT64_MAX - 1 - now
+						? UINT64_MAX - 1
+						: now + ns);
+}
+
+void weft_deadline_pop(weft_deadline *d)
+{
+	weft_task *self = weft__self(NULL);
+	if (self && d)
+		self->deadline = d->_prev;
+}
+
+uint64_t weft_deadline_current(void)
+{
+	weft_task *self = weft__self(NULL);
+	return self ? self->deadline : 0;
+}

@@ -330,6 +330,8 @@ struct weft__rt {
 	_Atomic int terminate; /* every fiber finished: workers exit */
 	_Atomic uint64_t ext_spawned; /* spawns from non-worker threads */
 	_Atomic uint64_t ext_ids;
+	struct weft__blocking *blocking; /* the blocking pool (blocking.c) */
+	unsigned blocking_threads, blocking_queue;
 	pthread_mutex_t gate_lock; /* the start gate (runtime.c) */
 	pthread_cond_t gate_cond;
 	unsigned gate_arrived, gate_expected;
@@ -361,6 +363,22 @@ weft_task *weft__spawn_flags(void *(*fn)(void *), void *arg,
 uint32_t weft__park_begin(weft_task *self, bool cancellable) WEFT__HIDDEN;
 int weft__park_commit(weft_task *self) WEFT__HIDDEN;
 void weft__park_abort(weft_task *self) WEFT__HIDDEN;
+int weft__park_wait(weft_task *self) WEFT__HIDDEN;
+/* the calling fiber, or NULL (and *wp the worker, NULL off-runtime) */
+static inline weft_task *weft__self(struct weft__worker **wp)
+{
+	struct weft__worker *w = weft__worker_self();
+	if (wp)
+		*wp = w;
+	return w ? w->cur : NULL;
+}
+/* map a park reason to the errno a wait returns */
+static inline int weft__reason_err(int r)
+{
+	return r == WEFT__R_CANCEL ? -ECANCELED
+	       : r == WEFT__R_TIMER ? -ETIMEDOUT
+				    : 0;
+}
 bool weft__wake(weft_task *f, uint32_t seq, int reason) WEFT__HIDDEN;
 void weft__schedule(struct weft__worker *w, weft_task *f,
 		    bool front) WEFT__HIDDEN;
@@ -372,6 +390,11 @@ uint64_t weft__live_count(struct weft__rt *rt) WEFT__HIDDEN;
 void weft__begin_shutdown(struct weft__rt *rt) WEFT__HIDDEN;
 
 enum { WEFT__ACT_NONE, WEFT__ACT_YIELD, WEFT__ACT_PARK, WEFT__ACT_EXIT };
+
+/* blocking.c */
+struct weft__blocking;
+int weft__blocking_init(struct weft__rt *rt) WEFT__HIDDEN;
+void weft__blocking_fini(struct weft__rt *rt) WEFT__HIDDEN;
 
 /* io/uring.c */
 int weft__ring_init(struct weft__worker *w) WEFT__HIDDEN;

@@ -205,6 +205,22 @@ int weft_run(const weft_config *cfg, void *(*main_fn)(void *), void *arg,
 		c.ring_entries = 256;
 	if (c.ring_entries > 32768)
 		return -EINVAL;
+	if (c.blocking_threads == 0) {
+		const char *e = getenv("WEFT_BLOCKING_THREADS");
+		uint64_t v;
+		c.blocking_threads = 64;
+		if (e && *e) {
+			if (parse_size(e, &v) || v == 0 || v > 4096)
+				return -EINVAL;
+			c.blocking_threads = (unsigned)v;
+		}
+	}
+	if (c.blocking_threads > 4096)
+		return -EINVAL;
+	if (c.blocking_queue == 0)
+		c.blocking_queue = 4096;
+	if (c.blocking_queue > (1u << 20))
+		return -EINVAL;
 
 	if (atomic_exchange(&running, 1))
 		return -EBUSY;
@@ -215,6 +231,8 @@ int weft_run(const weft_config *cfg, void *(*main_fn)(void *), void *arg,
 		goto out_running;
 	rt->nworkers = c.workers;
 	rt->ring_entries = c.ring_entries;
+	rt->blocking_threads = c.blocking_threads;
+	rt->blocking_queue = c.blocking_queue;
 	weft__inject_init(&rt->inject);
 	pthread_mutex_init(&rt->slab_lock, NULL);
 	pthread_mutex_init(&rt->gate_lock, NULL);

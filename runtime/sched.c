@@ -285,6 +285,30 @@ int weft__park_commit(weft_task *self)
 	return WEFT__PW_REASON(s);
 }
 
+/* Commit a park whose wake-ups are registered, bounded by the fiber's
+ * deadline scope: adds a timer for the deadline if there is one. Returns
+ * WEFT__R_WOKEN, WEFT__R_CANCEL or WEFT__R_TIMER (the deadline passed).
+ * Callers must still settle their registration: a waker may have
+ * completed it concurrently with a cancel or the deadline (each wait's
+ * comment says how). */
+int weft__park_wait(weft_task *self)
+{
+	uint64_t dl = self->deadline;
+	if (dl) {
+		uint32_t seq = WEFT__PW_SEQ(atomic_load_explicit(
+			&self->park, memory_order_relaxed));
+		if (dl <= weft__clock() ||
+		    weft__timer_add(weft__worker_self(), self, dl, seq)) {
+			weft__park_abort(self);
+			return WEFT__R_TIMER;
+		}
+	}
+	int r = weft__park_commit(self);
+	if (dl && r != WEFT__R_TIMER)
+		weft__timer_del(self);
+	return r;
+}
+
 bool weft__wake(weft_task *f, uint32_t seq, int reason)
 {
 	/* acquire: pairs with after_switch's release (PARKED) */

@@ -18,6 +18,9 @@ typedef struct weft_config {
 	unsigned ring_entries; /* SQ entries per worker ring; 0: 256 */
 	uint64_t seed;         /* != 0: deterministic simulation (not yet:
 	                          weft_run returns -ENOTSUP) */
+	unsigned blocking_threads; /* blocking pool size; 0: env
+	                              WEFT_BLOCKING_THREADS, else 64 */
+	unsigned blocking_queue;   /* queued blocking calls; 0: 4096 */
 } weft_config;
 
 /* Fill every field with its default (all zero: "choose for me"). */
@@ -26,8 +29,9 @@ WEFT_API void weft_config_init(weft_config *cfg);
 /* Run main_fn(arg) as the first fiber; *result (if non-NULL) gets its return.
  * Returns 0 once every fiber has finished, or
  *   -EINVAL   main_fn NULL, workers > 1024, stack_size outside
- *             [16 KiB, 1 GiB], ring_entries > 32768, or a malformed
- *             WEFT_WORKERS / WEFT_STACK_SIZE;
+ *             [16 KiB, 1 GiB], ring_entries > 32768, blocking_threads >
+ *             4096, blocking_queue > 2^20, or a malformed WEFT_WORKERS /
+ *             WEFT_STACK_SIZE / WEFT_BLOCKING_THREADS;
  *   -EBUSY    a runtime is already running in this process (nested or
  *             concurrent weft_run);
  *   -ENOTSUP  seed != 0 (deterministic mode is not built yet);

@@ -24,12 +24,14 @@ typedef struct weft_task weft_task;
 WEFT_API weft_task *weft_spawn(void *(*fn)(void *), void *arg);
 
 /* Wait for t to finish; *result (if non-NULL) gets fn's return value. Frees
- * t, even on -ECANCELED. If the caller is cancelled while waiting, the
+ * t, even on -ECANCELED (not on -ETIMEDOUT or -EINVAL). If the caller is cancelled while waiting, the
  * cancellation is passed on to t (as asyncio does) and join keeps waiting
  * for t to finish.
  * Returns 0 when t finished and was never cancelled, or
  *   -ECANCELED  t was cancelled before it finished (*result still set);
  *   -ENOMEM     t never ran: no stack could be mapped for it;
+ *   -ETIMEDOUT  the caller's deadline scope expired first: t is NOT freed
+ *               and may be joined (or detached, or cancelled) again;
  *   -EINVAL     t NULL or not a live task, t already joined or detached,
  *               t is the caller itself, or the caller is not a fiber. */
 WEFT_API int weft_join(weft_task *t, void **result);

@@ -5,5 +5,9 @@
 #include "weft/common.h"
 #include "weft/runtime.h"
 #include "weft/task.h"
+#include "weft/deadline.h"
+#include "weft/chan.h"
+#include "weft/sync.h"
+#include "weft/group.h"
 
 #endif

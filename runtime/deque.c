@@ -46,6 +46,13 @@
  * back to drain or for a thief (running them early would only start more
  * subtrees at once and hold more stacks).
  *
+ * Lone tasks: a thief leaves a queue holding a single task alone unless it
+ * has seen the very same queue word and pop count on an earlier look (the
+ * owner has not popped since, so the task has waited; the count defeats
+ * the ABA of a pop and a push that restore the word): a task just woken or spawned is usually run by
+ * its owner within a microsecond, and stealing it would only move a
+ * ping-pong pair apart (after Go's runnext, stolen only after ~3 us).
+ *
  * The LIFO back gives fork-join its depth-first order (a join finds its
  * child next, and live stacks stay few); the front gives yields and thieves
  * the oldest work.
@@ -174,8 +181,15 @@ weft_task *weft__dq_pop(struct weft__deque *dq)
 		struct idx i = unpack(old);
 		if (i.real == i.tail)
 			return NULL;
-		if (cas(dq, &old, pack(i.steal, i.real, i.tail - 1)))
+		if (cas(dq, &old, pack(i.steal, i.real, i.tail - 1))) {
+			/* relaxed: a hint for thieves ("Lone tasks") */
+			atomic_store_explicit(
+				&dq->pops,
+				atomic_load_explicit(&dq->pops,
+						     memory_order_relaxed) + 1,
+				memory_order_relaxed);
 			return dq->buf[(i.tail - 1) & MASK];
+		}
 	}
 }
 
@@ -192,7 +206,8 @@ weft_task *weft__dq_pop_front(struct weft__deque *dq)
 	}
 }
 
-weft_task *weft__dq_steal(struct weft__deque *src, struct weft__deque *dst)
+weft_task *weft__dq_steal(struct weft__deque *src, struct weft__deque *dst,
+			  const uint64_t *single)
 {
 	uint64_t dold = atomic_load_explicit(&dst->word, memory_order_acquire);
 	struct idx d = unpack(dold);
@@ -207,11 +222,16 @@ weft_task *weft__dq_steal(struct weft__deque *src, struct weft__deque *dst)
 		if (i.steal != i.real)
 			return NULL; /* another thief is in flight (I4) */
 		n = dist(i.real, i.tail);
+		/* a lone task is the owner's next (see "Lone tasks") */
+		if (n == 1 && (!single || *single != old))
+			return NULL;
 		n -= n / 2;
 		if (n == 0)
 			return NULL;
 		if (cas(src, &old, pack(i.real, i.real + n, i.tail)))
 			break;
+		if (single)
+			return NULL; /* the word moved: not lone any more */
 	}
 	/* [i.real, i.real + n) are ours to read (I3); the oldest runs now,
 	 * the rest go to the back of our ring in order */
@@ -259,6 +279,17 @@ uint32_t weft__dq_front_age(struct weft__deque *dq)
 	if (!(q & (1u << 31)))
 		return 0;
 	return (dq->tick - q) & ~(1u << 31);
+}
+
+uint64_t weft__dq_word(struct weft__deque *dq)
+{
+	return atomic_load_explicit(&dq->word, memory_order_acquire);
+}
+
+unsigned weft__dq_word_len(uint64_t word)
+{
+	struct idx i = unpack(word);
+	return dist(i.real, i.tail);
 }
 
 /* seq_cst: the parker's re-check in the idle handshake (idle.c) */

@@ -55,8 +55,8 @@ static inline void weft__cpu_relax(void)
 #ifndef WEFT_FAIR_AGE
 #define WEFT_FAIR_AGE 4096 /* ticks a woken task may wait before it goes first */
 #endif
-#ifndef WEFT_SPIN_ROUNDS
-#define WEFT_SPIN_ROUNDS 16 /* steal attempts of a searcher before parking */
+#ifndef WEFT_SPIN_NS
+#define WEFT_SPIN_NS 30000 /* how long a searcher looks before parking */
 #endif
 #define WEFT__STACK_DEFAULT (64u * 1024)
 #define WEFT__STACK_MIN (16u * 1024)
@@ -169,6 +169,8 @@ struct weft__deque {
 	/* steal | real | tail, 21 bits each; CAS only (deque.c) */
 	_Atomic uint64_t word __attribute__((aligned(WEFT__CACHELINE)));
 	uint32_t tick; /* owner's scheduler tick, stamped on pushes */
+	_Atomic uint32_t pops; /* owner's pop count: thieves tell a lone task
+	                          that waited from a new one (deque.c) */
 	weft_task *buf[WEFT_DEQUE_CAP];
 };
 
@@ -179,8 +181,10 @@ void weft__dq_push(struct weft__deque *dq, weft_task *t,
 weft_task *weft__dq_pop(struct weft__deque *dq) WEFT__HIDDEN;
 weft_task *weft__dq_pop_front(struct weft__deque *dq) WEFT__HIDDEN;
 bool weft__dq_push_front(struct weft__deque *dq, weft_task *t) WEFT__HIDDEN;
-weft_task *weft__dq_steal(struct weft__deque *src,
-			  struct weft__deque *dst) WEFT__HIDDEN;
+weft_task *weft__dq_steal(struct weft__deque *src, struct weft__deque *dst,
+			  const uint64_t *single) WEFT__HIDDEN;
+uint64_t weft__dq_word(struct weft__deque *dq) WEFT__HIDDEN;
+unsigned weft__dq_word_len(uint64_t word) WEFT__HIDDEN;
 unsigned weft__dq_len(struct weft__deque *dq) WEFT__HIDDEN;
 bool weft__dq_empty_sc(struct weft__deque *dq) WEFT__HIDDEN;
 uint32_t weft__dq_front_age(struct weft__deque *dq) WEFT__HIDDEN;
@@ -265,6 +269,10 @@ struct weft__worker {
 	uint64_t rng;
 	bool searching;
 	uint64_t next_id;
+	/* a lone task seen on a victim: (victim, its queue word and pops) */
+	unsigned lone_victim;
+	uint64_t lone_word;
+	uint32_t lone_pops;
 
 	void *stack_cache; /* stacks, linked through their top word */
 	size_t stack_cached;

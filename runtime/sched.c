@@ -350,11 +350,28 @@ static weft_task *steal_any(struct weft__worker *w)
 	if (t)
 		return t;
 	for (unsigned i = 0; i < n; i++) {
-		struct weft__worker *v = &rt->workers[(start + i) % n];
+		unsigned vi = (start + i) % n;
+		struct weft__worker *v = &rt->workers[vi];
 		if (v == w)
 			continue;
-		if ((t = weft__dq_steal(&v->dq, &w->dq)))
+		/* relaxed: a hint; the steal's CAS on the word decides */
+		uint32_t pops = atomic_load_explicit(&v->dq.pops,
+						     memory_order_relaxed);
+		uint64_t word = weft__dq_word(&v->dq);
+		unsigned len = weft__dq_word_len(word);
+		if (len >= 2 && (t = weft__dq_steal(&v->dq, &w->dq, NULL)))
 			return t;
+		if (len == 1) {
+			/* a lone task: only once it has sat there since our
+			 * last look (deque.c, "Lone tasks") */
+			if (w->lone_victim == vi + 1 && w->lone_word == word &&
+			    w->lone_pops == pops &&
+			    (t = weft__dq_steal(&v->dq, &w->dq, &word)))
+				return t;
+			w->lone_victim = vi + 1;
+			w->lone_word = word;
+			w->lone_pops = pops;
+		}
 	}
 	return NULL;
 }
@@ -452,17 +469,26 @@ static weft_task *find_work(struct weft__worker *w)
 		if (!t && rt->nworkers > 1) {
 			if (!w->searching)
 				w->searching = weft__idle_try_search(&rt->idle);
-			/* a searcher spins a little before it parks: waking a
-			 * parked worker costs a syscall on each side (~5 us),
-			 * and work often shows up within microseconds */
-			for (int i = 0; w->searching && !t && i < WEFT_SPIN_ROUNDS;
-			     i++) {
+			/* a searcher looks for WEFT_SPIN_NS before it parks:
+			 * waking a parked worker costs a syscall on each side
+			 * (~5 us), and work often shows up within microseconds
+			 * (Go's spinning Ms do the same) */
+			uint64_t until = 0;
+			while (w->searching && !t) {
 				if ((t = steal_any(w)))
 					break;
-				for (int j = 0; j < 64 && !any_work_visible(rt);
-				     j++)
+				uint64_t now = weft__clock();
+				if (!until)
+					until = now + WEFT_SPIN_NS;
+				else if (now >= until)
+					break;
+				/* look about once a microsecond: reading the
+				 * victims' queue words more often would steal
+				 * their cache lines from under their CASes */
+				for (int j = 0; j < 64; j++)
 					weft__cpu_relax();
 			}
+			w->lone_victim = 0;
 		}
 		if (t) {
 			end_search(w);

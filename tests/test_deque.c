@@ -78,14 +78,14 @@ static void test_single_thread(void **state)
 	assert_int_equal(weft__dq_len(&a), 4);
 
 	/* steal half: returns the oldest, moves the rest to b, in order */
-	weft_task *s = weft__dq_steal(&a, &b);
+	weft_task *s = weft__dq_steal(&a, &b, NULL);
 	assert_ptr_equal(s, &t[2]);
 	assert_int_equal(weft__dq_len(&a), 2);
 	assert_int_equal(weft__dq_len(&b), 1);
 	assert_ptr_equal(weft__dq_pop(&b), &t[3]);
 	assert_ptr_equal(weft__dq_pop(&a), &t[5]);
 	assert_ptr_equal(weft__dq_pop(&a), &t[4]);
-	assert_null(weft__dq_steal(&a, &b));
+	assert_null(weft__dq_steal(&a, &b, NULL));
 
 	/* wrap-around: many cycles through the 21-bit indices' low bits */
 	for (int r = 0; r < 100000; r++) {
@@ -144,7 +144,10 @@ static void *stress_thread(void *arg)
 			rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
 			unsigned v = (unsigned)(rng % THREADS);
 			if (v != me)
-				t = weft__dq_steal(&dqs[v], &dqs[me]);
+				{
+				uint64_t wd = weft__dq_word(&dqs[v]);
+				t = weft__dq_steal(&dqs[v], &dqs[me], (rng & 16) ? &wd : NULL);
+			}
 		}
 		if (!t)
 			t = weft__inject_pop(&gq);

@@ -1,0 +1,251 @@
+/* mutex.c — fiber mutex and condition variable.
+ *
+ * Mutex state (m->_state, atomic): LOCKED | WAITERS. WAITERS is set while
+ * the waiter list is non-empty and changes only under the list lock.
+ *
+ * Policy (after Go's sync.Mutex): lock is a CAS, then a short spin while
+ * other workers run, then a park. Unlock clears LOCKED and wakes the oldest
+ * waiter, which then competes with fibers arriving meanwhile ("barging":
+ * the lock is never idle while a woken fiber is on its way). A waiter that
+ * loses goes back to the head of the list. When the oldest waiter has
+ * waited more than 1 ms, unlock hands the lock to it directly instead
+ * (LOCKED stays set, owner changes): no fiber starves.
+ *
+ * No lost wake-up: a locker sets WAITERS (under the list lock) only by a
+ * CAS that also sees LOCKED set; an unlocker's fast path is a CAS from
+ * exactly LOCKED to 0, which fails once WAITERS is set, so it takes the
+ * slow path and the list lock, where it finds the waiter.
+ *
+ * A waiter woken to compete that turns out to be cancelled passes the wake
+ * on to the next waiter (the unlock it consumed must not be lost); one
+ * handed the lock keeps it and reports success (waitq rule: success wins).
+ */
+#include "waitq.h"
+
+#define LOCKED 1u
+#define WAITERS 2u
+#define HANDOFF_NS 1000000ull /* 1 ms */
+#define ST_RETRY 1
+#define ST_OWNER 2
+
+/* _owner: written by the owner (or, at a hand-over, by the unlocker under
+ * the list lock); read by unlock and cond_wait to catch misuse. Relaxed:
+ * the lock itself orders it for every correct caller. */
+static inline void set_owner(weft_mutex *m, void *o)
+{
+	__atomic_store_n(&m->_owner, o, __ATOMIC_RELAXED);
+}
+static inline void *owner(weft_mutex *m)
+{
+	return __atomic_load_n(&m->_owner, __ATOMIC_RELAXED);
+}
+
+static inline unsigned ld(weft_mutex *m)
+{
+	return __atomic_load_n(&m->_state, __ATOMIC_ACQUIRE);
+}
+static inline bool cas(weft_mutex *m, unsigned *old, unsigned nw)
+{
+	/* acquire on success: the critical section starts; release: for the
+	 * WAITERS/unlock transitions */
+	return __atomic_compare_exchange_n(&m->_state, old, nw, false,
+					   __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+}
+
+void weft_mutex_init(weft_mutex *m)
+{
+	if (m)
+		*m = (weft_mutex)WEFT_MUTEX_INIT;
+}
+
+int weft_mutex_trylock(weft_mutex *m)
+{
+	if (!m)
+		return -EINVAL;
+	unsigned s = ld(m);
+	while (!(s & LOCKED))
+		if (cas(m, &s, s | LOCKED)) {
+			set_owner(m, weft__self(NULL));
+			return 0;
+		}
+	return -EBUSY;
+}
+
+/* Wake the oldest waiter (list lock held): hand over or let it compete.
+ * Called with LOCKED set by the unlocking owner. */
+static struct weft__wakeup release_locked(weft_mutex *m)
+{
+	struct weft__wlist *l = weft__wq_list(&m->_q);
+	struct weft__waiter *w = weft__wl_claim(l);
+	if (!w) {
+		__atomic_and_fetch(&m->_state, ~(LOCKED | WAITERS),
+				   __ATOMIC_RELEASE);
+		return (struct weft__wakeup){0};
+	}
+	if (!l->head)
+		__atomic_and_fetch(&m->_state, ~WAITERS, __ATOMIC_RELAXED);
+	if (weft__clock() - w->since > HANDOFF_NS) {
+		set_owner(m, w->f); /* LOCKED stays: the lock changes hands */
+		return weft__complete(w, ST_OWNER);
+	}
+	/* release: the critical section ends */
+	__atomic_and_fetch(&m->_state, ~LOCKED, __ATOMIC_RELEASE);
+	return weft__complete(w, ST_RETRY);
+}
+
+static int lock_slow(weft_mutex *m, weft_task *self, bool cancellable)
+{
+	struct weft__wlist *l = weft__wq_list(&m->_q);
+	struct weft__waiter me = {.f = self, .since = weft__clock()};
+	bool requeue = false;
+	for (;;) {
+		weft__spin_lock(&m->_q._lock);
+		unsigned s = ld(m);
+		for (;;) {
+			if (!(s & LOCKED)) {
+				if (cas(m, &s, s | LOCKED)) {
+					weft__spin_unlock(&m->_q._lock);
+					set_owner(m, self);
+					return 0;
+				}
+			} else if ((s & WAITERS) || cas(m, &s, s | WAITERS)) {
+				break;
+			}
+		}
+		me.seq = weft__park_begin(self, cancellable);
+		if (requeue)
+			weft__wl_push_head(l, &me);
+		else
+			weft__wl_push(l, &me);
+		int r;
+		if (cancellable) {
+			r = weft__wl_wait(&m->_q._lock, l, &me);
+		} else {
+			weft__spin_unlock(&m->_q._lock);
+			weft__park_commit(self);
+			r = me.status;
+		}
+		if (r == ST_OWNER)
+			return 0; /* handed over; _owner set by the unlocker */
+		if (r == ST_RETRY) {
+			requeue = true;
+			continue;
+		}
+		/* cancelled or timed out while still queued */
+		weft__spin_lock(&m->_q._lock);
+		if (!l->head)
+			__atomic_and_fetch(&m->_state, ~WAITERS,
+					   __ATOMIC_RELAXED);
+		weft__spin_unlock(&m->_q._lock);
+		return r;
+	}
+}
+
+static int mutex_lock_nocancel(weft_mutex *m, weft_task *self)
+{
+	unsigned s = 0;
+	if (cas(m, &s, LOCKED)) {
+		set_owner(m, self);
+		return 0;
+	}
+	return lock_slow(m, self, false);
+}
+
+int weft_mutex_lock(weft_mutex *m)
+{
+	struct weft__worker *w;
+	weft_task *self = weft__self(&w);
+	if (!m || !self)
+		return -EINVAL;
+	unsigned s = 0;
+	if (cas(m, &s, LOCKED)) {
+		set_owner(m, self);
+		return 0;
+	}
+	/* spin briefly while another worker may be about to unlock */
+	if (w->rt->nworkers > 1) {
+		for (int i = 0; i < 64; i++) {
+			weft__cpu_relax();
+			s = ld(m);
+			if (!(s & LOCKED) && cas(m, &s, s | LOCKED)) {
+				set_owner(m, self);
+				return 0;
+			}
+		}
+	}
+	if (atomic_load(&self->flags) & WEFT__F_CANCEL)
+		return -ECANCELED;
+	return lock_slow(m, self, true);
+}
+
+int weft_mutex_unlock(weft_mutex *m)
+{
+	if (!m)
+		return -EINVAL;
+	weft_task *self = weft__self(NULL);
+	if (owner(m) != self || !(ld(m) & LOCKED))
+		return -EPERM;
+	set_owner(m, NULL);
+	unsigned s = LOCKED;
+	/* release: the critical section ends */
+	if (cas(m, &s, 0))
+		return 0;
+	weft__spin_lock(&m->_q._lock);
+	struct weft__wakeup wk = release_locked(m);
+	weft__spin_unlock(&m->_q._lock);
+	weft__wakeup_do(wk);
+	return 0;
+}
+
+/* ---- condition variable ------------------------------------------------------ */
+
+void weft_cond_init(weft_cond *c)
+{
+	if (c)
+		*c = (weft_cond){{0}};
+}
+
+int weft_cond_wait(weft_cond *c, weft_mutex *m)
+{
+	weft_task *self = weft__self(NULL);
+	if (!c || !m || !self)
+		return -EINVAL;
+	if (owner(m) != self)
+		return -EPERM;
+	struct weft__wlist *l = weft__wq_list(&c->_q);
+	struct weft__waiter me = {.f = self};
+	weft__spin_lock(&c->_q._lock);
+	me.seq = weft__park_begin(self, true);
+	weft__wl_push(l, &me);
+	weft__spin_unlock(&c->_q._lock);
+	/* unlock m only once we are on the list: a signal sent after m is
+	 * free cannot miss us (a wake before we park finds us PARKING) */
+	weft_mutex_unlock(m);
+	weft__spin_lock(&c->_q._lock);
+	int r = weft__wl_wait(&c->_q._lock, l, &me);
+	mutex_lock_nocancel(m, self);
+	return r;
+}
+
+void weft_cond_signal(weft_cond *c)
+{
+	if (!c)
+		return;
+	weft__spin_lock(&c->_q._lock);
+	struct weft__waiter *w = weft__wl_claim(weft__wq_list(&c->_q));
+	struct weft__wakeup wk = w ? weft__complete(w, 0)
+				   : (struct weft__wakeup){0};
+	weft__spin_unlock(&c->_q._lock);
+	weft__wakeup_do(wk);
+}
+
+void weft_cond_broadcast(weft_cond *c)
+{
+	if (!c)
+		return;
+	weft__spin_lock(&c->_q._lock);
+	struct weft__waiter *w;
+	while ((w = weft__wl_claim(weft__wq_list(&c->_q))))
+		weft__wakeup_do(weft__complete(w, 0));
+	weft__spin_unlock(&c->_q._lock);
+}

@@ -1,0 +1,165 @@
+/* signal.c — counting semaphore, wait group, one-shot event.
+ *
+ * Each is a counter or flag plus a waiter list under the list's spin lock
+ * (waitq.c, the waitq rule). The counter is also read and changed without
+ * the lock on fast paths (__atomic); every change that can make a parked
+ * fiber runnable happens under the lock, so a waiter that checked the
+ * counter under the lock and queued itself is always found.
+ *
+ * Semaphore: release hands units to parked waiters first (FIFO), and only
+ * the rest go to the counter, where fibers arriving meanwhile may take
+ * them (barging, as with the mutex). A waiter cancelled after a unit was
+ * handed to it keeps the unit and reports success (success wins).
+ */
+#include "waitq.h"
+
+/* ---- semaphore ------------------------------------------------------------- */
+
+void weft_sem_init(weft_sem *s, long count)
+{
+	if (s)
+		*s = (weft_sem){._count = count < 0 ? 0 : count};
+}
+
+int weft_sem_try_acquire(weft_sem *s)
+{
+	if (!s)
+		return -EINVAL;
+	long c = __atomic_load_n(&s->_count, __ATOMIC_RELAXED);
+	while (c > 0)
+		/* acquire: pairs with release's add */
+		if (__atomic_compare_exchange_n(&s->_count, &c, c - 1, false,
+						__ATOMIC_ACQUIRE,
+						__ATOMIC_RELAXED))
+			return 0;
+	return -EAGAIN;
+}
+
+int weft_sem_acquire(weft_sem *s)
+{
+	weft_task *self = weft__self(NULL);
+	if (!s || !self)
+		return -EINVAL;
+	if (weft_sem_try_acquire(s) == 0)
+		return 0;
+	struct weft__waiter me = {.f = self};
+	weft__spin_lock(&s->_q._lock);
+	if (weft_sem_try_acquire(s) == 0) {
+		weft__spin_unlock(&s->_q._lock);
+		return 0;
+	}
+	me.seq = weft__park_begin(self, true);
+	weft__wl_push(weft__wq_list(&s->_q), &me);
+	return weft__wl_wait(&s->_q._lock, weft__wq_list(&s->_q), &me);
+}
+
+int weft_sem_release(weft_sem *s, long n)
+{
+	if (!s || n < 1)
+		return -EINVAL;
+	weft__spin_lock(&s->_q._lock);
+	struct weft__waiter *w;
+	while (n > 0 && (w = weft__wl_claim(weft__wq_list(&s->_q)))) {
+		weft__wakeup_do(weft__complete(w, 0));
+		n--;
+	}
+	if (n)
+		/* release: pairs with try_acquire's acquire CAS */
+		__atomic_add_fetch(&s->_count, n, __ATOMIC_RELEASE);
+	weft__spin_unlock(&s->_q._lock);
+	return 0;
+}
+
+/* ---- wait group ------------------------------------------------------------ */
+
+void weft_wg_init(weft_wg *wg)
+{
+	if (wg)
+		*wg = (weft_wg){0};
+}
+
+int weft_wg_add(weft_wg *wg, long delta)
+{
+	if (!wg)
+		return -EINVAL;
+	weft__spin_lock(&wg->_q._lock);
+	long c = __atomic_load_n(&wg->_count, __ATOMIC_RELAXED);
+	if (c + delta < 0) {
+		weft__spin_unlock(&wg->_q._lock);
+		return -EINVAL;
+	}
+	/* release: work done before weft_wg_done is visible to waiters
+	 * (pairs with wait's acquire load) */
+	__atomic_store_n(&wg->_count, c + delta, __ATOMIC_RELEASE);
+	if (c + delta == 0) {
+		struct weft__waiter *w;
+		while ((w = weft__wl_claim(weft__wq_list(&wg->_q))))
+			weft__wakeup_do(weft__complete(w, 0));
+	}
+	weft__spin_unlock(&wg->_q._lock);
+	return 0;
+}
+
+int weft_wg_done(weft_wg *wg) { return weft_wg_add(wg, -1); }
+
+int weft_wg_wait(weft_wg *wg)
+{
+	weft_task *self = weft__self(NULL);
+	if (!wg || !self)
+		return -EINVAL;
+	if (__atomic_load_n(&wg->_count, __ATOMIC_ACQUIRE) == 0)
+		return 0;
+	struct weft__waiter me = {.f = self};
+	weft__spin_lock(&wg->_q._lock);
+	if (__atomic_load_n(&wg->_count, __ATOMIC_ACQUIRE) == 0) {
+		weft__spin_unlock(&wg->_q._lock);
+		return 0;
+	}
+	me.seq = weft__park_begin(self, true);
+	weft__wl_push(weft__wq_list(&wg->_q), &me);
+	return weft__wl_wait(&wg->_q._lock, weft__wq_list(&wg->_q), &me);
+}
+
+/* ---- event ----------------------------------------------------------------- */
+
+void weft_event_init(weft_event *e)
+{
+	if (e)
+		*e = (weft_event){0};
+}
+
+void weft_event_set(weft_event *e)
+{
+	if (!e)
+		return;
+	weft__spin_lock(&e->_q._lock);
+	/* release: pairs with is_set / wait's acquire load */
+	__atomic_store_n(&e->_set, 1, __ATOMIC_RELEASE);
+	struct weft__waiter *w;
+	while ((w = weft__wl_claim(weft__wq_list(&e->_q))))
+		weft__wakeup_do(weft__complete(w, 0));
+	weft__spin_unlock(&e->_q._lock);
+}
+
+int weft_event_is_set(weft_event *e)
+{
+	return e && __atomic_load_n(&e->_set, __ATOMIC_ACQUIRE);
+}
+
+int weft_event_wait(weft_event *e)
+{
+	weft_task *self = weft__self(NULL);
+	if (!e || !self)
+		return -EINVAL;
+	if (weft_event_is_set(e))
+		return 0;
+	struct weft__waiter me = {.f = self};
+	weft__spin_lock(&e->_q._lock);
+	if (weft_event_is_set(e)) {
+		weft__spin_unlock(&e->_q._lock);
+		return 0;
+	}
+	me.seq = weft__park_begin(self, true);
+	weft__wl_push(weft__wq_list(&e->_q), &me);
+	return weft__wl_wait(&e->_q._lock, weft__wq_list(&e->_q), &me);
+}

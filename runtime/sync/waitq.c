@@ -1,0 +1,129 @@
+/* waitq.c — the one parking primitive: a list of waiters under a lock.
+ *
+ * Every synchronization object (channel, mutex, cond, semaphore, wait
+ * group, event, task group) is some state plus one or two waiter lists,
+ * guarded by one spin lock of its own. A waiter is a record on the waiting
+ * fiber's stack.
+ *
+ * The waitq rule
+ *   waiter:    lock; check the state; if it must wait: seq = park_begin,
+ *              fill the record (fiber, seq), push it; unlock; park_wait.
+ *   completer: lock; claim a record (weft__wl_claim takes it off the list);
+ *              do the operation for it (copy the element, hand over the
+ *              lock or the unit) and set its status; copy (fiber, seq) out;
+ *              unlock; weft__wake(fiber, seq, WOKEN).
+ *   settling:  a waiter woken by WOKEN returns its status. A waiter woken
+ *              by its cancellation or deadline takes the lock: if its record
+ *              is still queued it removes it and fails; if not, a completer
+ *              claimed it first and the operation has happened — it returns
+ *              the status (success wins: no element or unit is lost).
+ * The completer never touches a record after unlocking (the fiber may
+ * have returned and its stack moved on), only the (fiber, seq) it copied;
+ * fibers are type-stable and a stale seq makes the wake a no-op.
+ *
+ * Select: the records of one weft_select share a struct weft__sel; claiming
+ * one sets sel->done by CAS, and records of a select already done are
+ * dropped by claim. The selecting fiber settles by taking all its
+ * channels' locks and claiming sel itself (see chan.c).
+ *
+ * The lock spins with pause, then yields the thread: critical sections
+ * are a few dozen instructions, but the holder's thread can be preempted.
+ */
+#include <sched.h>
+
+#include "waitq.h"
+
+void weft__spin_lock(unsigned *l)
+{
+	for (unsigned spins = 0;; spins++) {
+		/* acquire: pairs with the release in unlock */
+		if (!__atomic_load_n(l, __ATOMIC_RELAXED) &&
+		    !__atomic_exchange_n(l, 1, __ATOMIC_ACQUIRE))
+			return;
+		if (spins < 64)
+			weft__cpu_relax();
+		else
+			sched_yield();
+	}
+}
+
+void weft__spin_unlock(unsigned *l)
+{
+	__atomic_store_n(l, 0, __ATOMIC_RELEASE);
+}
+
+void weft__wl_push(struct weft__wlist *l, struct weft__waiter *w)
+{
+	w->next = NULL;
+	w->prev = l->tail;
+	if (l->tail)
+		l->tail->next = w;
+	else
+		l->head = w;
+	l->tail = w;
+	w->queued = true;
+}
+
+void weft__wl_push_head(struct weft__wlist *l, struct weft__waiter *w)
+{
+	w->prev = NULL;
+	w->next = l->head;
+	if (l->head)
+		l->head->prev = w;
+	else
+		l->tail = w;
+	l->head = w;
+	w->queued = true;
+}
+
+void weft__wl_remove(struct weft__wlist *l, struct weft__waiter *w)
+{
+	if (w->prev)
+		w->prev->next = w->next;
+	else
+		l->head = w->next;
+	if (w->next)
+		w->next->prev = w->prev;
+	else
+		l->tail = w->prev;
+	w->next = w->prev = NULL;
+	w->queued = false;
+}
+
+struct weft__waiter *weft__wl_claim(struct weft__wlist *l)
+{
+	struct weft__waiter *w;
+	while ((w = l->head)) {
+		weft__wl_remove(l, w);
+		if (!w->sel)
+			return w;
+		int zero = 0;
+		/* acq_rel: one claim per select (pairs with other channels'
+		 * claims and with the selector's own settle) */
+		if (atomic_compare_exchange_strong_explicit(
+			    &w->sel->done, &zero, 1, memory_order_acq_rel,
+			    memory_order_acquire)) {
+			w->sel->index = w->sel_index;
+			return w;
+		}
+		/* that select finished elsewhere: drop its record */
+	}
+	return NULL;
+}
+
+int weft__wl_wait(unsigned *lock, struct weft__wlist *l,
+		  struct weft__waiter *w)
+{
+	weft__spin_unlock(lock);
+	int r = weft__park_wait(w->f);
+	if (r == WEFT__R_WOKEN)
+		return w->status;
+	weft__spin_lock(lock);
+	if (w->queued) {
+		weft__wl_remove(l, w);
+		weft__spin_unlock(lock);
+		return weft__reason_err(r);
+	}
+	weft__spin_unlock(lock);
+	return w->status;
+}

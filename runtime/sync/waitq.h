@@ -1,0 +1,70 @@
+/* waitq.h — the one parking primitive under every channel, lock, signal and
+ * group (waitq.c has the protocol). Internal. */
+#ifndef WEFT_WAITQ_H
+#define WEFT_WAITQ_H
+
+#include "../internal.h"
+
+/* select: records of one select share this; the first claim wins */
+struct weft__sel {
+	_Atomic int done;
+	int index;
+};
+
+/* A waiter, on the waiting fiber's stack: valid while it is queued, and
+ * until the fiber has settled after its park. */
+struct weft__waiter {
+	struct weft__waiter *next, *prev;
+	weft_task *f;
+	uint32_t seq;  /* f's park seq for this wait */
+	bool queued;   /* in a list; changed only under the list's lock */
+	int status;    /* written by the completer, under the lock */
+	void *data;    /* channels: the element to send / buffer to fill */
+	struct weft__sel *sel; /* select, or NULL */
+	int sel_index;
+	uint64_t since; /* mutex: when the wait began */
+};
+
+struct weft__wlist {
+	struct weft__waiter *head, *tail;
+};
+
+void weft__spin_lock(unsigned *l) WEFT__HIDDEN;
+void weft__spin_unlock(unsigned *l) WEFT__HIDDEN;
+
+void weft__wl_push(struct weft__wlist *l, struct weft__waiter *w) WEFT__HIDDEN;
+void weft__wl_push_head(struct weft__wlist *l,
+			struct weft__waiter *w) WEFT__HIDDEN;
+void weft__wl_remove(struct weft__wlist *l, struct weft__waiter *w) WEFT__HIDDEN;
+struct weft__waiter *weft__wl_claim(struct weft__wlist *l) WEFT__HIDDEN;
+
+/* a completed waiter's wake, captured under the lock, done after it */
+struct weft__wakeup {
+	weft_task *f;
+	uint32_t seq;
+};
+static inline struct weft__wakeup weft__complete(struct weft__waiter *w,
+						 int status)
+{
+	w->status = status;
+	return (struct weft__wakeup){w->f, w->seq};
+}
+static inline void weft__wakeup_do(struct weft__wakeup k)
+{
+	if (k.f)
+		weft__wake(k.f, k.seq, WEFT__R_WOKEN);
+}
+
+/* Park on a waiter already queued under `lock` (which the caller holds and
+ * this releases), then settle: returns the completer's status, or -ECANCELED
+ * / -ETIMEDOUT if the waiter was still queued when the fiber woke. */
+int weft__wl_wait(unsigned *lock, struct weft__wlist *l,
+		  struct weft__waiter *w) WEFT__HIDDEN;
+
+/* the public weft_waitq_ as a lock + list */
+static inline struct weft__wlist *weft__wq_list(weft_waitq_ *q)
+{
+	return (struct weft__wlist *)&q->_head;
+}
+
+#endif

@@ -9,5 +9,8 @@
 #include "weft/chan.h"
 #include "weft/sync.h"
 #include "weft/group.h"
+#include "weft/blocking.h"
+#include "weft/io.h"
+#include "weft/net.h"
 
 #endif

@@ -28,8 +28,12 @@
 
 #include "internal.h"
 
+static void reap(struct weft__worker *w);
+static void drain_cancels(struct weft__worker *w);
+
 #define TAG_WAKE 1
 #define TAG_EFD 2
+#define TAG_IGNORE 3 /* linked timeouts, async cancels: no one waits */
 
 static void arm_efd(struct weft__worker *w)
 {
@@ -65,6 +69,7 @@ int weft__ring_init(struct weft__worker *w)
 	}
 	if (r != 0)
 		return r;
+	pthread_mutex_init(&w->cancel_lock, NULL);
 	w->efd = eventfd(0, EFD_CLOEXEC);
 	if (w->efd < 0) {
 		r = -errno;
@@ -79,11 +84,164 @@ int weft__ring_init(struct weft__worker *w)
 
 void weft__ring_fini(struct weft__worker *w)
 {
+	pthread_mutex_destroy(&w->cancel_lock);
 	if (!w->ring_ok)
 		return;
 	io_uring_queue_exit(&w->ring);
 	close(w->efd);
 	w->ring_ok = false;
+}
+
+/* ---- operations: the op handshake ---------------------------------------------
+ *
+ * An operation is a struct weft__op on the issuing fiber's stack; its
+ * address is the SQE's user_data. The fiber stays inside the call until
+ * the CQE has been handled, so the op (and the caller's buffers) outlive
+ * the kernel's use of them.
+ *
+ *   reaper (ring owner):   res = cqe; done := 1; seq := op->seq;
+ *                          done := 2 (op no longer touched); wake(f, seq)
+ *   fiber, first park:     op->seq = park_begin(cancellable); queue SQE;
+ *                          park. WOKEN: done == 2, return res.
+ *   fiber, cancelled:      (woken by weft_cancel, the op still in flight)
+ *                          ask the ring owner for IORING_OP_ASYNC_CANCEL
+ *                          (directly if this is the owner, else through
+ *                          its cancel list and a wake-up), then re-park
+ *                          non-cancellably: op->seq := new seq, and park
+ *                          unless done != 0 (seq_cst on both sides: the
+ *                          reaper stores done then loads seq, the fiber
+ *                          stores seq then loads done, so either the
+ *                          reaper wakes the new seq or the fiber sees
+ *                          done). Before returning it waits for done == 2.
+ * Deadlines are linked timeouts (IORING_OP_LINK_TIMEOUT, absolute
+ * CLOCK_MONOTONIC): the kernel cancels the op; no timer of ours races it.
+ */
+
+static void op_complete(struct weft__op *op, struct io_uring_cqe *cqe)
+{
+	weft_task *f = op->f;
+	op->res = cqe->res;
+	op->cflags = cqe->flags;
+	/* seq_cst: first half of the op handshake */
+	atomic_store(&op->done, 1);
+	uint32_t seq = atomic_load(&op->seq);
+	/* release: res is published; after this the op is the fiber's */
+	atomic_store_explicit(&op->done, 2, memory_order_release);
+	weft__wake(f, seq, WEFT__R_WOKEN);
+}
+
+struct io_uring_sqe *weft__io_sqe(struct weft__worker *w)
+{
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&w->ring);
+	while (!sqe) {
+		/* ring full: hand what is queued to the kernel */
+		int r = io_uring_submit(&w->ring);
+		if (r == -EBUSY) /* CQ overflow pending: reap first */
+			reap(w);
+		sqe = io_uring_get_sqe(&w->ring);
+	}
+	return sqe;
+}
+
+static void prep_cancel(struct weft__worker *w, struct weft__op *op)
+{
+	struct io_uring_sqe *sqe = weft__io_sqe(w);
+	io_uring_prep_cancel64(sqe, (uint64_t)(uintptr_t)op, 0);
+	io_uring_sqe_set_data64(sqe, TAG_IGNORE);
+}
+
+static void drain_cancels(struct weft__worker *w)
+{
+	pthread_mutex_lock(&w->cancel_lock);
+	struct weft__op *op = w->cancel_head;
+	w->cancel_head = NULL;
+	atomic_store_explicit(&w->cancel_len, 0, memory_order_release);
+	pthread_mutex_unlock(&w->cancel_lock);
+	while (op) {
+		struct weft__op *nx = op->cancel_next;
+		prep_cancel(w, op); /* op is valid: its fiber waits for it */
+		op = nx;
+	}
+	io_uring_submit(&w->ring);
+}
+
+static void request_cancel(struct weft__op *op)
+{
+	struct weft__worker *me = weft__worker_self(), *w = op->w;
+	if (me == w) {
+		prep_cancel(w, op);
+		io_uring_submit(&w->ring);
+		return;
+	}
+	pthread_mutex_lock(&w->cancel_lock);
+	op->cancel_next = w->cancel_head;
+	w->cancel_head = op;
+	atomic_store_explicit(&w->cancel_len, 1, memory_order_release);
+	pthread_mutex_unlock(&w->cancel_lock);
+	weft__ring_wake(w);
+}
+
+int weft__io_submit_wait(struct weft__worker *w, weft_task *self,
+			 struct weft__op *op, struct io_uring_sqe *sqe)
+{
+	op->f = self;
+	op->w = w;
+	atomic_store_explicit(&op->done, 0, memory_order_relaxed);
+	io_uring_sqe_set_data64(sqe, (uint64_t)(uintptr_t)op);
+	uint64_t dl = self->deadline;
+	if (dl) {
+		sqe->flags |= IOSQE_IO_LINK;
+		op->ts.tv_sec = (long long)(dl / 1000000000ull);
+		op->ts.tv_nsec = (long long)(dl % 1000000000ull);
+		struct io_uring_sqe *t = weft__io_sqe(w);
+		io_uring_prep_link_timeout(t, &op->ts, IORING_TIMEOUT_ABS);
+		io_uring_sqe_set_data64(t, TAG_IGNORE);
+	}
+	w->inflight++;
+	w->io_dirty = true;
+	atomic_store(&op->seq, weft__park_begin(self, true));
+	int r = weft__park_commit(self);
+	if (r == WEFT__R_CANCEL &&
+	    atomic_load_explicit(&op->done, memory_order_acquire) == 0) {
+		request_cancel(op);
+		/* re-park until the CQE, not cancellable */
+		uint32_t seq = weft__park_begin(self, false);
+		atomic_store(&op->seq, seq); /* seq_cst: the op handshake */
+		if (atomic_load(&op->done))
+			weft__park_abort(self);
+		else
+			weft__park_commit(self);
+	}
+	while (atomic_load_explicit(&op->done, memory_order_acquire) != 2)
+		weft__cpu_relax(); /* the reaper is between two stores */
+	int res = op->res;
+	if (res == -ECANCELED) {
+		if (atomic_load(&self->flags) & WEFT__F_CANCEL)
+			return -ECANCELED;
+		if (dl && weft__clock() >= dl)
+			return -ETIMEDOUT;
+	}
+	return res;
+}
+
+/* Before issuing: a cancelled fiber or a passed deadline fails at once. */
+int weft__io_check(weft_task *self)
+{
+	if (atomic_load(&self->flags) & WEFT__F_CANCEL)
+		return -ECANCELED;
+	if (self->deadline && weft__clock() >= self->deadline)
+		return -ETIMEDOUT;
+	return 0;
+}
+
+/* Hand queued SQEs to the kernel (one io_uring_enter for the batch). */
+void weft__io_flush(struct weft__worker *w)
+{
+	if (w->io_dirty) {
+		w->io_dirty = false;
+		if (io_uring_sq_ready(&w->ring))
+			io_uring_submit(&w->ring);
+	}
 }
 
 static void reap(struct weft__worker *w)
@@ -100,13 +258,15 @@ static void reap(struct weft__worker *w)
 		} else if (ud == TAG_EFD) {
 			rearm = true;
 		} else if (ud >= 4096) {
-			/* I/O completions: io/ (issue 3) */
 			w->inflight--;
+			op_complete((struct weft__op *)(uintptr_t)ud, cqe);
 		}
 	}
 	io_uring_cq_advance(&w->ring, n);
 	if (rearm)
 		arm_efd(w);
+	if (atomic_load_explicit(&w->cancel_len, memory_order_acquire))
+		drain_cancels(w);
 }
 
 /* Sleep in the ring until a CQE arrives or timeout_ns passes (UINT64_MAX:
@@ -128,6 +288,7 @@ int weft__ring_wait(struct weft__worker *w, uint64_t timeout_ns)
 /* Between fibers: flush prepared SQEs and reap what completed. */
 void weft__ring_poll(struct weft__worker *w)
 {
+	w->io_dirty = false;
 	if (io_uring_sq_ready(&w->ring) || w->inflight)
 		io_uring_submit_and_get_events(&w->ring);
 	reap(w);

@@ -286,6 +286,11 @@ struct weft__worker {
 	int efd;           /* eventfd: wake-ups from non-worker threads */
 	uint64_t efd_buf;
 	unsigned inflight; /* ops in the ring awaiting a CQE (not efd read) */
+	bool io_dirty;     /* SQEs queued since the last submit */
+	/* ASYNC_CANCEL requests from fibers now on other workers */
+	pthread_mutex_t cancel_lock;
+	struct weft__op *cancel_head; /* under cancel_lock */
+	_Atomic int cancel_len;       /* hint: cancel_head non-empty */
 
 	_Atomic int notified; /* set by a notifier under idle.lock */
 	bool parked;          /* in idle.sleepers (under idle.lock) */
@@ -403,6 +408,24 @@ enum { WEFT__ACT_NONE, WEFT__ACT_YIELD, WEFT__ACT_PARK, WEFT__ACT_EXIT };
 struct weft__blocking;
 int weft__blocking_init(struct weft__rt *rt) WEFT__HIDDEN;
 void weft__blocking_fini(struct weft__rt *rt) WEFT__HIDDEN;
+
+/* io/uring.c: one in-flight operation, on the issuing fiber's stack */
+struct weft__op {
+	weft_task *f;
+	struct weft__worker *w; /* the ring it was queued on */
+	_Atomic uint32_t seq;   /* f's current park seq (the op handshake) */
+	_Atomic int done;       /* 0 in flight, 1 completing, 2 completed */
+	int32_t res;
+	uint32_t cflags;
+	struct __kernel_timespec ts; /* the linked timeout's deadline */
+	struct weft__op *cancel_next;
+};
+struct io_uring_sqe *weft__io_sqe(struct weft__worker *w) WEFT__HIDDEN;
+int weft__io_submit_wait(struct weft__worker *w, weft_task *self,
+			 struct weft__op *op,
+			 struct io_uring_sqe *sqe) WEFT__HIDDEN;
+int weft__io_check(weft_task *self) WEFT__HIDDEN;
+void weft__io_flush(struct weft__worker *w) WEFT__HIDDEN;
 
 /* io/uring.c */
 int weft__ring_init(struct weft__worker *w) WEFT__HIDDEN;

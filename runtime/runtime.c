@@ -256,6 +256,8 @@ int weft_run(const weft_config *cfg, void *(*main_fn)(void *), void *arg,
 	}
 	if ((err = weft__guard_handler_install()))
 		goto out_rt;
+	if ((err = weft__blocking_init(rt)))
+		goto out_rt;
 
 	struct weft__worker *w0 = &rt->workers[0];
 	/* publish before any thread starts (acquire in weft_spawn) */
@@ -288,6 +290,7 @@ int weft_run(const weft_config *cfg, void *(*main_fn)(void *), void *arg,
 	worker_teardown(w0);
 	for (unsigned i = 1; i < started; i++)
 		pthread_join(rt->workers[i].thread, NULL);
+	weft__blocking_fini(rt);
 	if (!err && result)
 		*result = rt->main_result;
 	atomic_store(&weft__rt_cur, NULL);

@@ -147,6 +147,9 @@ static weft_task *pick_local(struct weft__worker *w)
 		return t;
 	if (w->dq.tick % WEFT_EVENT_INTERVAL == 0)
 		maintenance(w);
+	else if (w->io_dirty &&
+		 ((w->dq.tick & 7) == 0 || weft__dq_len(&w->dq) == 0))
+		weft__io_flush(w); /* batched: one enter for many fibers' SQEs */
 	if (w->dq.tick % WEFT_FAIR_INTERVAL == 0 &&
 	    weft__dq_front_age(&w->dq) > WEFT_FAIR_AGE &&
 	    (t = weft__dq_pop_front(&w->dq)))

@@ -35,14 +35,20 @@
 
 void weft__spin_lock(unsigned *l)
 {
-	for (unsigned spins = 0;; spins++) {
-		/* acquire: pairs with the release in unlock */
+	/* acquire: pairs with the release in unlock */
+	if (!__atomic_exchange_n(l, 1, __ATOMIC_ACQUIRE))
+		return;
+	/* contended: back off exponentially, so the holder's line is not
+	 * pulled away at every pause; yield the thread if it was preempted */
+	for (unsigned spins = 0, backoff = 1;; spins++) {
+		for (unsigned i = 0; i < backoff; i++)
+			weft__cpu_relax();
+		if (backoff < 64)
+			backoff <<= 1;
 		if (!__atomic_load_n(l, __ATOMIC_RELAXED) &&
 		    !__atomic_exchange_n(l, 1, __ATOMIC_ACQUIRE))
 			return;
-		if (spins < 64)
-			weft__cpu_relax();
-		else
+		if (spins > 200)
 			sched_yield();
 	}
 }

@@ -1,0 +1,69 @@
+/* echo_server.c — a TCP echo server: one fiber per connection.
+ *
+ *     echo_server [PORT]        (default 7000; WEFT_WORKERS picks workers)
+ *
+ * Python's asyncio version is the same shape (start_server + a coroutine
+ * per client); here the handler is a plain function and the fibers run on
+ * every worker. Stops on SIGINT/SIGTERM.
+ */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+#include <weft.h>
+
+static void *serve(void *arg)
+{
+	int fd = (int)(intptr_t)arg;
+	char buf[16 * 1024]; /* fiber stacks are 64 KiB by default */
+	for (;;) {
+		ssize_t n = weft_recv(fd, buf, sizeof buf, 0);
+		if (n <= 0 || weft_send(fd, buf, (size_t)n, 0) != n)
+			break;
+	}
+	weft_close(fd);
+	return NULL;
+}
+
+static void *main_fiber(void *arg)
+{
+	uint16_t port = (uint16_t)(uintptr_t)arg;
+	int lfd = weft_tcp_listen(NULL, port, 4096);
+	if (lfd < 0) {
+		fprintf(stderr, "listen: %s\n", weft_strerror(lfd));
+		return (void *)1;
+	}
+	fprintf(stderr, "echo_server: port %u, %u workers\n", port,
+		weft_worker_count());
+	for (;;) {
+		int fd = weft_accept(lfd, NULL, NULL);
+		if (fd == -EMFILE || fd == -ENFILE) {
+			weft_sleep(10 * 1000000); /* out of fds: wait, go on */
+			continue;
+		}
+		if (fd < 0)
+			break; /* cancelled at shutdown, or the listener died */
+		weft_task *t = weft_spawn(serve, (void *)(intptr_t)fd);
+		if (t)
+			weft_detach(t);
+		else
+			close(fd);
+	}
+	close(lfd);
+	return NULL;
+}
+
+int main(int argc, char **argv)
+{
+	long port = argc > 1 ? strtol(argv[1], NULL, 10) : 7000;
+	if (port <= 0 || port > 65535) {
+		fprintf(stderr, "usage: echo_server [PORT]\n");
+		return 2;
+	}
+	signal(SIGPIPE, SIG_IGN);
+	void *res = NULL;
+	int r = weft_run(NULL, main_fiber, (void *)(uintptr_t)port, &res);
+	if (r < 0)
+		fprintf(stderr, "weft_run: %s\n", weft_strerror(r));
+	return r < 0 || res;
+}

@@ -1,0 +1,194 @@
+/* http_server.c — HTTP/1.1 "Hello, World!": a fiber per connection,
+ * keep-alive and pipelining, 400 for a malformed request.
+ *
+ *     http_server [PORT]        (default 8080; WEFT_WORKERS picks workers)
+ *
+ * Every complete request in the buffer is answered, and the answers to one
+ * read go out in one send (pipelining costs no extra syscalls). Requests
+ * with a body (Content-Length) have the body skipped; chunked request
+ * bodies and requests over 8 KiB get 400 / 431 and the connection closes.
+ */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+#include <weft.h>
+
+#define BUF 8192
+
+static const char OK[] = "HTTP/1.1 200 OK\r\n"
+			 "Server: weft\r\n"
+			 "Content-Type: text/plain\r\n"
+			 "Content-Length: 13\r\n"
+			 "\r\n"
+			 "Hello, World!";
+static const char BAD[] = "HTTP/1.1 400 Bad Request\r\n"
+			  "Content-Length: 0\r\nConnection: close\r\n\r\n";
+static const char BIG[] = "HTTP/1.1 431 Request Header Fields Too Large\r\n"
+			  "Content-Length: 0\r\nConnection: close\r\n\r\n";
+
+/* find "\r\n\r\n" in [p, end) */
+static const char *head_end(const char *p, const char *end)
+{
+	for (; end - p >= 4; p++)
+		if (p[0] == '\r' && p[1] == '\n' && p[2] == '\r' && p[3] == '\n')
+			return p + 4;
+	return NULL;
+}
+
+static int tchar(char c)
+{
+	return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+	       (c >= '0' && c <= '9') || strchr("!#$%&'*+-.^_`|~", c);
+}
+
+/* Parse one request head [p, e). Returns 0 ok, -1 malformed. Sets *close
+ * and *body (Content-Length). */
+static int parse(const char *p, const char *e, int *close, long *body)
+{
+	const char *le = memchr(p, '\r', (size_t)(e - p));
+	const char *q = p;
+	while (q < le && tchar(*q))
+		q++;
+	if (q == p || q >= le || *q != ' ')
+		return -1; /* method */
+	const char *t = ++q;
+	while (q < le && *q != ' ' && (unsigned char)*q > 32)
+		q++;
+	if (q == t || q >= le || *q != ' ')
+		return -1; /* target */
+	q++;
+	if (le - q != 8 || memcmp(q, "HTTP/1.", 7) || (q[7] != '0' && q[7] != '1'))
+		return -1;
+	*close = q[7] == '0';
+	*body = 0;
+	for (const char *h = le + 2; h < e - 2;) {
+		const char *hl = memchr(h, '\r', (size_t)(e - h));
+		const char *c = memchr(h, ':', (size_t)(hl - h));
+		if (!c || c == h)
+			return -1;
+		size_t n = (size_t)(c - h);
+		const char *v = c + 1;
+		while (v < hl && (*v == ' ' || *v == '\t'))
+			v++;
+		if (n == 10 && !strncasecmp(h, "connection", 10)) {
+			if (hl - v >= 5 && !strncasecmp(v, "close", 5))
+				*close = 1;
+			else if (hl - v >= 10 && !strncasecmp(v, "keep-alive", 10))
+				*close = 0;
+		} else if (n == 14 && !strncasecmp(h, "content-length", 14)) {
+			char *endp;
+			*body = strtol(v, &endp, 10);
+			if (endp == v || *body < 0)
+				return -1;
+		} else if (n == 17 && !strncasecmp(h, "transfer-encoding", 17)) {
+			return -1; /* chunked bodies: not served here */
+		}
+		h = hl + 2;
+	}
+	return 0;
+}
+
+static void *serve(void *arg)
+{
+	int fd = (int)(intptr_t)arg;
+	char in[BUF], out[BUF];
+	size_t have = 0;
+	long skip = 0; /* body bytes still to discard */
+	for (;;) {
+		ssize_t n = weft_recv(fd, in + have, sizeof in - have, 0);
+		if (n <= 0)
+			break;
+		have += (size_t)n;
+		size_t used = 0, olen = 0;
+		int close = 0, bad = 0;
+		while (!close && !bad) {
+			if (skip) {
+				size_t k = have - used < (size_t)skip
+						   ? have - used
+						   : (size_t)skip;
+				used += k;
+				skip -= (long)k;
+				if (skip)
+					break;
+			}
+			const char *e = head_end(in + used, in + have);
+			if (!e)
+				break;
+			if (parse(in + used, e, &close, &skip)) {
+				bad = 1;
+				break;
+			}
+			used = (size_t)(e - in);
+			if (olen + sizeof OK - 1 > sizeof out) {
+				if (weft_send(fd, out, olen, 0) != (ssize_t)olen)
+					goto done;
+				olen = 0;
+			}
+			memcpy(out + olen, OK, sizeof OK - 1);
+			olen += sizeof OK - 1;
+		}
+		if (bad && olen + sizeof BAD - 1 <= sizeof out) {
+			memcpy(out + olen, BAD, sizeof BAD - 1);
+			olen += sizeof BAD - 1;
+		}
+		if (olen && weft_send(fd, out, olen, 0) != (ssize_t)olen)
+			break;
+		if (close || bad)
+			break;
+		memmove(in, in + used, have - used);
+		have -= used;
+		if (have == sizeof in) {
+			weft_send(fd, BIG, sizeof BIG - 1, 0);
+			break;
+		}
+	}
+done:
+	weft_close(fd);
+	return NULL;
+}
+
+static void *main_fiber(void *arg)
+{
+	uint16_t port = (uint16_t)(uintptr_t)arg;
+	int lfd = weft_tcp_listen(NULL, port, 4096);
+	if (lfd < 0) {
+		fprintf(stderr, "listen: %s\n", weft_strerror(lfd));
+		return (void *)1;
+	}
+	fprintf(stderr, "http_server: port %u, %u workers\n", port,
+		weft_worker_count());
+	for (;;) {
+		int fd = weft_accept(lfd, NULL, NULL);
+		if (fd == -EMFILE || fd == -ENFILE) {
+			weft_sleep(10 * 1000000);
+			continue;
+		}
+		if (fd < 0)
+			break;
+		weft_task *t = weft_spawn(serve, (void *)(intptr_t)fd);
+		if (t)
+			weft_detach(t);
+		else
+			close(fd);
+	}
+	close(lfd);
+	return NULL;
+}
+
+int main(int argc, char **argv)
+{
+	long port = argc > 1 ? strtol(argv[1], NULL, 10) : 8080;
+	if (port <= 0 || port > 65535) {
+		fprintf(stderr, "usage: http_server [PORT]\n");
+		return 2;
+	}
+	signal(SIGPIPE, SIG_IGN);
+	void *res = NULL;
+	int r = weft_run(NULL, main_fiber, (void *)(uintptr_t)port, &res);
+	if (r < 0)
+		fprintf(stderr, "weft_run: %s\n", weft_strerror(r));
+	return r < 0 || res;
+}

@@ -1,0 +1,89 @@
+/* file.c — file and descriptor ops: read, write (whole), readv, writev,
+ * open, close, fsync. Each validates, preps one SQE and awaits (io.h). */
+#include <fcntl.h>
+
+#include "io.h"
+#include "weft/io.h"
+
+static inline uint64_t off_of(int64_t off)
+{
+	return off < 0 ? (uint64_t)-1 : (uint64_t)off; /* -1: file position */
+}
+
+ssize_t weft_read(int fd, void *buf, size_t n, int64_t off)
+{
+	if (fd < 0)
+		return -EBADF;
+	if (!buf && n)
+		return -EFAULT;
+	if (n > 0x7ffff000)
+		n = 0x7ffff000; /* what read(2) does at most */
+	WEFT__IO(io_uring_prep_read(sqe, fd, buf, (unsigned)n, off_of(off)));
+}
+
+ssize_t weft_readv(int fd, const struct iovec *iov, int cnt, int64_t off)
+{
+	if (fd < 0)
+		return -EBADF;
+	if (cnt < 0 || cnt > 1024 || (!iov && cnt))
+		return -EINVAL;
+	WEFT__IO(io_uring_prep_readv(sqe, fd, iov, (unsigned)cnt, off_of(off)));
+}
+
+ssize_t weft_writev(int fd, const struct iovec *iov, int cnt, int64_t off)
+{
+	if (fd < 0)
+		return -EBADF;
+	if (cnt < 0 || cnt > 1024 || (!iov && cnt))
+		return -EINVAL;
+	WEFT__IO(io_uring_prep_writev(sqe, fd, iov, (unsigned)cnt,
+				      off_of(off)));
+}
+
+static ssize_t write_once(int fd, const void *buf, size_t n, int64_t off)
+{
+	if (n > 0x7ffff000)
+		n = 0x7ffff000;
+	WEFT__IO(io_uring_prep_write(sqe, fd, buf, (unsigned)n, off_of(off)));
+}
+
+ssize_t weft_write(int fd, const void *buf, size_t n, int64_t off)
+{
+	if (fd < 0)
+		return -EBADF;
+	if (!buf && n)
+		return -EFAULT;
+	size_t done = 0;
+	do {
+		ssize_t r = write_once(fd, (const char *)buf + done, n - done,
+				       off < 0 ? -1 : off + (int64_t)done);
+		if (r < 0)
+			return done ? (ssize_t)done : r;
+		if (r == 0)
+			break; /* nothing more will go */
+		done += (size_t)r;
+	} while (done < n);
+	return (ssize_t)done;
+}
+
+int weft_open(const char *path, int flags, mode_t mode)
+{
+	if (!path)
+		return -EFAULT;
+	WEFT__IO(io_uring_prep_openat(sqe, AT_FDCWD, path, flags | O_CLOEXEC,
+				      mode));
+}
+
+int weft_close(int fd)
+{
+	if (fd < 0)
+		return -EBADF;
+	WEFT__IO(io_uring_prep_close(sqe, fd));
+}
+
+int weft_fsync(int fd)
+{
+	if (fd < 0)
+		return -EBADF;
+	WEFT__IO(io_uring_prep_fsync(sqe, fd, 0));
+}

@@ -1,0 +1,332 @@
+/* net.c — socket ops: accept, connect, recv, send (whole), sendto,
+ * recvfrom, and the TCP/UDP/Unix conveniences.
+ *
+ * Sockets are created blocking: io_uring then waits for readiness inside
+ * the kernel (internal poll) instead of failing with -EAGAIN. A socket the
+ * user made O_NONBLOCK can still return -EAGAIN from the kernel; recv,
+ * send and accept then wait with weft_poll and retry, so the caller never
+ * sees it. Sends use MSG_NOSIGNAL: a closed peer is -EPIPE, not SIGPIPE.
+ *
+ * Names are resolved with getaddrinfo on the blocking pool; numeric
+ * addresses (and NULL/"" for "any") without it.
+ */
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "io.h"
+#include "weft/blocking.h"
+#include "weft/io.h"
+#include "weft/net.h"
+
+int weft_accept(int lfd, struct sockaddr *sa, socklen_t *len)
+{
+	if (lfd < 0)
+		return -EBADF;
+	if (sa && !len)
+		return -EFAULT;
+	for (;;) {
+		int r;
+		{
+			WEFT__IO_INTO(r, io_uring_prep_accept(sqe, lfd, sa, len,
+							      SOCK_CLOEXEC));
+		}
+		if (r != -EAGAIN)
+			return r;
+		if ((r = weft_poll(lfd, POLLIN)) < 0)
+			return r;
+	}
+}
+
+int weft_connect(int fd, const struct sockaddr *sa, socklen_t len)
+{
+	if (fd < 0)
+		return -EBADF;
+	if (!sa)
+		return -EFAULT;
+	int r;
+	WEFT__IO_INTO(r, io_uring_prep_connect(sqe, fd, sa, len));
+	return r;
+}
+
+ssize_t weft_recv(int fd, void *buf, size_t n, int flags)
+{
+	if (fd < 0)
+		return -EBADF;
+	if (!buf && n)
+		return -EFAULT;
+	for (;;) {
+		int r;
+		WEFT__IO_INTO(r, io_uring_prep_recv(sqe, fd, buf, n, flags));
+		if (r != -EAGAIN || (flags & MSG_DONTWAIT))
+			return r;
+		if ((r = weft_poll(fd, POLLIN)) < 0)
+			return r;
+	}
+}
+
+static ssize_t send_once(int fd, const void *buf, size_t n, int flags)
+{
+	for (;;) {
+		int r;
+		WEFT__IO_INTO(r, io_uring_prep_send(sqe, fd, buf, n,
+						    flags | MSG_NOSIGNAL));
+		if (r != -EAGAIN || (flags & MSG_DONTWAIT))
+			return r;
+		if ((r = weft_poll(fd, POLLOUT)) < 0)
+			return r;
+	}
+}
+
+ssize_t weft_send(int fd, const void *buf, size_t n, int flags)
+{
+	if (fd < 0)
+		return -EBADF;
+	if (!buf && n)
+		return -EFAULT;
+	size_t done = 0;
+	do {
+		ssize_t r = send_once(fd, (const char *)buf + done, n - done,
+				      flags);
+		if (r < 0)
+			return done ? (ssize_t)done : r;
+		done += (size_t)r;
+	} while (done < n);
+	return (ssize_t)done;
+}
+
+ssize_t weft_sendto(int fd, const void *buf, size_t n, int flags,
+		    const struct sockaddr *sa, socklen_t len)
+{
+	if (fd < 0)
+		return -EBADF;
+	if (!buf && n)
+		return -EFAULT;
+	struct iovec iov = {(void *)buf, n};
+	struct msghdr mh = {.msg_name = (void *)sa,
+			    .msg_namelen = sa ? len : 0,
+			    .msg_iov = &iov,
+			    .msg_iovlen = 1};
+	int r;
+	WEFT__IO_INTO(r, io_uring_prep_sendmsg(sqe, fd, &mh,
+					       (unsigned)(flags | MSG_NOSIGNAL)));
+	return r;
+}
+
+ssize_t weft_recvfrom(int fd, void *buf, size_t n, int flags,
+		      struct sockaddr *sa, socklen_t *len)
+{
+	if (fd < 0)
+		return -EBADF;
+	if ((!buf && n) || (sa && !len))
+		return -EFAULT;
+	struct iovec iov = {buf, n};
+	struct msghdr mh = {.msg_name = sa,
+			    .msg_namelen = sa ? *len : 0,
+			    .msg_iov = &iov,
+			    .msg_iovlen = 1};
+	int r;
+	WEFT__IO_INTO(r, io_uring_prep_recvmsg(sqe, fd, &mh, (unsigned)flags));
+	if (r >= 0 && sa)
+		*len = mh.msg_namelen;
+	return r;
+}
+
+/* ---- addresses ---------------------------------------------------------------- */
+
+struct resolve {
+	const char *host;
+	char port[8];
+	int socktype, passive;
+	struct addrinfo *res;
+	int err;
+};
+
+static void *do_getaddrinfo(void *p)
+{
+	struct resolve *r = p;
+	struct addrinfo hints = {.ai_family = AF_UNSPEC,
+				 .ai_socktype = r->socktype,
+				 .ai_flags = r->passive ? AI_PASSIVE : 0};
+	r->err = getaddrinfo(r->host, r->port, &hints, &r->res);
+	return NULL;
+}
+
+/* One address for host:port. Numeric and empty hosts directly; names on
+ * the blocking pool. */
+static int resolve(const char *host, uint16_t port, int socktype, bool passive,
+		   struct sockaddr_storage *ss, socklen_t *len)
+{
+	memset(ss, 0, sizeof *ss);
+	struct sockaddr_in *s4 = (struct sockaddr_in *)ss;
+	struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)ss;
+	if (!host || !*host) {
+		s6->sin6_family = AF_INET6;
+		s6->sin6_port = htons(port);
+		s6->sin6_addr = passive ? in6addr_any : in6addr_loopback;
+		*len = sizeof *s6;
+		return 0;
+	}
+	if (inet_pton(AF_INET, host, &s4->sin_addr) == 1) {
+		s4->sin_family = AF_INET;
+		s4->sin_port = htons(port);
+		*len = sizeof *s4;
+		return 0;
+	}
+	if (inet_pton(AF_INET6, host, &s6->sin6_addr) == 1) {
+		s6->sin6_family = AF_INET6;
+		s6->sin6_port = htons(port);
+		*len = sizeof *s6;
+		return 0;
+	}
+	if (strlen(host) > 253)
+		return -EINVAL;
+	struct resolve rq = {.host = host, .socktype = socktype,
+			     .passive = passive};
+	snprintf(rq.port, sizeof rq.port, "%u", port);
+	int r = weft_blocking(do_getaddrinfo, &rq, NULL);
+	if (r)
+		return r;
+	if (rq.err)
+		return rq.err == EAI_NONAME || rq.err == EAI_NODATA ? -ENOENT
+		       : rq.err == EAI_MEMORY			     ? -ENOMEM
+									     : -EINVAL;
+	memcpy(ss, rq.res->ai_addr, rq.res->ai_addrlen);
+	*len = rq.res->ai_addrlen;
+	freeaddrinfo(rq.res);
+	return 0;
+}
+
+static int sock_of(int family, int type)
+{
+	int fd = socket(family, type | SOCK_CLOEXEC, 0);
+	return fd < 0 ? -errno : fd;
+}
+
+static int bind_listen(int fd, const struct sockaddr *sa, socklen_t len,
+		       int backlog)
+{
+	if (bind(fd, sa, len) != 0 || (backlog >= 0 && listen(fd, backlog) != 0)) {
+		int e = -errno;
+		close(fd);
+		return e;
+	}
+	return fd;
+}
+
+int weft_tcp_listen(const char *host, uint16_t port, int backlog)
+{
+	struct sockaddr_storage ss;
+	socklen_t len;
+	int r = resolve(host, port, SOCK_STREAM, true, &ss, &len);
+	if (r)
+		return r;
+	int fd = sock_of(ss.ss_family, SOCK_STREAM);
+	if (fd < 0 && (!host || !*host)) {
+		/* no IPv6 here: any IPv4 address */
+		struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
+		memset(&ss, 0, sizeof ss);
+		s4->sin_family = AF_INET;
+		s4->sin_port = htons(port);
+		len = sizeof *s4;
+		fd = sock_of(AF_INET, SOCK_STREAM);
+	}
+	if (fd < 0)
+		return fd;
+	int one = 1, zero = 0;
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+	if (ss.ss_family == AF_INET6)
+		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero);
+	return bind_listen(fd, (struct sockaddr *)&ss, len,
+			   backlog > 0 ? backlog : SOMAXCONN);
+}
+
+int weft_tcp_connect(const char *host, uint16_t port)
+{
+	if (!host || !*host)
+		return -EINVAL;
+	struct sockaddr_storage ss;
+	socklen_t len;
+	int r = resolve(host, port, SOCK_STREAM, false, &ss, &len);
+	if (r)
+		return r;
+	int fd = sock_of(ss.ss_family, SOCK_STREAM);
+	if (fd < 0)
+		return fd;
+	int one = 1;
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+	if ((r = weft_connect(fd, (struct sockaddr *)&ss, len)) < 0) {
+		close(fd);
+		return r;
+	}
+	return fd;
+}
+
+int weft_udp_bind(const char *host, uint16_t port)
+{
+	struct sockaddr_storage ss;
+	socklen_t len;
+	int r = resolve(host, port, SOCK_DGRAM, true, &ss, &len);
+	if (r)
+		return r;
+	int fd = sock_of(ss.ss_family, SOCK_DGRAM);
+	if (fd < 0)
+		return fd;
+	int zero = 0;
+	if (ss.ss_family == AF_INET6)
+		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero);
+	return bind_listen(fd, (struct sockaddr *)&ss, len, -1);
+}
+
+static int unix_addr(const char *path, struct sockaddr_un *su, socklen_t *len)
+{
+	if (!path || !*path)
+		return -EINVAL;
+	size_t n = strlen(path);
+	if (n >= sizeof su->sun_path)
+		return -ENAMETOOLONG;
+	memset(su, 0, sizeof *su);
+	su->sun_family = AF_UNIX;
+	memcpy(su->sun_path, path, n);
+	*len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n + 1);
+	return 0;
+}
+
+int weft_unix_listen(const char *path, int backlog)
+{
+	struct sockaddr_un su;
+	socklen_t len;
+	int r = unix_addr(path, &su, &len);
+	if (r)
+		return r;
+	int fd = sock_of(AF_UNIX, SOCK_STREAM);
+	if (fd < 0)
+		return fd;
+	unlink(path); /* a stale socket file from an earlier run */
+	return bind_listen(fd, (struct sockaddr *)&su, len,
+			   backlog > 0 ? backlog : SOMAXCONN);
+}
+
+int weft_unix_connect(const char *path)
+{
+	struct sockaddr_un su;
+	socklen_t len;
+	int r = unix_addr(path, &su, &len);
+	if (r)
+		return r;
+	int fd = sock_of(AF_UNIX, SOCK_STREAM);
+	if (fd < 0)
+		return fd;
+	if ((r = weft_connect(fd, (struct sockaddr *)&su, len)) < 0) {
+		close(fd);
+		return r;
+	}
+	return fd;
+}

@@ -150,8 +150,12 @@ void weft__dq_push(struct weft__deque *dq, weft_task *t,
 					&dq->word, memory_order_acquire);
 				continue;
 			}
-			t->next = NULL;
-			weft__inject_push(overflow, t, t, 1);
+			if (t->ctx.stack_lo) {
+				weft__inject_push_head(overflow, t);
+			} else {
+				t->next = NULL;
+				weft__inject_push(overflow, t, t, 1);
+			}
 			return;
 		}
 		if (!spill(dq, old, overflow))

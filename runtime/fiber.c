@@ -174,10 +174,14 @@ void weft__slab_fini(struct weft__rt *rt)
 /* Returns 0, or -EALREADY if f had finished. */
 static int cancel_task(weft_task *f)
 {
-	/* seq_cst: first half of the cancel pair (sched.c) */
-	uint32_t fl = atomic_fetch_or(&f->flags, WEFT__F_CANCEL);
-	if (fl & WEFT__F_EXITED)
-		return -EALREADY;
+	/* seq_cst: first half of the cancel pair (sched.c); a task that has
+	 * finished keeps its real outcome */
+	uint32_t fl = atomic_load(&f->flags);
+	do {
+		if (fl & WEFT__F_EXITED)
+			return -EALREADY;
+	} while (!atomic_compare_exchange_weak(&f->flags, &fl,
+					       fl | WEFT__F_CANCEL));
 	uint64_t s = atomic_load(&f->park);
 	int st = WEFT__PW_ST(s);
 	if ((st == WEFT__PARKING || st == WEFT__PARKED) && WEFT__PW_CANC(s))

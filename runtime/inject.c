@@ -40,6 +40,20 @@ void weft__inject_push(struct weft__inject *q, weft_task *first,
 	pthread_mutex_unlock(&q->lock);
 }
 
+/* At the head: a fiber that has run before (woken, yielded) and found its
+ * worker's ring busy must not wait behind a flood of fresh spawns. */
+void weft__inject_push_head(struct weft__inject *q, weft_task *t)
+{
+	pthread_mutex_lock(&q->lock);
+	t->next = q->head;
+	q->head = t;
+	if (!q->tail)
+		q->tail = t;
+	atomic_store(&q->len,
+		     atomic_load_explicit(&q->len, memory_order_relaxed) + 1);
+	pthread_mutex_unlock(&q->lock);
+}
+
 weft_task *weft__inject_pop(struct weft__inject *q)
 {
 	if (weft__inject_empty(q))

@@ -200,6 +200,7 @@ void weft__inject_init(struct weft__inject *q) WEFT__HIDDEN;
 void weft__inject_fini(struct weft__inject *q) WEFT__HIDDEN;
 void weft__inject_push(struct weft__inject *q, weft_task *first,
 		       weft_task *last, size_t n) WEFT__HIDDEN;
+void weft__inject_push_head(struct weft__inject *q, weft_task *t) WEFT__HIDDEN;
 weft_task *weft__inject_pop(struct weft__inject *q) WEFT__HIDDEN;
 weft_task *weft__inject_pop_batch(struct weft__inject *q,
 				  struct weft__deque *dq,

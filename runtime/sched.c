@@ -7,8 +7,9 @@
  * scheduler context, which steals, polls the ring and parks.
  *
  * Picking order (pick_local), per tick:
- *   1. every WEFT_GLOBAL_INTERVAL ticks, the global queue first (fairness);
- *   2. every WEFT_EVENT_INTERVAL ticks, fire due timers and reap the ring;
+ *   1. every WEFT_EVENT_INTERVAL ticks, fire due timers and reap the ring
+ *      (before anything else: a busy global queue must not starve them);
+ *   2. every WEFT_GLOBAL_INTERVAL ticks, the global queue first (fairness);
  *   3. every WEFT_FAIR_INTERVAL ticks, the oldest local task if it has
  *      run before and waited WEFT_FAIR_AGE ticks (so a pair of fibers waking each other
  *      cannot starve the rest; see deque.c "Fairness");
@@ -122,8 +123,12 @@ void weft__schedule(struct weft__worker *w, weft_task *f, bool front)
 		rt = w ? w->rt
 		       : atomic_load_explicit(&weft__rt_cur,
 					      memory_order_acquire);
-		f->next = NULL;
-		weft__inject_push(&rt->inject, f, f, 1);
+		if (f->ctx.stack_lo && !front) {
+			weft__inject_push_head(&rt->inject, f); /* woken */
+		} else {
+			f->next = NULL;
+			weft__inject_push(&rt->inject, f, f, 1);
+		}
 	}
 	/* from outside, even a lone worker may be asleep in its ring */
 	if (rt->nworkers > 1 || !w)
@@ -142,14 +147,15 @@ static weft_task *pick_local(struct weft__worker *w)
 	struct weft__rt *rt = w->rt;
 	weft_task *t;
 	w->dq.tick++;
-	if (w->dq.tick % WEFT_GLOBAL_INTERVAL == 0 &&
-	    (t = weft__inject_pop(&rt->inject)))
-		return t;
+	/* timers and the ring first: they must not wait behind the queues */
 	if (w->dq.tick % WEFT_EVENT_INTERVAL == 0)
 		maintenance(w);
 	else if (w->io_dirty &&
 		 ((w->dq.tick & 7) == 0 || weft__dq_len(&w->dq) == 0))
 		weft__io_flush(w); /* batched: one enter for many fibers' SQEs */
+	if (w->dq.tick % WEFT_GLOBAL_INTERVAL == 0 &&
+	    (t = weft__inject_pop(&rt->inject)))
+		return t;
 	if (w->dq.tick % WEFT_FAIR_INTERVAL == 0 &&
 	    weft__dq_front_age(&w->dq) > WEFT_FAIR_AGE &&
 	    (t = weft__dq_pop_front(&w->dq)))

@@ -1,22 +1,15 @@
 /* fiber.c — fiber life cycle and the task API (spawn, join, detach, cancel,
  * yield, sleep, gather).
  *
- * Memory: fibers come from a slab of chunks that live until weft_run
- * returns. Each worker caches free fibers; surplus goes to a shared list.
- * Because chunks are never unmapped mid-run, a stale handle (joined twice,
- * cancelled after join) points at readable memory whose flags say "not a
- * live task": misuse returns -EINVAL instead of corrupting memory. The park
- * word's seq is never reset on reuse (sched.c: stale wakers fail).
- *
- * The handle protocol: join_word decides who frees a task.
- *   0            nobody waits yet
- *   JOIN_DONE    the fiber has finished and is off its stack
- *   DETACH_MARK  detached before it finished: the exit frees it
- *   a fiber      that joiner is parked on it
- * The exit exchanges DONE in; whoever finds the other side already there
- * frees (exit finds DETACH_MARK; detach finds DONE; a joiner always frees
- * after it sees DONE). After that exchange the exiting side never touches
- * the task again.
+ * Memory: a task is two objects. The fiber (struct weft_task: context,
+ * park word, timer and queue links) is recycled the moment it ends, while
+ * it is still hot in cache; the handle (struct weft__handle, 32 bytes:
+ * flags, result, join word, id) is what weft_spawn returns and lives until
+ * join or detach. Both come from type-stable slabs (slab.c), so a stale
+ * handle (joined twice, cancelled after join) reads "not live" and misuse
+ * returns -EINVAL instead of corrupting memory; the park word's seq is
+ * never reset on reuse (sched.c: stale wakers fail). The handle protocol
+ * is written at weft__fiber_finish.
  */
 #include <string.h>
 #include <sys/mman.h>
@@ -30,176 +23,58 @@
 #include <sanitizer/tsan_interface.h>
 #endif
 
-#define CHUNK_BYTES (2u << 20) /* one transparent huge page */
-#define CACHE_MAX 256
-#define DETACH_MARK ((uintptr_t)2)
-
-struct chunk {
-	struct chunk *next;
-	size_t carved, cap;
-	weft_task f[];
-};
-
-/* ---- slab ------------------------------------------------------------------ */
-
-/* A chunk is a 2 MiB mapping, aligned so that it can be one huge page:
- * a million fibers cost 64 page faults, not 32,000. Fresh mappings read as
- * zero, so never-used fibers have flags 0 ("not live"). */
-static struct chunk *chunk_new(void)
-{
-	size_t len = 2 * CHUNK_BYTES;
-	char *p = mmap(NULL, len, PROT_READ | PROT_WRITE,
-		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (p == MAP_FAILED)
-		return NULL;
-	char *a = (char *)(((uintptr_t)p + CHUNK_BYTES - 1) &
-			   ~(uintptr_t)(CHUNK_BYTES - 1));
-	if (a > p)
-		munmap(p, (size_t)(a - p));
-	if (a + CHUNK_BYTES < p + len)
-		munmap(a + CHUNK_BYTES, (size_t)(p + len - (a + CHUNK_BYTES)));
-	madvise(a, CHUNK_BYTES, MADV_HUGEPAGE);
-	struct chunk *c = (struct chunk *)a;
-	c->cap = (CHUNK_BYTES - sizeof *c) / sizeof(weft_task);
-	return c;
-}
-
-/* Under slab_lock: give up to want free fibers to *list. */
-static size_t slab_take(struct weft__rt *rt, weft_task **list, size_t want)
-{
-	size_t got = 0;
-	while (got < want && rt->slab_free) {
-		weft_task *f = rt->slab_free;
-		rt->slab_free = f->next;
-		rt->slab_free_count--;
-		f->next = *list;
-		*list = f;
-		got++;
-	}
-	if (got)
-		return got;
-	struct chunk *c = rt->chunks;
-	if (!c || c->carved == c->cap) {
-		if (!(c = chunk_new()))
-			return 0;
-		c->next = rt->chunks;
-		rt->chunks = c;
-	}
-	while (got < want && c->carved < c->cap) {
-		weft_task *f = &c->f[c->carved++];
-		f->next = *list;
-		*list = f;
-		got++;
-	}
-	return got;
-}
-
-weft_task *weft__fiber_alloc(struct weft__rt *rt, struct weft__worker *w)
-{
-	weft_task *f;
-	if (w) {
-		if (!w->fiber_cache) {
-			pthread_mutex_lock(&rt->slab_lock);
-			w->fiber_cached += slab_take(rt, &w->fiber_cache,
-						     CACHE_MAX / 4);
-			pthread_mutex_unlock(&rt->slab_lock);
-			if (!w->fiber_cache)
-				return NULL;
-		}
-		f = w->fiber_cache;
-		w->fiber_cache = f->next;
-		w->fiber_cached--;
-		return f;
-	}
-	weft_task *list = NULL;
-	pthread_mutex_lock(&rt->slab_lock);
-	size_t got = slab_take(rt, &list, 1);
-	if (got > 1) { /* a new chunk: keep the rest */
-		weft_task *rest = list->next;
-		while (rest) {
-			weft_task *nx = rest->next;
-			rest->next = rt->slab_free;
-			rt->slab_free = rest;
-			rt->slab_free_count++;
-			rest = nx;
-		}
-	}
-	pthread_mutex_unlock(&rt->slab_lock);
-	return list;
-}
-
-void weft__fiber_free(struct weft__rt *rt, struct weft__worker *w,
-		      weft_task *f)
-{
-	/* release: a stale handle reading flags sees "not live" */
-	atomic_store_explicit(&f->flags, 0, memory_order_release);
-	if (w) {
-		f->next = w->fiber_cache;
-		w->fiber_cache = f;
-		if (++w->fiber_cached <= CACHE_MAX)
-			return;
-		weft_task *first = w->fiber_cache, *last = first;
-		for (int i = 1; i < CACHE_MAX / 2; i++)
-			last = last->next;
-		w->fiber_cache = last->next;
-		w->fiber_cached -= CACHE_MAX / 2;
-		pthread_mutex_lock(&rt->slab_lock);
-		last->next = rt->slab_free;
-		rt->slab_free = first;
-		rt->slab_free_count += CACHE_MAX / 2;
-		pthread_mutex_unlock(&rt->slab_lock);
-		return;
-	}
-	pthread_mutex_lock(&rt->slab_lock);
-	f->next = rt->slab_free;
-	rt->slab_free = f;
-	rt->slab_free_count++;
-	pthread_mutex_unlock(&rt->slab_lock);
-}
-
-void weft__slab_fini(struct weft__rt *rt)
-{
-	struct chunk *c = rt->chunks;
-	while (c) {
-		struct chunk *nx = c->next;
-		munmap(c, CHUNK_BYTES);
-		c = nx;
-	}
-	rt->chunks = NULL;
-	rt->slab_free = NULL;
-}
-
 /* ---- cancellation ---------------------------------------------------------- */
 
-/* Returns 0, or -EALREADY if f had finished. */
-static int cancel_task(weft_task *f)
+/* Mark the fiber cancelled and wake it if it is parked in a cancellable
+ * wait (the cancel pair, sched.c). */
+static void cancel_body(weft_task *f)
 {
-	/* seq_cst: first half of the cancel pair (sched.c); a task that has
-	 * finished keeps its real outcome */
-	uint32_t fl = atomic_load(&f->flags);
-	do {
-		if (fl & WEFT__F_EXITED)
-			return -EALREADY;
-	} while (!atomic_compare_exchange_weak(&f->flags, &fl,
-					       fl | WEFT__F_CANCEL));
+	/* seq_cst: first half of the cancel pair */
+	uint32_t fl = atomic_fetch_or(&f->flags, WEFT__F_CANCEL);
+	if (fl & WEFT__F_EXITED)
+		return;
 	uint64_t s = atomic_load(&f->park);
 	int st = WEFT__PW_ST(s);
 	if ((st == WEFT__PARKING || st == WEFT__PARKED) && WEFT__PW_CANC(s))
 		weft__wake(f, WEFT__PW_SEQ(s), WEFT__R_CANCEL);
+}
+
+/* Cancel through a handle: 0, or -EALREADY if the task had finished. The
+ * body is read under H_LOCK, which the exit waits for before it lets the
+ * fiber go (the handle protocol). */
+static int cancel_handle(struct weft__handle *h)
+{
+	uint32_t fl = atomic_load(&h->flags);
+	for (;;) {
+		if (fl & WEFT__H_EXITED)
+			return -EALREADY;
+		if (fl & WEFT__H_LOCK) {
+			weft__cpu_relax();
+			fl = atomic_load(&h->flags);
+			continue;
+		}
+		/* acq_rel: the lock; the exit's CAS to EXITED waits for it */
+		if (atomic_compare_exchange_weak(
+			    &h->flags, &fl, fl | WEFT__H_LOCK | WEFT__H_CANCEL))
+			break;
+	}
+	cancel_body(h->body);
+	atomic_fetch_and(&h->flags, ~WEFT__H_LOCK);
 	return 0;
+}
+
+static void cancel_walk(void *p, void *ctx)
+{
+	(void)ctx;
+	weft_task *f = p;
+	uint32_t fl = atomic_load(&f->flags);
+	if ((fl & WEFT__F_ALLOC) && !(fl & WEFT__F_EXITED))
+		cancel_body(f);
 }
 
 void weft__cancel_all(struct weft__rt *rt)
 {
-	pthread_mutex_lock(&rt->slab_lock);
-	for (struct chunk *c = rt->chunks; c; c = c->next)
-		for (size_t i = 0; i < c->carved; i++) {
-			weft_task *f = &c->f[i];
-			uint32_t fl = atomic_load(&f->flags);
-			if ((fl & WEFT__F_ALLOC) && !(fl & WEFT__F_EXITED))
-				cancel_task(f);
-		}
-	pthread_mutex_unlock(&rt->slab_lock);
+	weft__slab_walk(&rt->fibers, cancel_walk, NULL);
 }
 
 /* ---- life cycle ------------------------------------------------------------ */
@@ -237,7 +112,34 @@ bool weft__fiber_start(struct weft__worker *w, weft_task *f)
 	return true;
 }
 
-/* f has returned (or could not start) and is off its stack. */
+/* Wait until the exit no longer touches h (it sets H_RELEASED last). */
+static void wait_released(struct weft__handle *h)
+{
+	/* acquire: pairs with the exit's release of H_RELEASED (result) */
+	while (!(atomic_load_explicit(&h->flags, memory_order_acquire) &
+		 WEFT__H_RELEASED))
+		weft__cpu_relax();
+}
+
+static void handle_free(struct weft__rt *rt, struct weft__worker *w,
+			struct weft__handle *h)
+{
+	/* release: a stale handle reads "not live" */
+	atomic_store_explicit(&h->flags, 0, memory_order_release);
+	weft__slab_put(&rt->handles, w && w->rt == rt ? &w->hcache : NULL, h);
+}
+
+/* f has returned (or could not start) and is off its stack.
+ *
+ * The handle protocol: join_word decides who frees the handle.
+ *   0            nobody waits yet
+ *   JOIN_DONE    the fiber has finished
+ *   DETACH_MARK  detached before it finished: the exit frees the handle
+ *   a fiber      that joiner (or weft_wait_any) is parked on it
+ * The exit publishes result and H_EXITED (waiting out a canceller's
+ * H_LOCK), exchanges DONE in, wakes a joiner found there, and sets
+ * H_RELEASED as its last touch; a joiner or detacher that finds DONE waits
+ * for H_RELEASED before it frees. The fiber itself is recycled here. */
 void weft__fiber_finish(struct weft__worker *w, weft_task *f)
 {
 	struct weft__rt *rt = w->rt;
@@ -249,24 +151,50 @@ void weft__fiber_finish(struct weft__worker *w, weft_task *f)
 		f->ctx.tsan_fiber = NULL;
 #endif
 	}
-	uint32_t fl = atomic_fetch_or(&f->flags, WEFT__F_EXITED);
-	bool is_main = fl & WEFT__F_MAIN;
+	uint32_t ff = atomic_fetch_or(&f->flags, WEFT__F_EXITED);
+	bool is_main = ff & WEFT__F_MAIN;
 	if (is_main)
 		rt->main_result = f->result;
-	/* release: pairs with weft__live_count's acquire */
+	struct weft__handle *h = f->h;
+	if (h) {
+		uint32_t add = WEFT__H_EXITED |
+			       (ff & WEFT__F_CANCEL ? WEFT__H_CANCEL : 0) |
+			       (ff & WEFT__F_NOMEM ? WEFT__H_NOMEM : 0);
+		uint32_t fl = atomic_load(&h->flags);
+		for (;;) {
+			if (fl & WEFT__H_LOCK) { /* a canceller reads body */
+				weft__cpu_relax();
+				fl = atomic_load(&h->flags);
+				continue;
+			}
+			if (atomic_compare_exchange_weak(&h->flags, &fl,
+							 fl | add))
+				break;
+		}
+		h->result = f->result; /* no canceller reads body any more */
+		/* acq_rel: publishes result; the handle protocol */
+		uintptr_t j = atomic_exchange_explicit(
+			&h->join_word, WEFT__JOIN_DONE, memory_order_acq_rel);
+		if (j == WEFT__DETACH_MARK) {
+			handle_free(rt, w, h);
+		} else {
+			uint32_t seq = h->join_seq;
+			/* release: the last touch */
+			atomic_fetch_or_explicit(&h->flags, WEFT__H_RELEASED,
+						 memory_order_release);
+			if (j > WEFT__DETACH_MARK)
+				weft__wake((weft_task *)j, seq, WEFT__R_WOKEN);
+		}
+	}
+	/* release: counted after the last touch of the task; pairs with
+	 * weft__live_count's acquire */
 	atomic_store_explicit(&w->exited,
 			      atomic_load_explicit(&w->exited,
 						   memory_order_relaxed) +
 				      1,
 			      memory_order_release);
-	/* acq_rel: publishes result to the joiner; the handle protocol */
-	uintptr_t j = atomic_exchange_explicit(&f->join_word, WEFT__JOIN_DONE,
-					       memory_order_acq_rel);
-	if (j == DETACH_MARK)
-		weft__fiber_free(rt, w, f);
-	else if (j > DETACH_MARK)
-		weft__wake((weft_task *)j, f->join_seq, WEFT__R_WOKEN);
-	/* f may be gone now */
+	atomic_store_explicit(&f->flags, 0, memory_order_release);
+	weft__slab_put(&rt->fibers, &w->fcache, f);
 	if (is_main)
 		weft__begin_shutdown(rt);
 }
@@ -280,7 +208,13 @@ static inline weft_task *self_fiber(struct weft__worker **wp)
 	return w ? w->cur : NULL;
 }
 
-weft_task *weft__spawn_flags(void *(*fn)(void *), void *arg, uint32_t extra)
+static inline struct weft__handle *H(const weft_task *t)
+{
+	return (struct weft__handle *)(uintptr_t)t;
+}
+
+weft_task *weft__spawn_flags(void *(*fn)(void *), void *arg, uint32_t extra,
+			     struct weft__handle **hp)
 {
 	struct weft__rt *rt = atomic_load_explicit(&weft__rt_cur,
 						   memory_order_acquire);
@@ -289,21 +223,27 @@ weft_task *weft__spawn_flags(void *(*fn)(void *), void *arg, uint32_t extra)
 	struct weft__worker *w = weft__worker_self();
 	if (w && w->rt != rt)
 		w = NULL;
-	weft_task *f = weft__fiber_alloc(rt, w);
+	weft_task *f = weft__slab_get(&rt->fibers, w ? &w->fcache : NULL);
 	if (!f)
 		return NULL;
+	struct weft__handle *h = NULL;
+	if (!(extra & WEFT__F_MAIN)) {
+		h = weft__slab_get(&rt->handles, w ? &w->hcache : NULL);
+		if (!h) {
+			weft__slab_put(&rt->fibers, w ? &w->fcache : NULL, f);
+			return NULL;
+		}
+	}
 	f->fn = fn;
 	f->arg = arg;
 	f->result = NULL;
-	f->exit_err = 0;
 	f->next = NULL;
 	f->heap_idx = -1;
 	f->timer_w = NULL;
 	f->deadline = 0;
 	f->name = NULL;
+	f->h = h;
 	memset(&f->ctx, 0, sizeof f->ctx);
-	atomic_store_explicit(&f->join_word, extra & WEFT__F_MAIN ? DETACH_MARK : 0,
-			      memory_order_relaxed);
 	uint64_t s = atomic_load_explicit(&f->park, memory_order_relaxed);
 	atomic_store_explicit(&f->park,
 			      WEFT__PW(WEFT__PW_SEQ(s), 0, 0, WEFT__RUNNING),
@@ -321,6 +261,17 @@ weft_task *weft__spawn_flags(void *(*fn)(void *), void *arg, uint32_t extra)
 		f->id |= 1ull << 62;
 		atomic_fetch_add(&rt->ext_spawned, 1);
 	}
+	if (hp)
+		*hp = h;
+	if (h) {
+		h->join_seq = 0;
+		atomic_store_explicit(&h->join_word, 0, memory_order_relaxed);
+		h->body = f;
+		h->id = f->id;
+		/* release: the handle is complete before anyone gets it */
+		atomic_store_explicit(&h->flags, WEFT__H_ALLOC,
+				      memory_order_release);
+	}
 	/* seq_cst: pairs with weft__begin_shutdown (store shutdown, then scan
 	 * flags): either the scan sees us, or we see shutdown */
 	atomic_store(&f->flags, WEFT__F_ALLOC | extra);
@@ -332,34 +283,38 @@ weft_task *weft__spawn_flags(void *(*fn)(void *), void *arg, uint32_t extra)
 
 weft_task *weft_spawn(void *(*fn)(void *), void *arg)
 {
-	return weft__spawn_flags(fn, arg, 0);
+	/* the fiber may already have run and been recycled by the time
+	 * spawn returns: the handle comes out of the spawn, not f->h */
+	struct weft__handle *h = NULL;
+	return weft__spawn_flags(fn, arg, 0, &h) ? (weft_task *)h : NULL;
 }
 
 int weft_join(weft_task *t, void **result)
 {
 	struct weft__worker *w;
 	weft_task *self = self_fiber(&w);
-	if (!self || !t || t == self)
+	struct weft__handle *h = H(t);
+	if (!self || !h || (self->h && self->h == h))
 		return -EINVAL;
-	/* take the handle: acquire pairs with spawn's seq_cst store */
-	uint32_t fl = atomic_load_explicit(&t->flags, memory_order_acquire);
+	/* take the handle: acquire pairs with spawn's release */
+	uint32_t fl = atomic_load_explicit(&h->flags, memory_order_acquire);
 	do {
-		if (!(fl & WEFT__F_ALLOC) ||
-		    (fl & (WEFT__F_JOINING | WEFT__F_DETACHED)))
+		if (!(fl & WEFT__H_ALLOC) ||
+		    (fl & (WEFT__H_JOINING | WEFT__H_DETACHED)))
 			return -EINVAL;
-	} while (!atomic_compare_exchange_weak(&t->flags, &fl,
-					       fl | WEFT__F_JOINING));
+	} while (!atomic_compare_exchange_weak(&h->flags, &fl,
+					       fl | WEFT__H_JOINING));
 
 	bool propagated = false;
-	/* acquire: pairs with the exit's exchange (result, exit_err) */
-	uintptr_t j = atomic_load_explicit(&t->join_word, memory_order_acquire);
+	/* acquire: pairs with the exit's exchange */
+	uintptr_t j = atomic_load_explicit(&h->join_word, memory_order_acquire);
 	while (j != WEFT__JOIN_DONE) {
 		uint32_t seq = weft__park_begin(self, !propagated);
-		t->join_seq = seq;
+		h->join_seq = seq;
 		uintptr_t expect = 0;
 		/* release: join_seq is visible to the exit that reads us */
 		if (!atomic_compare_exchange_strong_explicit(
-			    &t->join_word, &expect, (uintptr_t)self,
+			    &h->join_word, &expect, (uintptr_t)self,
 			    memory_order_acq_rel, memory_order_acquire)) {
 			weft__park_abort(self);
 			j = expect;
@@ -375,62 +330,64 @@ int weft_join(weft_task *t, void **result)
 			/* settle: take ourselves off; if the exit got there
 			 * first, the task is done and its wake will miss us */
 			uintptr_t me = (uintptr_t)self;
-			atomic_compare_exchange_strong(&t->join_word, &me, 0);
+			atomic_compare_exchange_strong(&h->join_word, &me, 0);
 		}
 		if (r == WEFT__R_CANCEL) {
-			cancel_task(t); /* pass it on, then keep waiting */
+			cancel_handle(h); /* pass it on, then keep waiting */
 			propagated = true;
 		} else if (r == WEFT__R_TIMER &&
-			   atomic_load_explicit(&t->join_word,
+			   atomic_load_explicit(&h->join_word,
 						memory_order_acquire) !=
 				   WEFT__JOIN_DONE) {
 			/* deadline: give the handle back, joinable again */
-			atomic_fetch_and(&t->flags, ~WEFT__F_JOINING);
+			atomic_fetch_and(&h->flags, ~WEFT__H_JOINING);
 			return -ETIMEDOUT;
 		}
-		j = atomic_load_explicit(&t->join_word, memory_order_acquire);
+		j = atomic_load_explicit(&h->join_word, memory_order_acquire);
 	}
+	wait_released(h);
 	if (result)
-		*result = t->result;
-	fl = atomic_load(&t->flags);
-	int ret = t->exit_err ? t->exit_err
-		  : (fl & WEFT__F_CANCEL) ? -ECANCELED
+		*result = h->result;
+	fl = atomic_load(&h->flags);
+	int ret = (fl & WEFT__H_NOMEM)	  ? -ENOMEM
+		  : (fl & WEFT__H_CANCEL) ? -ECANCELED
 					  : 0;
-	weft__fiber_free(w->rt, weft__worker_self(), t);
+	handle_free(w->rt, weft__worker_self(), h);
 	return ret;
 }
 
 void weft_detach(weft_task *t)
 {
-	if (!t)
+	struct weft__handle *h = H(t);
+	if (!h)
 		return;
-	uint32_t fl = atomic_load_explicit(&t->flags, memory_order_acquire);
+	uint32_t fl = atomic_load_explicit(&h->flags, memory_order_acquire);
 	do {
-		if (!(fl & WEFT__F_ALLOC) ||
-		    (fl & (WEFT__F_JOINING | WEFT__F_DETACHED)))
+		if (!(fl & WEFT__H_ALLOC) ||
+		    (fl & (WEFT__H_JOINING | WEFT__H_DETACHED)))
 			weft__die("weft_detach: task %p was already joined or "
 				  "detached",
 				  (void *)t);
-	} while (!atomic_compare_exchange_weak(&t->flags, &fl,
-					       fl | WEFT__F_DETACHED));
+	} while (!atomic_compare_exchange_weak(&h->flags, &fl,
+					       fl | WEFT__H_DETACHED));
 	uintptr_t expect = 0;
-	if (atomic_compare_exchange_strong(&t->join_word, &expect,
-					   DETACH_MARK))
+	if (atomic_compare_exchange_strong(&h->join_word, &expect,
+					   WEFT__DETACH_MARK))
 		return; /* the exit frees it */
 	/* already finished: free it here */
-	struct weft__rt *rt = atomic_load(&weft__rt_cur);
-	struct weft__worker *w = weft__worker_self();
-	weft__fiber_free(rt, w && w->rt == rt ? w : NULL, t);
+	wait_released(h);
+	handle_free(atomic_load(&weft__rt_cur), weft__worker_self(), h);
 }
 
 int weft_cancel(weft_task *t)
 {
-	if (!t)
+	struct weft__handle *h = H(t);
+	if (!h)
 		return -EINVAL;
-	uint32_t fl = atomic_load_explicit(&t->flags, memory_order_acquire);
-	if (!(fl & WEFT__F_ALLOC))
+	uint32_t fl = atomic_load_explicit(&h->flags, memory_order_acquire);
+	if (!(fl & WEFT__H_ALLOC))
 		return -EINVAL;
-	return cancel_task(t);
+	return cancel_handle(h);
 }
 
 void weft_yield(void)
@@ -514,7 +471,7 @@ uint64_t weft_self_id(void)
 	return self ? self->id : 0;
 }
 
-uint64_t weft_task_id(const weft_task *t) { return t ? t->id : 0; }
+uint64_t weft_task_id(const weft_task *t) { return t ? H(t)->id : 0; }
 
 /* ---- deadline scopes --------------------------------------------------------- */
 

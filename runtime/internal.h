@@ -131,30 +131,55 @@ enum weft__reason {
 #define WEFT__PW_CANC(w) ((int)(((w) >> 8) & 0xff))
 #define WEFT__PW_ST(w) ((int)((w)&0xff))
 
-/* flags: who may still touch the task (see fiber.c "the handle protocol") */
+/* fiber flags */
 enum {
-	WEFT__F_ALLOC = 1u << 0,    /* a live task (set at spawn, cleared at free) */
-	WEFT__F_JOINING = 1u << 1,  /* weft_join took it */
-	WEFT__F_DETACHED = 1u << 2, /* weft_detach gave it up */
-	WEFT__F_EXITED = 1u << 3,   /* finished, off its stack */
-	WEFT__F_CANCEL = 1u << 4,   /* weft_cancel was called before exit */
-	WEFT__F_MAIN = 1u << 5,     /* the fiber running main_fn */
+	WEFT__F_ALLOC = 1u << 0,  /* a live fiber (set at spawn, cleared at free) */
+	WEFT__F_EXITED = 1u << 3, /* finished, off its stack */
+	WEFT__F_CANCEL = 1u << 4, /* cancelled: its waits fail (sticky) */
+	WEFT__F_MAIN = 1u << 5,   /* the fiber running main_fn */
+	WEFT__F_NOMEM = 1u << 6,  /* ended without running: no stack */
 };
 
+/* A task handle: what outlives the fiber until join or detach (fiber.c,
+ * "the handle protocol"). 32 bytes from its own slab: a million unjoined
+ * finished tasks cost 32 MB, and the fiber itself is recycled at its exit
+ * while still hot in cache. The public weft_task * points at this. */
+enum {
+	WEFT__H_ALLOC = 1u << 0,    /* live handle */
+	WEFT__H_JOINING = 1u << 1,  /* weft_join took it */
+	WEFT__H_DETACHED = 1u << 2, /* weft_detach gave it up */
+	WEFT__H_EXITED = 1u << 3,   /* the fiber finished: result is set */
+	WEFT__H_CANCEL = 1u << 4,   /* cancelled before it finished */
+	WEFT__H_NOMEM = 1u << 5,    /* never ran: no stack */
+	WEFT__H_LOCK = 1u << 6,     /* a canceller reads body: exit waits */
+	WEFT__H_RELEASED = 1u << 7, /* the exit no longer touches it */
+};
+struct weft__handle {
+	_Atomic uint32_t flags;
+	uint32_t join_seq; /* joiner's park seq; written before it publishes
+	                      itself in join_word */
+	_Atomic uintptr_t join_word; /* 0, JOIN_DONE, DETACH_MARK, a joiner */
+	union {
+		weft_task *body; /* the fiber, until H_EXITED (under H_LOCK) */
+		void *result;    /* its return value, after H_EXITED */
+		void *link;      /* free list */
+	};
+	uint64_t id;
+};
+_Static_assert(sizeof(struct weft__handle) == 32, "handle is 32 bytes");
+
 #define WEFT__JOIN_DONE ((uintptr_t)1)
+#define WEFT__DETACH_MARK ((uintptr_t)2)
 
 struct weft_task {
 	struct weft__ctx ctx;
 	struct weft_task *next; /* link: inject queue, free lists (owner of list) */
 	_Atomic uint64_t park;  /* the park word */
 	_Atomic uint32_t flags;
-	int exit_err; /* 0, or -ENOMEM when no stack could be had */
 	void *(*fn)(void *);
 	void *arg;
 	void *result;
-	_Atomic uintptr_t join_word; /* 0, WEFT__JOIN_DONE or the joiner */
-	uint32_t join_seq;           /* joiner's park seq; written before it
-	                                publishes itself in join_word */
+	struct weft__handle *h; /* its handle; NULL for the main fiber */
 	/* timer: owned by timer_w's heap lock while heap_idx >= 0 */
 	int32_t heap_idx;
 	_Atomic uint32_t qtick; /* tick of its last push (deque.c fairness) */
@@ -163,6 +188,28 @@ struct weft_task {
 	uint64_t deadline; /* innermost deadline scope, 0: none */
 	const char *name;
 } __attribute__((aligned(WEFT__CACHELINE)));
+
+/* ---- slab (slab.c) -------------------------------------------------------- */
+struct weft__slab {
+	pthread_mutex_t lock;
+	size_t isz, link_off;
+	void *chunks; /* newest first; the newest is being carved */
+	void *free;   /* under lock */
+	size_t nfree;
+};
+struct weft__slab_cache { /* per worker, owner only */
+	void *head;
+	size_t n;
+};
+void weft__slab_init(struct weft__slab *s, size_t isz,
+		     size_t link_off) WEFT__HIDDEN;
+void weft__slab_fini(struct weft__slab *s) WEFT__HIDDEN;
+void *weft__slab_get(struct weft__slab *s,
+		     struct weft__slab_cache *c) WEFT__HIDDEN;
+void weft__slab_put(struct weft__slab *s, struct weft__slab_cache *c,
+		    void *p) WEFT__HIDDEN;
+void weft__slab_walk(struct weft__slab *s, void (*fn)(void *, void *),
+		     void *ctx) WEFT__HIDDEN;
 
 /* ---- deque: the per-worker stealable ring (deque.c) ---------------------- */
 struct weft__deque {
@@ -277,8 +324,7 @@ struct weft__worker {
 
 	void *stack_cache; /* stacks, linked through their top word */
 	size_t stack_cached;
-	weft_task *fiber_cache;
-	size_t fiber_cached;
+	struct weft__slab_cache fcache, hcache; /* fibers, handles */
 
 	struct weft__timers timers;
 
@@ -333,12 +379,7 @@ struct weft__rt {
 	struct weft__idle idle;
 	struct weft__stacks stacks;
 
-	/* fiber slab: chunks are never freed before the runtime ends, so a
-	 * stale handle points at readable memory (fiber.c) */
-	pthread_mutex_t slab_lock;
-	void *chunks; /* newest first; the newest is being carved */
-	weft_task *slab_free;
-	size_t slab_free_count;
+	struct weft__slab fibers, handles; /* slab.c */
 
 	_Atomic int shutdown;  /* main_fn returned: cancel everything */
 	_Atomic int terminate; /* every fiber finished: workers exit */
@@ -362,16 +403,11 @@ struct weft__worker *weft__worker_self(void) WEFT__NOINLINE WEFT__HIDDEN;
 void weft__worker_set(struct weft__worker *w) WEFT__HIDDEN;
 
 /* fiber.c */
-weft_task *weft__fiber_alloc(struct weft__rt *rt,
-			     struct weft__worker *w) WEFT__HIDDEN;
-void weft__fiber_free(struct weft__rt *rt, struct weft__worker *w,
-		      weft_task *f) WEFT__HIDDEN;
-void weft__slab_fini(struct weft__rt *rt) WEFT__HIDDEN;
 void weft__cancel_all(struct weft__rt *rt) WEFT__HIDDEN;
 void weft__fiber_finish(struct weft__worker *w, weft_task *f) WEFT__HIDDEN;
 bool weft__fiber_start(struct weft__worker *w, weft_task *f) WEFT__HIDDEN;
-weft_task *weft__spawn_flags(void *(*fn)(void *), void *arg,
-			     uint32_t extra) WEFT__HIDDEN;
+weft_task *weft__spawn_flags(void *(*fn)(void *), void *arg, uint32_t extra,
+			     struct weft__handle **hp) WEFT__HIDDEN;
 
 /* sched.c: parking ("the park handshake") */
 uint32_t weft__park_begin(weft_task *self, bool cancellable) WEFT__HIDDEN;

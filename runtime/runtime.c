@@ -13,6 +13,7 @@
 
 #include <ctype.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -151,11 +152,11 @@ static void rt_free(struct weft__rt *rt)
 			weft__timers_fini(&rt->workers[i].timers);
 		free(rt->workers);
 	}
-	weft__slab_fini(rt);
+	weft__slab_fini(&rt->fibers);
+	weft__slab_fini(&rt->handles);
 	weft__stacks_fini(&rt->stacks);
 	weft__idle_fini(&rt->idle);
 	weft__inject_fini(&rt->inject);
-	pthread_mutex_destroy(&rt->slab_lock);
 	pthread_mutex_destroy(&rt->gate_lock);
 	pthread_cond_destroy(&rt->gate_cond);
 	free(rt);
@@ -234,7 +235,10 @@ int weft_run(const weft_config *cfg, void *(*main_fn)(void *), void *arg,
 	rt->blocking_threads = c.blocking_threads;
 	rt->blocking_queue = c.blocking_queue;
 	weft__inject_init(&rt->inject);
-	pthread_mutex_init(&rt->slab_lock, NULL);
+	weft__slab_init(&rt->fibers, sizeof(weft_task),
+			offsetof(weft_task, next));
+	weft__slab_init(&rt->handles, sizeof(struct weft__handle),
+			offsetof(struct weft__handle, link));
 	pthread_mutex_init(&rt->gate_lock, NULL);
 	pthread_cond_init(&rt->gate_cond, NULL);
 	rt->gate_expected = c.workers;
@@ -280,7 +284,7 @@ int weft_run(const weft_config *cfg, void *(*main_fn)(void *), void *arg,
 	w0->start_err = worker_setup(w0);
 	if (!w0->start_err && !err) {
 		weft__worker_set(w0);
-		if (!weft__spawn_flags(main_fn, arg, WEFT__F_MAIN))
+		if (!weft__spawn_flags(main_fn, arg, WEFT__F_MAIN, NULL))
 			w0->start_err = -ENOMEM;
 	}
 	gate_arrive(rt);

@@ -179,7 +179,7 @@ static bool local_has_work(struct weft__worker *w)
 /* A fiber that could not get a stack ends without running. */
 static void fail_nostack(struct weft__worker *w, weft_task *t)
 {
-	t->exit_err = -ENOMEM;
+	atomic_fetch_or(&t->flags, WEFT__F_NOMEM);
 	weft__fiber_finish(w, t);
 }
 

@@ -12,6 +12,7 @@
  */
 
 #include <ctype.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stddef.h>
 #include <string.h>
@@ -307,6 +308,8 @@ out_running:
 
 const char *weft_strerror(int err)
 {
+	if (err == INT_MIN)
+		return "unknown error";
 	if (err < 0)
 		err = -err;
 	switch (err) {

@@ -73,6 +73,7 @@ int weft__ring_init(struct weft__worker *w)
 	w->efd = eventfd(0, EFD_CLOEXEC);
 	if (w->efd < 0) {
 		r = -errno;
+		pthread_mutex_destroy(&w->cancel_lock);
 		io_uring_queue_exit(&w->ring);
 		return r;
 	}
@@ -84,9 +85,9 @@ int weft__ring_init(struct weft__worker *w)
 
 void weft__ring_fini(struct weft__worker *w)
 {
-	pthread_mutex_destroy(&w->cancel_lock);
 	if (!w->ring_ok)
 		return;
+	pthread_mutex_destroy(&w->cancel_lock);
 	io_uring_queue_exit(&w->ring);
 	close(w->efd);
 	w->ring_ok = false;

@@ -20,11 +20,23 @@
  *
  * The stack rule: weft_blocking returns only when its request is DONE, or
  * after it unlinked the request itself while QUEUED (or never queued it).
- * Either way no pool thread holds a pointer to it any more. A pool thread
- * that marks a request DONE copies (fiber, seq) out under the lock and calls
- * weft__wake after unlocking: the wake touches only the weft_task (slab
- * memory, mapped until weft_run returns; weft__blocking_fini joins every
- * pool thread before that), and a stale seq makes it a no-op.
+ * Either way no pool thread holds a pointer to it any more, and the fiber
+ * takes the lock on every way out after queuing, so it leaves after the
+ * pool thread's last access.
+ *
+ * The wake rule: a pool thread marks a request DONE and calls
+ * weft__wake(fiber, seq) under the lock. The wake does not end when the
+ * fiber is queued: weft__schedule goes on to notify an idle worker
+ * (idle.c, io/uring.c: rt->idle and a worker's eventfd). Woken, the fiber
+ * could run, finish, and let weft_run tear the workers down (close their
+ * eventfds) while a wake made after unlocking was still writing to one.
+ * Under the lock, the fiber's settle cannot pass before the wake has
+ * returned, so no pool thread touches the runtime once its caller has left.
+ * A late wake (the fiber was woken by a cancel or its deadline first and
+ * waits for the lock) fails on the park word (state or seq) and touches
+ * nothing but the weft_task. Lock order: pool->lock, then the locks the
+ * wake takes (inject.lock, idle.lock); nothing takes pool->lock while
+ * holding a runtime lock.
  *
  * The settle (how a wait ends): the fiber parks cancellably and bounded by
  * its deadline scope (weft__park_wait). Whatever woke it, it then takes the
@@ -77,6 +89,9 @@
  *   - Passing the result through the park word or a lock-free flag: the
  *     settle needs the lock for QUEUED/RUNNING anyway, and one path is
  *     easier to check (and for TSan to follow) than two.
+ *   - Waking after unlocking (a shorter critical section): breaks the wake
+ *     rule; TSan caught a pool thread writing to a worker's eventfd while
+ *     weft_run closed it.
  *   - Detached threads that exit on their own: weft_run could not promise
  *     that no thread outlives it. Joining retirees from the submitter:
  *     a worker would block in pthread_join.
@@ -208,12 +223,10 @@ static void *pool_thread(void *arg)
 		pthread_mutex_lock(&p->lock);
 		r->result = res;
 		r->state = BREQ_DONE;
-		weft_task *f = r->fiber;
-		uint32_t seq = r->seq;
-		/* from here on r may be gone: the fiber may settle and return */
-		pthread_mutex_unlock(&p->lock);
-		weft__wake(f, seq, WEFT__R_WOKEN);
-		pthread_mutex_lock(&p->lock);
+		/* under the lock: the fiber cannot leave weft_blocking (and the
+		 * runtime cannot end) until this wake has returned ("the wake
+		 * rule"); once we unlock, r may be gone */
+		weft__wake(r->fiber, r->seq, WEFT__R_WOKEN);
 	}
 	pthread_mutex_unlock(&p->lock);
 	if (join) {

@@ -286,7 +286,13 @@ weft_task *weft_spawn(void *(*fn)(void *), void *arg)
 	/* the fiber may already have run and been recycled by the time
 	 * spawn returns: the handle comes out of the spawn, not f->h */
 	struct weft__handle *h = NULL;
-	return weft__spawn_flags(fn, arg, 0, &h) ? (weft_task *)h : NULL;
+	bool foreign = !weft__worker_self();
+	if (foreign)
+		weft__foreign_enter();
+	weft_task *f = weft__spawn_flags(fn, arg, 0, &h);
+	if (foreign)
+		weft__foreign_exit();
+	return f ? (weft_task *)h : NULL;
 }
 
 int weft_join(weft_task *t, void **result)
@@ -384,10 +390,14 @@ int weft_cancel(weft_task *t)
 	struct weft__handle *h = H(t);
 	if (!h)
 		return -EINVAL;
+	bool foreign = !weft__worker_self();
+	if (foreign)
+		weft__foreign_enter();
 	uint32_t fl = atomic_load_explicit(&h->flags, memory_order_acquire);
-	if (!(fl & WEFT__H_ALLOC))
-		return -EINVAL;
-	return cancel_handle(h);
+	int r = (fl & WEFT__H_ALLOC) ? cancel_handle(h) : -EINVAL;
+	if (foreign)
+		weft__foreign_exit();
+	return r;
 }
 
 void weft_yield(void)

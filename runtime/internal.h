@@ -396,6 +396,20 @@ struct weft__rt {
 /* the one running runtime (NULL when none); set by weft_run */
 extern struct weft__rt *_Atomic weft__rt_cur WEFT__HIDDEN;
 
+/* Calls from threads that are not workers (spawn, cancel, wakes) hold
+ * this count while they use the runtime; weft_run's teardown clears
+ * weft__rt_cur and waits for it to drop to 0 before it frees anything
+ * (runtime.c, "foreign callers"). Enter before loading weft__rt_cur. */
+extern _Atomic unsigned weft__foreign_busy WEFT__HIDDEN;
+static inline void weft__foreign_enter(void)
+{
+	atomic_fetch_add(&weft__foreign_busy, 1); /* seq_cst */
+}
+static inline void weft__foreign_exit(void)
+{
+	atomic_fetch_sub(&weft__foreign_busy, 1);
+}
+
 /* current worker of the calling thread; non-inlined: see "Migration" in
  * docs/design.md — a fiber may resume on another thread, so the TLS address
  * must be recomputed after every suspension. */

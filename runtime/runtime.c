@@ -14,6 +14,7 @@
 #include <ctype.h>
 #include <limits.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stddef.h>
 #include <string.h>
 #include <time.h>
@@ -26,6 +27,7 @@
 #endif
 
 struct weft__rt *_Atomic weft__rt_cur;
+_Atomic unsigned weft__foreign_busy;
 static atomic_int running;
 
 void weft_config_init(weft_config *cfg)
@@ -98,9 +100,10 @@ static int worker_setup(struct weft__worker *w)
 	return weft__ring_init(w);
 }
 
+/* The ring outlives the thread: foreign callers may still post wake-ups
+ * to its eventfd until weft_run has drained them (then it closes rings). */
 static void worker_teardown(struct weft__worker *w)
 {
-	weft__ring_fini(w);
 	weft__altstack_pop(w->altstack_save);
 	w->altstack_save = NULL;
 	weft__worker_set(NULL);
@@ -298,7 +301,14 @@ int weft_run(const weft_config *cfg, void *(*main_fn)(void *), void *arg,
 	weft__blocking_fini(rt);
 	if (!err && result)
 		*result = rt->main_result;
+	/* foreign callers: a thread that entered before this store may still
+	 * be using rt; one that enters after it sees NULL. seq_cst on both
+	 * sides (weft__foreign_enter, then its load of weft__rt_cur). */
 	atomic_store(&weft__rt_cur, NULL);
+	while (atomic_load(&weft__foreign_busy))
+		sched_yield();
+	for (unsigned i = 0; i < rt->nworkers; i++)
+		weft__ring_fini(&rt->workers[i]);
 out_rt:
 	rt_free(rt);
 out_running:

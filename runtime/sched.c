@@ -114,6 +114,8 @@ static inline void ctx_jump(struct weft__ctx *from, struct weft__ctx *to,
 void weft__schedule(struct weft__worker *w, weft_task *f, bool front)
 {
 	struct weft__rt *rt;
+	if (!w)
+		weft__foreign_enter();
 	if (w && !front) {
 		rt = w->rt;
 		weft__dq_push(&w->dq, f, &rt->inject);
@@ -133,6 +135,8 @@ void weft__schedule(struct weft__worker *w, weft_task *f, bool front)
 	/* from outside, even a lone worker may be asleep in its ring */
 	if (rt->nworkers > 1 || !w)
 		weft__idle_notify(rt);
+	if (!w)
+		weft__foreign_exit();
 }
 
 static void maintenance(struct weft__worker *w)

@@ -1,1 +1,624 @@
-int main(void){return 0;}
+/* Description: weft_cancel and the cancellation rules of task.h.
+ *
+ * - cancelling a sleeping fiber wakes it at once: weft_sleep returns
+ *   -ECANCELED well before its duration, weft_join returns -ECANCELED and
+ *   still hands back the result;
+ * - cancel before the fiber ever ran: its function still runs, its first
+ *   wait returns -ECANCELED;
+ * - cancellation is sticky: every later wait (sleep, sleep(0), join,
+ *   gather) returns -ECANCELED at once;
+ * - cancel of a finished, not yet joined task returns -EALREADY, and the
+ *   join then reports the real outcome (0);
+ * - a joiner cancelled while it joins passes the cancel on to the task it
+ *   joins, which sees -ECANCELED; the join returns -ECANCELED;
+ * - shutdown with live fibers: main_fn returns while N fibers sleep for an
+ *   hour; weft_run returns promptly, every one of them saw -ECANCELED and
+ *   ran its code after it; fibers spawned during shutdown are born
+ *   cancelled;
+ * - cancel from a non-worker thread (with every worker parked).
+ *
+ * Fibers never call assert_* (cmocka longjmps): they record into globals and
+ * the test function checks after weft_run returns. Counts scale with env
+ * WEFT_TEST_SCALE (default 1.0) for sanitizer builds. "Promptly" bounds are
+ * generous (seconds) against sleeps of 10 s or more.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <pthread.h>
+#include <time.h>
+
+#include <cmocka.h>
+#include <weft.h>
+
+#define MS 1000000ull
+#define SEC 1000000000ull
+#define LONG_SLEEP (10 * SEC)
+#define PROMPT (2 * SEC) /* "well before" a LONG_SLEEP */
+
+static double test_scale(void)
+{
+	const char *e = getenv("WEFT_TEST_SCALE");
+	if (!e || !*e)
+		return 1.0;
+	char *end;
+	double v = strtod(e, &end);
+	if (end == e || *end || !(v > 0.0) || v > 1000.0)
+		return 1.0;
+	return v;
+}
+
+/* n scaled by WEFT_TEST_SCALE, at least lo */
+static size_t scaled(size_t n, size_t lo)
+{
+	size_t m = (size_t)((double)n * test_scale());
+	return m < lo ? lo : m;
+}
+
+static weft_config cfg_workers(unsigned n)
+{
+	weft_config c;
+	weft_config_init(&c);
+	c.workers = n;
+	return c;
+}
+
+/* From a fiber: wait (by sleeping 1 ms steps, at most 10 s) until *flag. */
+static int wait_flag(_Atomic int *flag)
+{
+	uint64_t until = weft_now() + 10 * SEC;
+	while (!atomic_load(flag)) {
+		if (weft_now() > until)
+			return -1;
+		weft_sleep(1 * MS);
+	}
+	return 0;
+}
+
+/* A fiber that sleeps LONG_SLEEP (or forever) and records how it went. */
+struct sleeper {
+	uint64_t ns;
+	_Atomic int asleep;
+	int ret;
+	uint64_t elapsed;
+	_Atomic int done;
+};
+
+static void *sleeper_fn(void *arg)
+{
+	struct sleeper *s = arg;
+	uint64_t t0 = weft_now();
+	atomic_store(&s->asleep, 1);
+	s->ret = weft_sleep(s->ns);
+	s->elapsed = weft_now() - t0;
+	atomic_store(&s->done, 1);
+	return (void *)(uintptr_t)42;
+}
+
+/* ---- cancel a sleeping fiber ------------------------------------------------ */
+
+static struct {
+	struct sleeper s[2];
+	int cancel_ret[2], join_ret[2], wait_fail;
+	void *result[2];
+	uint64_t join_elapsed[2];
+} CS;
+
+static void *cs_main(void *arg)
+{
+	(void)arg;
+	CS.s[0].ns = LONG_SLEEP;
+	CS.s[1].ns = UINT64_MAX; /* "forever": no overflow, still cancellable */
+	for (int k = 0; k < 2; k++) {
+		weft_task *t = weft_spawn(sleeper_fn, &CS.s[k]);
+		if (wait_flag(&CS.s[k].asleep))
+			CS.wait_fail = 1;
+		weft_sleep(5 * MS); /* let it park in its sleep */
+		uint64_t t0 = weft_now();
+		CS.cancel_ret[k] = weft_cancel(t);
+		CS.join_ret[k] = weft_join(t, &CS.result[k]);
+		CS.join_elapsed[k] = weft_now() - t0;
+	}
+	return NULL;
+}
+
+static void test_cancel_sleeping(void **state)
+{
+	(void)state;
+	memset(&CS, 0, sizeof CS);
+	assert_int_equal(weft_run(NULL, cs_main, NULL, NULL), 0);
+	assert_int_equal(CS.wait_fail, 0);
+	for (int k = 0; k < 2; k++) {
+		assert_int_equal(CS.cancel_ret[k], 0);
+		assert_int_equal(CS.s[k].ret, -ECANCELED);
+		assert_true(CS.s[k].elapsed < PROMPT);
+		assert_int_equal(CS.join_ret[k], -ECANCELED);
+		assert_ptr_equal(CS.result[k], (void *)(uintptr_t)42);
+		assert_true(CS.join_elapsed[k] < PROMPT);
+	}
+}
+
+/* ---- cancel before the fiber ever ran ------------------------------------- */
+
+static struct {
+	_Atomic int ran;
+	int ran_at_cancel;
+	int first_wait, second_wait, zero_wait;
+	int cancel_ret, join_ret;
+	void *result;
+	/* a second task: cancelled before it ran, never waits */
+	_Atomic int ran2;
+	int cancel2_ret, join2_ret;
+	void *result2;
+} CB;
+
+static void *cb_child(void *arg)
+{
+	(void)arg;
+	atomic_store(&CB.ran, 1);
+	CB.first_wait = weft_sleep(1 * MS);
+	CB.second_wait = weft_sleep(LONG_SLEEP);
+	CB.zero_wait = weft_sleep(0);
+	return (void *)(uintptr_t)7;
+}
+
+static void *cb_nowait(void *arg)
+{
+	(void)arg;
+	atomic_store(&CB.ran2, 1);
+	return (void *)(uintptr_t)8;
+}
+
+static void *cb_main(void *arg)
+{
+	(void)arg;
+	/* one worker, and no suspension between spawn and cancel: the child
+	 * cannot have run yet */
+	weft_task *t = weft_spawn(cb_child, NULL);
+	weft_task *u = weft_spawn(cb_nowait, NULL);
+	CB.ran_at_cancel = atomic_load(&CB.ran) + atomic_load(&CB.ran2);
+	CB.cancel_ret = weft_cancel(t);
+	CB.cancel2_ret = weft_cancel(u);
+	CB.join_ret = weft_join(t, &CB.result);
+	CB.join2_ret = weft_join(u, &CB.result2);
+	return NULL;
+}
+
+static void test_cancel_before_run(void **state)
+{
+	(void)state;
+	memset(&CB, 0, sizeof CB);
+	weft_config c = cfg_workers(1);
+	uint64_t t0 = weft_now();
+	assert_int_equal(weft_run(&c, cb_main, NULL, NULL), 0);
+	assert_true(weft_now() - t0 < PROMPT);
+	assert_int_equal(CB.ran_at_cancel, 0);
+	assert_int_equal(CB.cancel_ret, 0);
+	/* its function still runs; every wait fails */
+	assert_int_equal(atomic_load(&CB.ran), 1);
+	assert_int_equal(CB.first_wait, -ECANCELED);
+	assert_int_equal(CB.second_wait, -ECANCELED);
+	assert_int_equal(CB.zero_wait, -ECANCELED);
+	assert_int_equal(CB.join_ret, -ECANCELED);
+	assert_ptr_equal(CB.result, (void *)(uintptr_t)7);
+	/* cancelled before it finished, even though it never waited */
+	assert_int_equal(CB.cancel2_ret, 0);
+	assert_int_equal(atomic_load(&CB.ran2), 1);
+	assert_int_equal(CB.join2_ret, -ECANCELED);
+	assert_ptr_equal(CB.result2, (void *)(uintptr_t)8);
+}
+
+/* ---- sticky ----------------------------------------------------------------- */
+
+static struct {
+	_Atomic int asleep;
+	int r_first, r_sleeps[3], r_zero, r_join, r_gather;
+	struct sleeper child, gchild[2];
+	uint64_t first_elapsed, rest_elapsed;
+	int cancel_ret, cancel_again_ret, join_ret, wait_fail;
+} ST;
+
+static void *st_fn(void *arg)
+{
+	(void)arg;
+	uint64_t t0 = weft_now();
+	atomic_store(&ST.asleep, 1);
+	ST.r_first = weft_sleep(LONG_SLEEP);
+	uint64_t t1 = weft_now();
+	ST.first_elapsed = t1 - t0;
+	for (int i = 0; i < 3; i++)
+		ST.r_sleeps[i] = weft_sleep(i == 0 ? 1 * MS : LONG_SLEEP);
+	ST.r_zero = weft_sleep(0);
+	/* a join is a wait too: it returns -ECANCELED at once, after passing
+	 * the cancel on to the child (a 10 s sleeper) */
+	ST.child.ns = LONG_SLEEP;
+	weft_task *c = weft_spawn(sleeper_fn, &ST.child);
+	ST.r_join = weft_join(c, NULL);
+	ST.gchild[0].ns = ST.gchild[1].ns = LONG_SLEEP;
+	weft_task *g[2] = {weft_spawn(sleeper_fn, &ST.gchild[0]),
+			   weft_spawn(sleeper_fn, &ST.gchild[1])};
+	ST.r_gather = weft_gather(g, 2, NULL);
+	ST.rest_elapsed = weft_now() - t1;
+	return NULL;
+}
+
+static void *st_main(void *arg)
+{
+	(void)arg;
+	weft_task *t = weft_spawn(st_fn, NULL);
+	if (wait_flag(&ST.asleep))
+		ST.wait_fail = 1;
+	weft_sleep(5 * MS);
+	ST.cancel_ret = weft_cancel(t);
+	ST.cancel_again_ret = weft_cancel(t); /* still running: 0 again */
+	ST.join_ret = weft_join(t, NULL);
+	return NULL;
+}
+
+static void test_cancel_sticky(void **state)
+{
+	(void)state;
+	memset(&ST, 0, sizeof ST);
+	assert_int_equal(weft_run(NULL, st_main, NULL, NULL), 0);
+	assert_int_equal(ST.wait_fail, 0);
+	assert_int_equal(ST.cancel_ret, 0);
+	assert_int_equal(ST.cancel_again_ret, 0);
+	assert_int_equal(ST.r_first, -ECANCELED);
+	assert_true(ST.first_elapsed < PROMPT);
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(ST.r_sleeps[i], -ECANCELED);
+	assert_int_equal(ST.r_zero, -ECANCELED);
+	assert_int_equal(ST.r_join, -ECANCELED);
+	assert_int_equal(ST.child.ret, -ECANCELED);
+	assert_int_equal(ST.r_gather, -ECANCELED);
+	assert_int_equal(ST.gchild[0].ret, -ECANCELED);
+	assert_int_equal(ST.gchild[1].ret, -ECANCELED);
+	/* three 10 s sleeps, a join and a gather of 10 s sleepers: at once */
+	assert_true(ST.rest_elapsed < PROMPT);
+	assert_int_equal(ST.join_ret, -ECANCELED);
+}
+
+/* ---- cancel of a finished, not joined task ---------------------------------- */
+
+#define FN_ROUNDS 20
+
+static struct {
+	_Atomic int done[FN_ROUNDS];
+	int cancel_ret[FN_ROUNDS], join_ret[FN_ROUNDS];
+	void *result[FN_ROUNDS];
+	int wait_fail;
+} FN;
+
+static void *fn_quick(void *arg)
+{
+	size_t i = (size_t)(uintptr_t)arg;
+	atomic_store(&FN.done[i], 1);
+	return (void *)(uintptr_t)(i + 100);
+}
+
+static void *fn_main(void *arg)
+{
+	(void)arg;
+	for (size_t i = 0; i < FN_ROUNDS; i++) {
+		weft_task *t = weft_spawn(fn_quick, (void *)(uintptr_t)i);
+		/* one worker: once our sleep returns, the task ran to its end
+		 * and left its stack (the worker only picks a timer-woken fiber
+		 * after that) */
+		if (wait_flag(&FN.done[i]))
+			FN.wait_fail = 1;
+		weft_sleep(2 * MS);
+		FN.cancel_ret[i] = weft_cancel(t);
+		FN.join_ret[i] = weft_join(t, &FN.result[i]);
+	}
+	return NULL;
+}
+
+static void test_cancel_finished_not_joined(void **state)
+{
+	(void)state;
+	memset(&FN, 0, sizeof FN);
+	weft_config c = cfg_workers(1);
+	assert_int_equal(weft_run(&c, fn_main, NULL, NULL), 0);
+	assert_int_equal(FN.wait_fail, 0);
+	for (size_t i = 0; i < FN_ROUNDS; i++) {
+		assert_int_equal(FN.cancel_ret[i], -EALREADY);
+		/* "joining it reports its real outcome": it was never
+		 * cancelled before it finished */
+		assert_int_equal(FN.join_ret[i], 0);
+		assert_ptr_equal(FN.result[i], (void *)(uintptr_t)(i + 100));
+	}
+}
+
+/* ---- a joiner cancelled while joining passes the cancel on ------------------- */
+
+static struct {
+	struct sleeper child;
+	_Atomic int joining;
+	_Atomic(weft_task *) child_t;
+	int join_ret, cancel_ret, outer_join_ret, wait_fail;
+	void *join_result;
+	uint64_t join_elapsed;
+} JC;
+
+static void *jc_joiner(void *arg)
+{
+	(void)arg;
+	JC.child.ns = LONG_SLEEP;
+	weft_task *c = weft_spawn(sleeper_fn, &JC.child);
+	atomic_store(&JC.child_t, c);
+	uint64_t t0 = weft_now();
+	atomic_store(&JC.joining, 1);
+	JC.join_ret = weft_join(c, &JC.join_result);
+	JC.join_elapsed = weft_now() - t0;
+	return NULL;
+}
+
+static void *jc_main(void *arg)
+{
+	(void)arg;
+	weft_task *j = weft_spawn(jc_joiner, NULL);
+	if (wait_flag(&JC.joining) || wait_flag(&JC.child.asleep))
+		JC.wait_fail = 1;
+	weft_sleep(10 * MS); /* the joiner parks in weft_join */
+	JC.cancel_ret = weft_cancel(j);
+	JC.outer_join_ret = weft_join(j, NULL);
+	return NULL;
+}
+
+static void test_cancel_joiner_propagates(void **state)
+{
+	(void)state;
+	memset(&JC, 0, sizeof JC);
+	assert_int_equal(weft_run(NULL, jc_main, NULL, NULL), 0);
+	assert_int_equal(JC.wait_fail, 0);
+	assert_int_equal(JC.cancel_ret, 0);
+	/* the child saw the cancel in its sleep */
+	assert_int_equal(JC.child.ret, -ECANCELED);
+	assert_true(JC.child.elapsed < PROMPT);
+	/* the join waited for the child to finish and reports the cancel */
+	assert_int_equal(JC.join_ret, -ECANCELED);
+	assert_ptr_equal(JC.join_result, (void *)(uintptr_t)42);
+	assert_int_equal(atomic_load(&JC.child.done), 1);
+	assert_true(JC.join_elapsed < PROMPT);
+	assert_int_equal(JC.outer_join_ret, -ECANCELED);
+}
+
+/* ---- shutdown with live fibers ------------------------------------------------- */
+
+static struct {
+	size_t n;
+	atomic_size_t started, cancelled, after, not_cancelled;
+	/* children spawned during shutdown */
+	atomic_size_t child_spawn_null, child_ran, child_cancelled,
+		child_join_cancelled;
+	/* a fiber spawned by the main fiber's last act, after it saw all
+	 * asleep: never waits, must still run */
+	int wait_fail;
+	uint64_t main_returned_at;
+} SD;
+
+static void *sd_child(void *arg)
+{
+	(void)arg;
+	atomic_fetch_add(&SD.child_ran, 1);
+	if (weft_sleep(3600 * SEC) == -ECANCELED)
+		atomic_fetch_add(&SD.child_cancelled, 1);
+	return NULL;
+}
+
+static void *sd_sleeper(void *arg)
+{
+	size_t i = (size_t)(uintptr_t)arg;
+	atomic_fetch_add(&SD.started, 1);
+	int r = weft_sleep(3600 * SEC);
+	if (r == -ECANCELED)
+		atomic_fetch_add(&SD.cancelled, 1);
+	else
+		atomic_fetch_add(&SD.not_cancelled, 1);
+	/* code after the wait still runs; a fiber spawned now is born
+	 * cancelled (its first wait fails at once) */
+	if (i % 4 == 0) {
+		weft_task *c = weft_spawn(sd_child, NULL);
+		if (!c)
+			atomic_fetch_add(&SD.child_spawn_null, 1);
+		else if (i % 8 == 0)
+			weft_detach(c);
+		else if (weft_join(c, NULL) == -ECANCELED)
+			atomic_fetch_add(&SD.child_join_cancelled, 1);
+	}
+	atomic_fetch_add(&SD.after, 1);
+	return NULL;
+}
+
+static void *sd_main(void *arg)
+{
+	(void)arg;
+	for (size_t i = 0; i < SD.n; i++) {
+		weft_task *t = weft_spawn(sd_sleeper, (void *)(uintptr_t)i);
+		/* half detached, half left alone (never joined) */
+		if (t && i % 2)
+			weft_detach(t);
+	}
+	uint64_t until = weft_now() + 20 * SEC;
+	while (atomic_load(&SD.started) < SD.n && weft_now() < until)
+		weft_sleep(1 * MS);
+	if (atomic_load(&SD.started) < SD.n)
+		SD.wait_fail = 1;
+	weft_sleep(20 * MS); /* the last ones park in their sleep */
+	SD.main_returned_at = weft_now();
+	return (void *)&SD;
+}
+
+static void test_shutdown_live_fibers(void **state)
+{
+	(void)state;
+	memset(&SD, 0, sizeof SD);
+	SD.n = scaled(10000, 200);
+	void *res = NULL;
+	assert_int_equal(weft_run(NULL, sd_main, NULL, &res), 0);
+	uint64_t shutdown_ns = weft_now() - SD.main_returned_at;
+	print_message("shutdown of %zu sleeping fibers: %.1f ms\n", SD.n,
+		      (double)shutdown_ns / 1e6);
+	assert_ptr_equal(res, &SD);
+	assert_int_equal(SD.wait_fail, 0);
+	assert_true(shutdown_ns < 3 * SEC);
+	assert_int_equal(atomic_load(&SD.started), SD.n);
+	assert_int_equal(atomic_load(&SD.not_cancelled), 0);
+	assert_int_equal(atomic_load(&SD.cancelled), SD.n);
+	assert_int_equal(atomic_load(&SD.after), SD.n);
+	size_t kids = (SD.n + 3) / 4, joined = kids - (SD.n + 7) / 8;
+	assert_int_equal(atomic_load(&SD.child_spawn_null), 0);
+	assert_int_equal(atomic_load(&SD.child_ran), kids);
+	assert_int_equal(atomic_load(&SD.child_cancelled), kids);
+	assert_int_equal(atomic_load(&SD.child_join_cancelled), joined);
+	/* the runtime is gone: a new run works */
+	assert_int_equal(weft_worker_count(), 0);
+	memset(&SD, 0, sizeof SD);
+	SD.n = 10;
+	assert_int_equal(weft_run(NULL, sd_main, NULL, NULL), 0);
+	assert_int_equal(atomic_load(&SD.after), 10);
+}
+
+/* Main returns at once: fibers it spawned last, that never ran before the
+ * shutdown began, run (cancelled) too. */
+static struct {
+	size_t n;
+	atomic_size_t ran, cancelled;
+} SQ;
+
+static void *sq_fn(void *arg)
+{
+	(void)arg;
+	atomic_fetch_add(&SQ.ran, 1);
+	if (weft_sleep(3600 * SEC) == -ECANCELED)
+		atomic_fetch_add(&SQ.cancelled, 1);
+	return NULL;
+}
+
+static void *sq_main(void *arg)
+{
+	(void)arg;
+	for (size_t i = 0; i < SQ.n; i++)
+		weft_spawn(sq_fn, NULL);
+	return NULL;
+}
+
+static void test_shutdown_unstarted(void **state)
+{
+	(void)state;
+	memset(&SQ, 0, sizeof SQ);
+	SQ.n = scaled(2000, 100);
+	uint64_t t0 = weft_now();
+	for (int workers = 1; workers <= 2; workers++) {
+		atomic_store(&SQ.ran, 0);
+		atomic_store(&SQ.cancelled, 0);
+		weft_config c = cfg_workers((unsigned)workers);
+		assert_int_equal(weft_run(&c, sq_main, NULL, NULL), 0);
+		assert_int_equal(atomic_load(&SQ.ran), SQ.n);
+		assert_int_equal(atomic_load(&SQ.cancelled), SQ.n);
+	}
+	assert_true(weft_now() - t0 < 2 * PROMPT);
+}
+
+/* ---- cancel from a non-worker thread ----------------------------------------- */
+
+static struct {
+	struct sleeper s, watchdog;
+	_Atomic(weft_task *) t;
+	_Atomic int cancel_ret, cancelled;
+	int join_ret, wait_fail;
+	uint64_t join_elapsed;
+} XC;
+
+static void *xc_thread(void *arg)
+{
+	(void)arg;
+	/* wait (bounded) for the sleeper to be asleep, then let every worker
+	 * park: the cancel must wake one of them */
+	for (int k = 0; k < 20000 && !(atomic_load(&XC.t) &&
+				       atomic_load(&XC.s.asleep));
+	     k++)
+		nanosleep(&(struct timespec){0, 500000}, NULL);
+	nanosleep(&(struct timespec){0, 20 * 1000000}, NULL);
+	weft_task *t = atomic_load(&XC.t);
+	if (t) {
+		atomic_store(&XC.cancel_ret, weft_cancel(t));
+		atomic_store(&XC.cancelled, 1);
+	}
+	return NULL;
+}
+
+static void *xc_main(void *arg)
+{
+	(void)arg;
+	/* a watchdog timer, so that a lost wake-up shows as a late join
+	 * (about 4 s) rather than a hang */
+	XC.watchdog.ns = 2 * PROMPT;
+	weft_task *wd = weft_spawn(sleeper_fn, &XC.watchdog);
+	XC.s.ns = LONG_SLEEP;
+	weft_task *t = weft_spawn(sleeper_fn, &XC.s);
+	atomic_store(&XC.t, t);
+	uint64_t t0 = weft_now();
+	XC.join_ret = weft_join(t, NULL);
+	XC.join_elapsed = weft_now() - t0;
+	weft_cancel(wd);
+	weft_join(wd, NULL);
+	return NULL;
+}
+
+static void run_foreign_cancel(unsigned workers)
+{
+	memset(&XC, 0, sizeof XC);
+	atomic_store(&XC.cancel_ret, 1);
+	pthread_t th;
+	assert_int_equal(pthread_create(&th, NULL, xc_thread, NULL), 0);
+	weft_config c = cfg_workers(workers);
+	int r = weft_run(&c, xc_main, NULL, NULL);
+	pthread_join(th, NULL);
+	assert_int_equal(r, 0);
+	assert_int_equal(atomic_load(&XC.cancelled), 1);
+	assert_int_equal(atomic_load(&XC.cancel_ret), 0);
+	assert_int_equal(XC.s.ret, -ECANCELED);
+	assert_true(XC.s.elapsed < PROMPT);
+	assert_int_equal(XC.join_ret, -ECANCELED);
+	assert_true(XC.join_elapsed < PROMPT);
+}
+
+static void test_cancel_foreign_thread(void **state)
+{
+	(void)state;
+	run_foreign_cancel(0);
+}
+
+static void test_cancel_foreign_thread_workers2(void **state)
+{
+	(void)state;
+	run_foreign_cancel(2);
+}
+
+static void test_cancel_foreign_thread_workers1(void **state)
+{
+	(void)state;
+	run_foreign_cancel(1);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_cancel_sleeping),
+		cmocka_unit_test(test_cancel_before_run),
+		cmocka_unit_test(test_cancel_sticky),
+		cmocka_unit_test(test_cancel_finished_not_joined),
+		cmocka_unit_test(test_cancel_joiner_propagates),
+		cmocka_unit_test(test_shutdown_live_fibers),
+		cmocka_unit_test(test_shutdown_unstarted),
+		cmocka_unit_test(test_cancel_foreign_thread),
+		cmocka_unit_test(test_cancel_foreign_thread_workers2),
+		cmocka_unit_test(test_cancel_foreign_thread_workers1),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

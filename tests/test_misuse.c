@@ -1,1 +1,690 @@
-int main(void){return 0;}
+/* Description: every documented misuse gets its documented answer, and the
+ * runtime keeps working after it.
+ *
+ * - outside any fiber (main() before weft_run, or a foreign pthread while it
+ *   runs): join / sleep / gather -> -EINVAL, spawn -> NULL, worker id ->
+ *   WEFT_NO_WORKER, yield returns;
+ * - weft_join(NULL), join twice, join self, join a detached task ->
+ *   -EINVAL; weft_cancel(NULL) or of a joined task -> -EINVAL;
+ *   weft_spawn(NULL fn) -> NULL;
+ * - weft_run: NULL main -> -EINVAL, nested or concurrent -> -EBUSY, bad
+ *   config fields -> -EINVAL, seed -> -ENOTSUP, malformed WEFT_WORKERS /
+ *   WEFT_STACK_SIZE / WEFT_BLOCKING_THREADS -> -EINVAL (and nothing ran);
+ *   explicit config fields win over the environment;
+ * - weft_gather with a NULL entry -> -EINVAL and no task joined;
+ * - weft_detach of a joined (or detached) task aborts with a message (in a
+ *   fork()ed child);
+ * - weft_strerror is never NULL and says something sensible.
+ * After each misuse inside a run, a normal spawn/join must still work.
+ *
+ * Fibers never call assert_* (cmocka longjmps): they record into globals and
+ * the test function checks after weft_run returns.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <limits.h>
+#include <pthread.h>
+#include <signal.h>
+#include <time.h>
+#include <unistd.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+
+#include <cmocka.h>
+#include <weft.h>
+
+#define MS 1000000ull
+#define SEC 1000000000ull
+
+static weft_config cfg_workers(unsigned n)
+{
+	weft_config c;
+	weft_config_init(&c);
+	c.workers = n;
+	return c;
+}
+
+/* ---- helpers run inside fibers ------------------------------------------- */
+
+static void *echo_fn(void *arg)
+{
+	return arg;
+}
+
+static void *sleep_fn(void *arg)
+{
+	weft_sleep((uint64_t)(uintptr_t)arg);
+	return arg;
+}
+
+/* A normal spawn/join after a misuse: 1 if it worked. */
+static int still_works(void)
+{
+	int ok = 1;
+	for (uintptr_t i = 1; i <= 4; i++) {
+		weft_task *t = weft_spawn(echo_fn, (void *)i);
+		void *r = NULL;
+		if (!t || weft_join(t, &r) != 0 || r != (void *)i)
+			ok = 0;
+	}
+	weft_task *s = weft_spawn(sleep_fn, (void *)(uintptr_t)(1 * MS));
+	if (!s || weft_join(s, NULL) != 0)
+		ok = 0;
+	return ok;
+}
+
+/* From a fiber: wait (sleeping 1 ms steps, at most 10 s) until *flag. */
+static int wait_flag(_Atomic int *flag)
+{
+	uint64_t until = weft_now() + 10 * SEC;
+	while (!atomic_load(flag)) {
+		if (weft_now() > until)
+			return -1;
+		weft_sleep(1 * MS);
+	}
+	return 0;
+}
+
+static _Atomic int ran_flag;
+
+static void *flag_main(void *arg)
+{
+	atomic_store(&ran_flag, 1);
+	return arg;
+}
+
+/* ---- outside any runtime --------------------------------------------------- */
+
+static void test_outside_runtime(void **state)
+{
+	(void)state;
+	weft_task *none[1] = {NULL};
+	assert_int_equal(weft_join(NULL, NULL), -EINVAL);
+	assert_int_equal(weft_sleep(0), -EINVAL);
+	assert_int_equal(weft_sleep(1000), -EINVAL);
+	assert_int_equal(weft_gather(NULL, 0, NULL), -EINVAL);
+	assert_int_equal(weft_gather(none, 1, NULL), -EINVAL);
+	assert_int_equal(weft_cancel(NULL), -EINVAL);
+	atomic_store(&ran_flag, 0);
+	assert_null(weft_spawn(flag_main, NULL));
+	assert_null(weft_spawn(NULL, NULL));
+	assert_int_equal(weft_worker_id(), WEFT_NO_WORKER);
+	assert_int_equal(weft_worker_count(), 0);
+	assert_int_equal(weft_self_id(), 0);
+	weft_yield(); /* returns at once */
+	weft_detach(NULL); /* ignored */
+	uint64_t a = weft_now(), b = weft_now();
+	assert_true(a > 0 && b >= a);
+	/* the task refused above never runs, not even in a later runtime */
+	assert_int_equal(weft_run(NULL, echo_fn, NULL, NULL), 0);
+	assert_int_equal(atomic_load(&ran_flag), 0);
+	/* and after that runtime ended: refused again */
+	assert_null(weft_spawn(flag_main, NULL));
+	assert_int_equal(weft_worker_id(), WEFT_NO_WORKER);
+}
+
+/* ---- weft_run arguments and config -------------------------------------------- */
+
+static void expect_run_fails(const weft_config *c, int err)
+{
+	atomic_store(&ran_flag, 0);
+	void *res = (void *)(uintptr_t)0x77;
+	assert_int_equal(weft_run(c, flag_main, (void *)(uintptr_t)1, &res),
+			 err);
+	assert_int_equal(atomic_load(&ran_flag), 0); /* nothing ran */
+	assert_ptr_equal(res, (void *)(uintptr_t)0x77);
+	assert_int_equal(weft_worker_count(), 0);
+}
+
+static void expect_run_works(const weft_config *c)
+{
+	atomic_store(&ran_flag, 0);
+	void *res = NULL;
+	assert_int_equal(weft_run(c, flag_main, (void *)(uintptr_t)1, &res),
+			 0);
+	assert_int_equal(atomic_load(&ran_flag), 1);
+	assert_ptr_equal(res, (void *)(uintptr_t)1);
+}
+
+static int works_ok;
+static unsigned works_count;
+
+static void *works_main(void *arg)
+{
+	(void)arg;
+	works_ok = still_works();
+	works_count = weft_worker_count();
+	return NULL;
+}
+
+static void test_run_bad_args(void **state)
+{
+	(void)state;
+	weft_config c;
+	assert_int_equal(weft_run(NULL, NULL, NULL, NULL), -EINVAL);
+	weft_config_init(&c);
+	assert_int_equal(weft_run(&c, NULL, NULL, NULL), -EINVAL);
+
+	c = cfg_workers(5000);
+	expect_run_fails(&c, -EINVAL);
+	c = cfg_workers(1025);
+	expect_run_fails(&c, -EINVAL);
+
+	weft_config_init(&c);
+	c.stack_size = 1000;
+	expect_run_fails(&c, -EINVAL);
+	c.stack_size = 16 * 1024 - 1;
+	expect_run_fails(&c, -EINVAL);
+	c.stack_size = 2ull << 30;
+	expect_run_fails(&c, -EINVAL);
+	c.stack_size = (1ull << 30) + 1;
+	expect_run_fails(&c, -EINVAL);
+
+	weft_config_init(&c);
+	c.ring_entries = 100000;
+	expect_run_fails(&c, -EINVAL);
+	c.ring_entries = 32769;
+	expect_run_fails(&c, -EINVAL);
+
+	weft_config_init(&c);
+	c.blocking_threads = 4097;
+	expect_run_fails(&c, -EINVAL);
+	weft_config_init(&c);
+	c.blocking_queue = (1u << 20) + 1;
+	expect_run_fails(&c, -EINVAL);
+
+	weft_config_init(&c);
+	c.seed = 1;
+	expect_run_fails(&c, -ENOTSUP);
+	c.seed = 0xdeadbeef;
+	c.workers = 2;
+	expect_run_fails(&c, -ENOTSUP);
+
+	/* the smallest stack allowed works, fibers and all */
+	weft_config_init(&c);
+	c.stack_size = 16 * 1024;
+	works_ok = 0;
+	assert_int_equal(weft_run(&c, works_main, NULL, NULL), 0);
+	assert_int_equal(works_ok, 1);
+	/* and so does a default run after all those failures */
+	expect_run_works(NULL);
+}
+
+/* ---- the environment ------------------------------------------------------------ */
+
+/* Set (or with NULL unset) an env var; returns its old value (malloc'd). */
+static char *env_swap(const char *name, const char *val)
+{
+	const char *old = getenv(name);
+	char *saved = old ? strdup(old) : NULL;
+	if (val)
+		setenv(name, val, 1);
+	else
+		unsetenv(name);
+	return saved;
+}
+
+static void env_restore(const char *name, char *saved)
+{
+	if (saved)
+		setenv(name, saved, 1);
+	else
+		unsetenv(name);
+	free(saved);
+}
+
+static void expect_env(const char *name, const char *val, int err)
+{
+	char *saved = env_swap(name, val);
+	atomic_store(&ran_flag, 0);
+	int r = weft_run(NULL, flag_main, NULL, NULL);
+	int ran = atomic_load(&ran_flag);
+	env_restore(name, saved);
+	if (r != err)
+		print_error("%s=\"%s\": weft_run returned %d, expected %d\n",
+			    name, val, r, err);
+	assert_int_equal(r, err);
+	assert_int_equal(ran, err == 0);
+}
+
+static void test_env_bad(void **state)
+{
+	(void)state;
+	/* other variables must not interfere */
+	char *sw = env_swap("WEFT_WORKERS", NULL);
+	char *ss = env_swap("WEFT_STACK_SIZE", NULL);
+	char *sb = env_swap("WEFT_BLOCKING_THREADS", NULL);
+
+	const char *bad_workers[] = {"abc", "0", "-1", "99999", "1025",
+				     "2x", " 2", "2 ", "1.5"};
+	for (size_t i = 0; i < sizeof bad_workers / sizeof *bad_workers; i++)
+		expect_env("WEFT_WORKERS", bad_workers[i], -EINVAL);
+	const char *bad_stack[] = {"12x", "abc", "-1", "1000", "8k",
+				   "2g", "64 k"};
+	for (size_t i = 0; i < sizeof bad_stack / sizeof *bad_stack; i++)
+		expect_env("WEFT_STACK_SIZE", bad_stack[i], -EINVAL);
+	const char *bad_blocking[] = {"abc", "0", "4097", "-3"};
+	for (size_t i = 0; i < sizeof bad_blocking / sizeof *bad_blocking; i++)
+		expect_env("WEFT_BLOCKING_THREADS", bad_blocking[i], -EINVAL);
+
+	/* well-formed values work and take effect */
+	expect_env("WEFT_STACK_SIZE", "32k", 0);
+	expect_env("WEFT_STACK_SIZE", "65536", 0);
+	expect_env("WEFT_BLOCKING_THREADS", "3", 0);
+	for (unsigned n = 1; n <= 3; n++) {
+		char v[8];
+		snprintf(v, sizeof v, "%u", n);
+		char *s = env_swap("WEFT_WORKERS", v);
+		works_ok = 0;
+		works_count = 0;
+		int r = weft_run(NULL, works_main, NULL, NULL);
+		env_restore("WEFT_WORKERS", s);
+		assert_int_equal(r, 0);
+		assert_int_equal(works_ok, 1);
+		assert_int_equal(works_count, n);
+	}
+
+	/* an explicit config field wins: the env var is not even parsed */
+	char *s = env_swap("WEFT_WORKERS", "abc");
+	weft_config c = cfg_workers(2);
+	works_ok = 0;
+	int r = weft_run(&c, works_main, NULL, NULL);
+	env_restore("WEFT_WORKERS", s);
+	assert_int_equal(r, 0);
+	assert_int_equal(works_ok, 1);
+	assert_int_equal(works_count, 2);
+
+	s = env_swap("WEFT_STACK_SIZE", "12x");
+	weft_config_init(&c);
+	c.stack_size = 64 * 1024;
+	works_ok = 0;
+	r = weft_run(&c, works_main, NULL, NULL);
+	env_restore("WEFT_STACK_SIZE", s);
+	assert_int_equal(r, 0);
+	assert_int_equal(works_ok, 1);
+
+	env_restore("WEFT_WORKERS", sw);
+	env_restore("WEFT_STACK_SIZE", ss);
+	env_restore("WEFT_BLOCKING_THREADS", sb);
+	/* back to the caller's environment: a run works */
+	expect_run_works(NULL);
+}
+
+/* ---- nested and concurrent weft_run ------------------------------------------- */
+
+static struct {
+	int nested_ret;
+	_Atomic int rt_up, thread_done;
+	int thread_ret, wait_fail, ok;
+} NR;
+
+static void *nested_main(void *arg)
+{
+	(void)arg;
+	atomic_store(&ran_flag, 0);
+	NR.nested_ret = weft_run(NULL, flag_main, NULL, NULL);
+	atomic_store(&NR.rt_up, 1);
+	if (wait_flag(&NR.thread_done))
+		NR.wait_fail = 1;
+	NR.ok = still_works();
+	return NULL;
+}
+
+static void *concurrent_thread(void *arg)
+{
+	(void)arg;
+	for (int k = 0; k < 20000 && !atomic_load(&NR.rt_up); k++)
+		nanosleep(&(struct timespec){0, 500000}, NULL);
+	NR.thread_ret = weft_run(NULL, flag_main, NULL, NULL);
+	atomic_store(&NR.thread_done, 1);
+	return NULL;
+}
+
+static void test_nested_and_concurrent_run(void **state)
+{
+	(void)state;
+	memset(&NR, 0, sizeof NR);
+	pthread_t th;
+	assert_int_equal(pthread_create(&th, NULL, concurrent_thread, NULL),
+			 0);
+	int r = weft_run(NULL, nested_main, NULL, NULL);
+	pthread_join(th, NULL);
+	assert_int_equal(r, 0);
+	assert_int_equal(NR.nested_ret, -EBUSY);
+	assert_int_equal(NR.thread_ret, -EBUSY);
+	assert_int_equal(NR.wait_fail, 0);
+	assert_int_equal(atomic_load(&ran_flag), 0); /* neither ran */
+	assert_int_equal(NR.ok, 1);
+	/* and the runtime can be started again afterwards */
+	expect_run_works(NULL);
+}
+
+/* ---- join misuse -------------------------------------------------------------- */
+
+static struct {
+	int join_null, twice_first, twice_second, cancel_joined;
+	int self_join, self_outer;
+	void *self_result;
+	int detached_join;
+	int ok[5];
+	_Atomic(weft_task *) self_handle;
+} JM;
+
+static void *self_joiner(void *arg)
+{
+	(void)arg;
+	/* wait for our own handle, then try to join ourselves */
+	uint64_t until = weft_now() + 10 * SEC;
+	weft_task *me;
+	while (!(me = atomic_load(&JM.self_handle)) && weft_now() < until)
+		weft_sleep(1 * MS);
+	JM.self_join = me ? weft_join(me, NULL) : 1;
+	return (void *)(uintptr_t)99;
+}
+
+static void *join_misuse_main(void *arg)
+{
+	(void)arg;
+	JM.join_null = weft_join(NULL, NULL);
+	JM.ok[0] = still_works();
+
+	weft_task *t = weft_spawn(echo_fn, (void *)(uintptr_t)5);
+	JM.twice_first = weft_join(t, NULL);
+	/* no spawn in between: t is a stale handle now */
+	JM.twice_second = weft_join(t, NULL);
+	JM.cancel_joined = weft_cancel(t);
+	JM.ok[1] = still_works();
+
+	weft_task *s = weft_spawn(self_joiner, NULL);
+	atomic_store(&JM.self_handle, s);
+	/* the failed self-join must leave the handle joinable */
+	JM.self_outer = weft_join(s, &JM.self_result);
+	JM.ok[2] = still_works();
+
+	weft_task *d = weft_spawn(sleep_fn, (void *)(uintptr_t)(20 * MS));
+	weft_detach(d);
+	JM.detached_join = weft_join(d, NULL); /* still alive, detached */
+	JM.ok[3] = still_works();
+	weft_sleep(30 * MS); /* let it end */
+	JM.ok[4] = still_works();
+	return NULL;
+}
+
+static void test_join_misuse(void **state)
+{
+	(void)state;
+	memset(&JM, 0, sizeof JM);
+	assert_int_equal(weft_run(NULL, join_misuse_main, NULL, NULL), 0);
+	assert_int_equal(JM.join_null, -EINVAL);
+	assert_int_equal(JM.twice_first, 0);
+	assert_int_equal(JM.twice_second, -EINVAL);
+	assert_int_equal(JM.cancel_joined, -EINVAL);
+	assert_int_equal(JM.self_join, -EINVAL);
+	assert_int_equal(JM.self_outer, 0);
+	assert_ptr_equal(JM.self_result, (void *)(uintptr_t)99);
+	assert_int_equal(JM.detached_join, -EINVAL);
+	for (int i = 0; i < 5; i++)
+		assert_int_equal(JM.ok[i], 1);
+}
+
+/* ---- calls from a non-fiber thread while a runtime runs --------------------- */
+
+static struct {
+	_Atomic(weft_task *) handle;
+	_Atomic int thread_done;
+	int join_ret, sleep_ret, sleep0_ret, gather_ret, gather_null_ret;
+	unsigned worker_id, worker_count;
+	uint64_t self_id;
+	int outer_join, wait_fail, ok, timed_out;
+	void *result;
+} FT;
+
+static void *ft_thread(void *arg)
+{
+	(void)arg;
+	weft_task *t = NULL;
+	for (int k = 0; k < 20000 && !(t = atomic_load(&FT.handle)); k++)
+		nanosleep(&(struct timespec){0, 500000}, NULL);
+	if (!t) {
+		FT.timed_out = 1;
+	} else {
+		FT.join_ret = weft_join(t, NULL); /* not a fiber */
+		weft_task *arr[1] = {t};
+		FT.gather_ret = weft_gather(arr, 1, NULL);
+		FT.gather_null_ret = weft_gather(NULL, 0, NULL);
+	}
+	FT.sleep_ret = weft_sleep(1 * MS);
+	FT.sleep0_ret = weft_sleep(0);
+	FT.worker_id = weft_worker_id();
+	FT.worker_count = weft_worker_count();
+	FT.self_id = weft_self_id();
+	weft_yield(); /* returns */
+	atomic_store(&FT.thread_done, 1);
+	return NULL;
+}
+
+static void *ft_main(void *arg)
+{
+	(void)arg;
+	weft_task *t = weft_spawn(sleep_fn, (void *)(uintptr_t)(20 * MS));
+	atomic_store(&FT.handle, t);
+	if (wait_flag(&FT.thread_done))
+		FT.wait_fail = 1;
+	/* the foreign join and gather did not take the handle */
+	FT.outer_join = weft_join(t, &FT.result);
+	FT.ok = still_works();
+	return NULL;
+}
+
+static void test_calls_from_foreign_thread(void **state)
+{
+	(void)state;
+	memset(&FT, 0, sizeof FT);
+	pthread_t th;
+	assert_int_equal(pthread_create(&th, NULL, ft_thread, NULL), 0);
+	weft_config c = cfg_workers(2);
+	int r = weft_run(&c, ft_main, NULL, NULL);
+	pthread_join(th, NULL);
+	assert_int_equal(r, 0);
+	assert_int_equal(FT.timed_out, 0);
+	assert_int_equal(FT.wait_fail, 0);
+	assert_int_equal(FT.join_ret, -EINVAL);
+	assert_int_equal(FT.gather_ret, -EINVAL);
+	assert_int_equal(FT.gather_null_ret, -EINVAL);
+	assert_int_equal(FT.sleep_ret, -EINVAL);
+	assert_int_equal(FT.sleep0_ret, -EINVAL);
+	assert_int_equal(FT.worker_id, WEFT_NO_WORKER);
+	assert_int_equal(FT.worker_count, 2); /* the running runtime's */
+	assert_int_equal(FT.self_id, 0);
+	assert_int_equal(FT.outer_join, 0);
+	assert_ptr_equal(FT.result, (void *)(uintptr_t)(20 * MS));
+	assert_int_equal(FT.ok, 1);
+}
+
+/* ---- gather and spawn misuse -------------------------------------------------- */
+
+static struct {
+	int null_arr, null_entry, empty, ok[3];
+	int join_a, join_b;
+	void *res_a, *res_b;
+	void *results[3];
+	int spawn_null_fn, null_fn_ok;
+	unsigned id_in_fiber, count_in_fiber;
+} GM;
+
+static void *gather_misuse_main(void *arg)
+{
+	(void)arg;
+	void *res[2] = {0};
+	GM.null_arr = weft_gather(NULL, 2, res);
+	GM.empty = weft_gather(NULL, 0, NULL);
+	GM.ok[0] = still_works();
+
+	weft_task *a = weft_spawn(echo_fn, (void *)(uintptr_t)11);
+	weft_task *b = weft_spawn(sleep_fn, (void *)(uintptr_t)(2 * MS));
+	weft_task *arr[3] = {a, NULL, b};
+	GM.results[0] = GM.results[2] = (void *)(uintptr_t)0x77;
+	GM.null_entry = weft_gather(arr, 3, GM.results);
+	/* no task was joined: both still can be */
+	GM.join_a = weft_join(a, &GM.res_a);
+	GM.join_b = weft_join(b, &GM.res_b);
+	GM.ok[1] = still_works();
+
+	GM.spawn_null_fn = weft_spawn(NULL, (void *)(uintptr_t)1) == NULL;
+	GM.ok[2] = still_works();
+	GM.id_in_fiber = weft_worker_id();
+	GM.count_in_fiber = weft_worker_count();
+	return NULL;
+}
+
+static void test_gather_and_spawn_misuse(void **state)
+{
+	(void)state;
+	memset(&GM, 0, sizeof GM);
+	assert_int_equal(weft_run(NULL, gather_misuse_main, NULL, NULL), 0);
+	assert_int_equal(GM.null_arr, -EINVAL);
+	assert_int_equal(GM.empty, 0); /* n == 0 in a fiber: nothing to do */
+	assert_int_equal(GM.null_entry, -EINVAL);
+	assert_int_equal(GM.join_a, 0);
+	assert_ptr_equal(GM.res_a, (void *)(uintptr_t)11);
+	assert_int_equal(GM.join_b, 0);
+	assert_ptr_equal(GM.res_b, (void *)(uintptr_t)(2 * MS));
+	assert_int_equal(GM.spawn_null_fn, 1);
+	assert_true(GM.count_in_fiber >= 1);
+	assert_true(GM.id_in_fiber < GM.count_in_fiber);
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(GM.ok[i], 1);
+}
+
+/* ---- weft_detach of a joined or detached task aborts -------------------------- */
+
+static void *detach_joined_main(void *arg)
+{
+	weft_task *t = weft_spawn(echo_fn, NULL);
+	weft_join(t, NULL);
+	if (arg) { /* detach twice instead (the task still sleeps) */
+		t = weft_spawn(sleep_fn, (void *)(uintptr_t)(50 * MS));
+		weft_detach(t);
+	}
+	weft_detach(t); /* must abort */
+	return NULL;
+}
+
+static void detach_case(void *arg)
+{
+	weft_config c = cfg_workers(1);
+	weft_run(&c, detach_joined_main, arg, NULL);
+}
+
+/* Runs fn(arg) in a forked child (no core dump; its stderr captured into
+ * err); the child exits 0 when fn returns. Returns its wait status. */
+static int run_in_child(void (*fn)(void *), void *arg, char *err,
+			size_t errsz)
+{
+	int p[2];
+	assert_int_equal(pipe(p), 0);
+	fflush(NULL);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		struct rlimit no_core = {0, 0};
+		setrlimit(RLIMIT_CORE, &no_core);
+		close(p[0]);
+		dup2(p[1], 2);
+		fn(arg);
+		_exit(0);
+	}
+	close(p[1]);
+	size_t len = 0;
+	ssize_t n;
+	while (len < errsz - 1 &&
+	       (n = read(p[0], err + len, errsz - 1 - len)) > 0)
+		len += (size_t)n;
+	err[len] = 0;
+	close(p[0]);
+	int st = 0;
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	return st;
+}
+
+static void test_detach_joined_aborts(void **state)
+{
+	(void)state;
+	for (uintptr_t k = 0; k < 2; k++) {
+		char err[4096];
+		int st = run_in_child(detach_case, (void *)k, err, sizeof err);
+		if (!WIFSIGNALED(st) || WTERMSIG(st) != SIGABRT ||
+		    !strstr(err, "already joined or detached"))
+			print_error("case %d: status %#x, stderr: %s\n", (int)k,
+				    st, err);
+		assert_true(WIFSIGNALED(st));
+		assert_int_equal(WTERMSIG(st), SIGABRT);
+		assert_non_null(strstr(err, "already joined or detached"));
+	}
+}
+
+/* ---- weft_strerror ------------------------------------------------------------ */
+
+static void strerror_int_min(void *arg)
+{
+	(void)arg;
+	const char *s = weft_strerror(INT_MIN);
+	if (!s || strcmp(s, "unknown error") != 0)
+		_exit(3);
+}
+
+static void test_strerror(void **state)
+{
+	(void)state;
+	const char *inval = weft_strerror(-EINVAL);
+	assert_non_null(inval);
+	assert_non_null(strstr(inval, "invalid"));
+	assert_string_equal(weft_strerror(EINVAL), inval); /* either sign */
+	const char *canc = weft_strerror(-ECANCELED);
+	assert_non_null(canc);
+	assert_non_null(strstr(canc, "cancel"));
+	assert_string_equal(weft_strerror(-12345), "unknown error");
+	assert_string_equal(weft_strerror(12345), "unknown error");
+	assert_string_equal(weft_strerror(INT_MAX), "unknown error");
+	/* INT_MIN cannot be negated: in a child, so that a sanitizer
+	 * abort there fails this test only */
+	char err[4096];
+	int st = run_in_child(strerror_int_min, NULL, err, sizeof err);
+	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+		print_error("weft_strerror(INT_MIN): status %#x, stderr: %s\n",
+			    st, err);
+	assert_true(WIFEXITED(st));
+	assert_int_equal(WEXITSTATUS(st), 0);
+	const int known[] = {0, EINVAL, ECANCELED, ETIMEDOUT, ENOMEM, EBUSY,
+			     EALREADY, ENOTSUP, EPIPE, EAGAIN};
+	for (size_t i = 0; i < sizeof known / sizeof *known; i++) {
+		const char *s = weft_strerror(-known[i]);
+		assert_non_null(s);
+		assert_true(strlen(s) > 0);
+		assert_string_not_equal(s, "unknown error");
+		for (size_t j = 0; j < i; j++) /* distinct messages */
+			assert_string_not_equal(s, weft_strerror(-known[j]));
+	}
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_outside_runtime),
+		cmocka_unit_test(test_run_bad_args),
+		cmocka_unit_test(test_env_bad),
+		cmocka_unit_test(test_nested_and_concurrent_run),
+		cmocka_unit_test(test_join_misuse),
+		cmocka_unit_test(test_calls_from_foreign_thread),
+		cmocka_unit_test(test_gather_and_spawn_misuse),
+		cmocka_unit_test(test_detach_joined_aborts),
+		cmocka_unit_test(test_strerror),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,1 +1,605 @@
-int main(void){return 0;}
+/* Description: spawn, join and gather; task ids; weft_run's life cycle.
+ *
+ * - 100,000 fibers spawned and joined, every result and run count checked;
+ * - gather returns every result in index order, also when the tasks finish
+ *   in reverse order (they sleep decreasing amounts);
+ * - weft_self_id / weft_task_id agree, are non-zero and unique;
+ * - weft_run can run three times in one process and passes main's result
+ *   through;
+ * - a non-worker pthread spawns while weft_run runs (every worker parked on
+ *   a long timer): the task runs promptly and a fiber can join it;
+ * - the same with workers=1 and workers=2;
+ * - a foreign spawn racing with the end of weft_run (for TSan/ASan).
+ *
+ * Fibers never call assert_* (cmocka longjmps): they record into globals and
+ * the test function checks after weft_run returns. Counts scale with env
+ * WEFT_TEST_SCALE (default 1.0) for sanitizer builds.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <pthread.h>
+#include <time.h>
+
+#include <cmocka.h>
+#include <weft.h>
+
+#define MS 1000000ull
+#define SEC 1000000000ull
+
+static double test_scale(void)
+{
+	const char *e = getenv("WEFT_TEST_SCALE");
+	if (!e || !*e)
+		return 1.0;
+	char *end;
+	double v = strtod(e, &end);
+	if (end == e || *end || !(v > 0.0) || v > 1000.0)
+		return 1.0;
+	return v;
+}
+
+/* n scaled by WEFT_TEST_SCALE, at least lo */
+static size_t scaled(size_t n, size_t lo)
+{
+	size_t m = (size_t)((double)n * test_scale());
+	return m < lo ? lo : m;
+}
+
+static weft_config cfg_workers(unsigned n)
+{
+	weft_config c;
+	weft_config_init(&c);
+	c.workers = n;
+	return c;
+}
+
+/* ---- 100,000 fibers: spawn all, join all --------------------------------- */
+
+struct many {
+	size_t n;
+	weft_task **t;
+	_Atomic unsigned char *ran; /* per index: how often its fn ran */
+	unsigned workers;           /* expected weft_worker_count(), 0: any */
+	/* results, checked on the main stack */
+	atomic_size_t spawn_null, join_err, bad_result, bad_worker;
+	unsigned count_seen;
+};
+
+static struct many M;
+
+static void *many_child(void *arg)
+{
+	size_t i = (size_t)(uintptr_t)arg;
+	atomic_fetch_add(&M.ran[i], 1);
+	if (weft_worker_id() >= weft_worker_count())
+		atomic_fetch_add(&M.bad_worker, 1);
+	return (void *)(uintptr_t)(i * 2 + 1);
+}
+
+static void *many_main(void *arg)
+{
+	(void)arg;
+	M.count_seen = weft_worker_count();
+	for (size_t i = 0; i < M.n; i++) {
+		M.t[i] = weft_spawn(many_child, (void *)(uintptr_t)i);
+		if (!M.t[i])
+			atomic_fetch_add(&M.spawn_null, 1);
+	}
+	for (size_t i = 0; i < M.n; i++) {
+		if (!M.t[i])
+			continue;
+		void *r = NULL;
+		if (weft_join(M.t[i], &r) != 0)
+			atomic_fetch_add(&M.join_err, 1);
+		if (r != (void *)(uintptr_t)(i * 2 + 1))
+			atomic_fetch_add(&M.bad_result, 1);
+	}
+	return (void *)&M;
+}
+
+static void run_many(unsigned workers, size_t n)
+{
+	memset(&M, 0, sizeof M);
+	M.n = n;
+	M.workers = workers;
+	M.t = calloc(n, sizeof *M.t);
+	M.ran = calloc(n, sizeof *M.ran);
+	assert_non_null(M.t);
+	assert_non_null(M.ran);
+	weft_config c = cfg_workers(workers);
+	void *res = NULL;
+	assert_int_equal(weft_run(&c, many_main, NULL, &res), 0);
+	assert_ptr_equal(res, &M);
+	assert_int_equal(atomic_load(&M.spawn_null), 0);
+	assert_int_equal(atomic_load(&M.join_err), 0);
+	assert_int_equal(atomic_load(&M.bad_result), 0);
+	assert_int_equal(atomic_load(&M.bad_worker), 0);
+	if (workers)
+		assert_int_equal(M.count_seen, workers);
+	else
+		assert_true(M.count_seen >= 1);
+	size_t not_once = 0;
+	for (size_t i = 0; i < n; i++)
+		if (atomic_load(&M.ran[i]) != 1)
+			not_once++;
+	assert_int_equal(not_once, 0);
+	free(M.t);
+	free((void *)M.ran);
+}
+
+static void test_spawn_join_100k(void **state)
+{
+	(void)state;
+	run_many(0, scaled(100000, 1000));
+}
+
+static void test_spawn_join_workers1(void **state)
+{
+	(void)state;
+	run_many(1, scaled(20000, 500));
+}
+
+static void test_spawn_join_workers2(void **state)
+{
+	(void)state;
+	run_many(2, scaled(20000, 500));
+}
+
+/* ---- gather: results in index order ---------------------------------------- */
+
+#define GN 48
+
+static struct {
+	_Atomic unsigned finish_seq;
+	unsigned finished_at[GN];
+	int sleep_err[GN];
+	int gather_ret, gather_ret_null, gather_ret_empty;
+	void *results[GN];
+	size_t bad_big, big_n;
+	int gather_big_ret;
+} G;
+
+static void *gather_child(void *arg)
+{
+	size_t i = (size_t)(uintptr_t)arg;
+	/* index 0 sleeps longest: the tasks finish in reverse order */
+	G.sleep_err[i] = weft_sleep((uint64_t)(GN - i) * 2 * MS);
+	G.finished_at[i] = atomic_fetch_add(&G.finish_seq, 1);
+	return (void *)(uintptr_t)(1000 + i);
+}
+
+static void *plain_child(void *arg)
+{
+	return (void *)((uintptr_t)arg ^ 0x5a5a);
+}
+
+static void *gather_main(void *arg)
+{
+	(void)arg;
+	weft_task *t[GN];
+	for (size_t i = 0; i < GN; i++)
+		t[i] = weft_spawn(gather_child, (void *)(uintptr_t)i);
+	for (size_t i = 0; i < GN; i++)
+		G.results[i] = (void *)(uintptr_t)0xdead;
+	G.gather_ret = weft_gather(t, GN, G.results);
+
+	/* results NULL: joins without storing */
+	weft_task *u[3];
+	for (size_t i = 0; i < 3; i++)
+		u[i] = weft_spawn(plain_child, (void *)(uintptr_t)i);
+	G.gather_ret_null = weft_gather(u, 3, NULL);
+	G.gather_ret_empty = weft_gather(NULL, 0, NULL);
+
+	/* a bigger batch of tasks that finish at once, in any order */
+	size_t n = G.big_n;
+	weft_task **b = malloc(n * sizeof *b);
+	void **r = malloc(n * sizeof *r);
+	if (!b || !r) {
+		G.bad_big = (size_t)-1;
+		free(b);
+		free(r);
+		return NULL;
+	}
+	for (size_t i = 0; i < n; i++)
+		b[i] = weft_spawn(plain_child, (void *)(uintptr_t)i);
+	G.gather_big_ret = weft_gather(b, n, r);
+	for (size_t i = 0; i < n; i++)
+		if (r[i] != (void *)((uintptr_t)i ^ 0x5a5a))
+			G.bad_big++;
+	free(b);
+	free(r);
+	return NULL;
+}
+
+static void test_gather_order(void **state)
+{
+	(void)state;
+	memset(&G, 0, sizeof G);
+	G.big_n = scaled(5000, 100);
+	assert_int_equal(weft_run(NULL, gather_main, NULL, NULL), 0);
+	assert_int_equal(G.gather_ret, 0);
+	for (size_t i = 0; i < GN; i++) {
+		assert_int_equal(G.sleep_err[i], 0);
+		assert_ptr_equal(G.results[i], (void *)(uintptr_t)(1000 + i));
+	}
+	/* the tasks really finished out of order: the shortest sleeper
+	 * (last index, 2 ms) before the longest (index 0, 96 ms) */
+	assert_true(G.finished_at[GN - 1] < G.finished_at[0]);
+	assert_int_equal(G.gather_ret_null, 0);
+	assert_int_equal(G.gather_ret_empty, 0);
+	assert_int_equal(G.gather_big_ret, 0);
+	assert_int_equal(G.bad_big, 0);
+}
+
+/* ---- ids ------------------------------------------------------------------- */
+
+static struct {
+	size_t n;
+	uint64_t *self_id, *task_id;
+	uint64_t main_id, null_id;
+	uint64_t nested_self, nested_task; /* a fiber spawned by a fiber */
+} I;
+
+static void *id_child(void *arg)
+{
+	size_t i = (size_t)(uintptr_t)arg;
+	I.self_id[i] = weft_self_id();
+	weft_yield(); /* still the same id after a switch (maybe migrated) */
+	if (weft_self_id() != I.self_id[i])
+		I.self_id[i] = 0;
+	return NULL;
+}
+
+static void *id_grandchild(void *arg)
+{
+	(void)arg;
+	return (void *)(uintptr_t)weft_self_id();
+}
+
+static void *id_nested(void *arg)
+{
+	(void)arg;
+	weft_task *t = weft_spawn(id_grandchild, NULL);
+	I.nested_task = weft_task_id(t);
+	void *r = NULL;
+	weft_join(t, &r);
+	I.nested_self = (uint64_t)(uintptr_t)r;
+	return NULL;
+}
+
+static void *id_main(void *arg)
+{
+	(void)arg;
+	I.main_id = weft_self_id();
+	I.null_id = weft_task_id(NULL);
+	weft_task **t = malloc(I.n * sizeof *t);
+	if (!t)
+		return NULL;
+	for (size_t i = 0; i < I.n; i++) {
+		t[i] = weft_spawn(id_child, (void *)(uintptr_t)i);
+		I.task_id[i] = weft_task_id(t[i]);
+	}
+	weft_gather(t, I.n, NULL);
+	free(t);
+	weft_task *nt = weft_spawn(id_nested, NULL);
+	weft_join(nt, NULL);
+	return NULL;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+static void test_ids_unique(void **state)
+{
+	(void)state;
+	memset(&I, 0, sizeof I);
+	I.n = scaled(20000, 500);
+	I.self_id = calloc(I.n + 1, sizeof(uint64_t));
+	I.task_id = calloc(I.n, sizeof(uint64_t));
+	assert_non_null(I.self_id);
+	assert_non_null(I.task_id);
+	assert_int_equal(weft_self_id(), 0); /* outside a fiber */
+	assert_int_equal(weft_task_id(NULL), 0);
+	assert_int_equal(weft_run(NULL, id_main, NULL, NULL), 0);
+	assert_int_not_equal(I.main_id, 0);
+	assert_int_equal(I.null_id, 0);
+	assert_int_not_equal(I.nested_task, 0);
+	assert_int_equal(I.nested_self, I.nested_task);
+	for (size_t i = 0; i < I.n; i++) {
+		assert_int_not_equal(I.self_id[i], 0);
+		assert_int_equal(I.self_id[i], I.task_id[i]);
+	}
+	I.self_id[I.n] = I.main_id;
+	qsort(I.self_id, I.n + 1, sizeof(uint64_t), cmp_u64);
+	size_t dups = 0;
+	for (size_t i = 1; i <= I.n; i++)
+		if (I.self_id[i] == I.self_id[i - 1])
+			dups++;
+	assert_int_equal(dups, 0);
+	free(I.self_id);
+	free(I.task_id);
+}
+
+/* ---- weft_run three times; result passthrough ---------------------------- */
+
+static int run_vals[3];
+static _Atomic int run_child_sum;
+
+static void *run_child(void *arg)
+{
+	atomic_fetch_add(&run_child_sum, *(int *)arg);
+	return NULL;
+}
+
+static void *run_main(void *arg)
+{
+	int *v = arg;
+	weft_task *t[10];
+	for (int i = 0; i < 10; i++)
+		t[i] = weft_spawn(run_child, v);
+	if (weft_gather(t, 10, NULL) != 0)
+		return NULL;
+	weft_sleep(1 * MS);
+	return v; /* the result weft_run hands back */
+}
+
+static void *null_main(void *arg)
+{
+	return arg;
+}
+
+static void test_run_three_times(void **state)
+{
+	(void)state;
+	atomic_store(&run_child_sum, 0);
+	for (int k = 0; k < 3; k++) {
+		run_vals[k] = k + 1;
+		void *res = (void *)(uintptr_t)0x1;
+		weft_config c = cfg_workers(k == 1 ? 1 : 0);
+		assert_int_equal(weft_run(&c, run_main, &run_vals[k], &res), 0);
+		assert_ptr_equal(res, &run_vals[k]);
+		assert_int_equal(weft_worker_count(), 0);
+		assert_null(weft_spawn(run_child, &run_vals[k]));
+	}
+	assert_int_equal(atomic_load(&run_child_sum), 10 * (1 + 2 + 3));
+	/* result may be NULL; main's NULL return comes back as NULL */
+	assert_int_equal(weft_run(NULL, null_main, NULL, NULL), 0);
+	void *res = (void *)(uintptr_t)0x1;
+	assert_int_equal(weft_run(NULL, null_main, NULL, &res), 0);
+	assert_null(res);
+}
+
+/* ---- spawn from a non-worker pthread ------------------------------------- */
+
+#define XN 100
+
+static struct {
+	_Atomic int rt_up;      /* main fiber: runtime is running */
+	_Atomic int waiter_asleep;
+	_Atomic(weft_task *) waiter;
+	_Atomic int published;  /* foreign thread: handles are in t[] */
+	weft_task *t[XN];
+	uint64_t tid[XN];
+	_Atomic int spawn_null, ran, in_fiber, woke_waiter;
+	int waiter_sleep_ret;
+	uint64_t waiter_elapsed;
+	int join_err, bad_result, timed_out, count;
+	uint64_t fiber_id_max;
+	uint64_t fiber_ids[XN];
+	int ids_bad;
+} X;
+
+static void *x_waiter(void *arg)
+{
+	(void)arg;
+	uint64_t t0 = weft_now();
+	atomic_store(&X.waiter_asleep, 1);
+	X.waiter_sleep_ret = weft_sleep(10 * SEC);
+	X.waiter_elapsed = weft_now() - t0;
+	return NULL;
+}
+
+/* spawned by the foreign thread */
+static void *x_task(void *arg)
+{
+	size_t i = (size_t)(uintptr_t)arg;
+	atomic_fetch_add(&X.ran, 1);
+	if (weft_self_id() != 0 && weft_worker_id() != WEFT_NO_WORKER)
+		atomic_fetch_add(&X.in_fiber, 1);
+	X.fiber_ids[i] = weft_self_id();
+	if (i == 0) {
+		/* the first task wakes the main fiber's waiter */
+		weft_task *w = atomic_load(&X.waiter);
+		if (w && weft_cancel(w) == 0)
+			atomic_store(&X.woke_waiter, 1);
+	}
+	return (void *)(uintptr_t)(i + 7);
+}
+
+static void *foreign_thread(void *arg)
+{
+	(void)arg;
+	/* wait (bounded) until the main fiber runs and its waiter sleeps */
+	for (int k = 0; k < 20000; k++) {
+		if (atomic_load(&X.rt_up) && atomic_load(&X.waiter_asleep))
+			break;
+		nanosleep(&(struct timespec){0, 500000}, NULL);
+	}
+	/* let every worker park on the waiter's 10 s timer */
+	nanosleep(&(struct timespec){0, 20 * 1000000}, NULL);
+	for (size_t i = 0; i < XN; i++) {
+		X.t[i] = weft_spawn(x_task, (void *)(uintptr_t)i);
+		X.tid[i] = weft_task_id(X.t[i]);
+		if (!X.t[i])
+			atomic_fetch_add(&X.spawn_null, 1);
+	}
+	atomic_store(&X.published, 1);
+	return NULL;
+}
+
+static void *x_main(void *arg)
+{
+	(void)arg;
+	X.count = (int)weft_worker_count();
+	weft_task *w = weft_spawn(x_waiter, NULL);
+	atomic_store(&X.waiter, w);
+	atomic_store(&X.rt_up, 1);
+	/* the waiter ends only when a foreign-spawned task cancels it */
+	weft_join(w, NULL);
+	/* then collect the foreign thread's tasks */
+	uint64_t until = weft_now() + 20 * SEC;
+	while (!atomic_load(&X.published)) {
+		if (weft_now() > until) {
+			X.timed_out = 1;
+			return NULL;
+		}
+		weft_sleep(1 * MS);
+	}
+	for (size_t i = 0; i < XN; i++) {
+		if (!X.t[i])
+			continue;
+		void *r = NULL;
+		if (weft_join(X.t[i], &r) != 0)
+			X.join_err++;
+		if (r != (void *)(uintptr_t)(i + 7))
+			X.bad_result++;
+	}
+	return NULL;
+}
+
+static void run_foreign(unsigned workers)
+{
+	memset(&X, 0, sizeof X);
+	pthread_t th;
+	assert_int_equal(pthread_create(&th, NULL, foreign_thread, NULL), 0);
+	weft_config c = cfg_workers(workers);
+	int r = weft_run(&c, x_main, NULL, NULL);
+	pthread_join(th, NULL);
+	assert_int_equal(r, 0);
+	if (workers)
+		assert_int_equal(X.count, (int)workers);
+	assert_int_equal(X.timed_out, 0);
+	assert_int_equal(atomic_load(&X.spawn_null), 0);
+	assert_int_equal(atomic_load(&X.ran), XN);
+	assert_int_equal(atomic_load(&X.in_fiber), XN);
+	assert_int_equal(X.join_err, 0);
+	assert_int_equal(X.bad_result, 0);
+	/* the foreign task ran while the workers slept on a 10 s timer: it
+	 * must have woken one of them, long before the timer */
+	assert_int_equal(atomic_load(&X.woke_waiter), 1);
+	assert_int_equal(X.waiter_sleep_ret, -ECANCELED);
+	assert_true(X.waiter_elapsed < 5 * SEC);
+	for (size_t i = 0; i < XN; i++) {
+		assert_int_not_equal(X.tid[i], 0);
+		assert_int_equal(X.fiber_ids[i], X.tid[i]);
+		for (size_t j = 0; j < i; j++)
+			assert_int_not_equal(X.tid[i], X.tid[j]);
+	}
+}
+
+static void test_foreign_spawn(void **state)
+{
+	(void)state;
+	run_foreign(0);
+}
+
+static void test_foreign_spawn_workers1(void **state)
+{
+	(void)state;
+	run_foreign(1);
+}
+
+static void test_foreign_spawn_workers2(void **state)
+{
+	(void)state;
+	run_foreign(2);
+}
+
+/* ---- a foreign spawn racing with the end of weft_run ----------------------- */
+
+/* The foreign thread's task may run and main_fn return (the runtime tears
+ * down) while weft_spawn is still busy in the foreign thread (waking an
+ * idle worker). weft_spawn must not touch the runtime after it could end;
+ * under TSan/ASan a use of a closed eventfd or freed runtime shows here. */
+static struct {
+	_Atomic int up, ran;
+	int spawn_null, wait_fail;
+} XR;
+
+static void *xr_task(void *arg)
+{
+	(void)arg;
+	atomic_store(&XR.ran, 1);
+	return NULL;
+}
+
+static void *xr_thread(void *arg)
+{
+	(void)arg;
+	for (long k = 0; !atomic_load(&XR.up); k++)
+		if (k > 100000000) /* bounded: the runtime never came up */
+			return NULL;
+	if (!weft_spawn(xr_task, NULL)) /* left to the shutdown */
+		XR.spawn_null = 1;
+	return NULL;
+}
+
+static void *xr_main(void *arg)
+{
+	(void)arg;
+	atomic_store(&XR.up, 1);
+	uint64_t until = weft_now() + 10 * SEC;
+	while (!atomic_load(&XR.ran)) {
+		if (weft_now() > until) {
+			XR.wait_fail = 1;
+			break;
+		}
+		weft_sleep(10 * 1000); /* 10 us */
+	}
+	return NULL; /* the foreign thread may still be in weft_spawn */
+}
+
+static void test_foreign_spawn_vs_shutdown(void **state)
+{
+	(void)state;
+	size_t rounds = scaled(200, 50);
+	size_t bad = 0;
+	for (size_t i = 0; i < rounds; i++) {
+		memset(&XR, 0, sizeof XR);
+		pthread_t th;
+		assert_int_equal(pthread_create(&th, NULL, xr_thread, NULL),
+				 0);
+		weft_config c = cfg_workers(2);
+		int r = weft_run(&c, xr_main, NULL, NULL);
+		pthread_join(th, NULL);
+		if (r != 0 || XR.spawn_null || XR.wait_fail ||
+		    !atomic_load(&XR.ran))
+			bad++;
+	}
+	assert_int_equal(bad, 0);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_spawn_join_100k),
+		cmocka_unit_test(test_spawn_join_workers1),
+		cmocka_unit_test(test_spawn_join_workers2),
+		cmocka_unit_test(test_gather_order),
+		cmocka_unit_test(test_ids_unique),
+		cmocka_unit_test(test_run_three_times),
+		cmocka_unit_test(test_foreign_spawn),
+		cmocka_unit_test(test_foreign_spawn_workers1),
+		cmocka_unit_test(test_foreign_spawn_workers2),
+		cmocka_unit_test(test_foreign_spawn_vs_shutdown),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

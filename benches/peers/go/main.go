@@ -1,6 +1,6 @@
 // Command weft-go-peers runs the Go peer versions of the weft benchmarks.
 //
-//	weft-go-peers spawn_many|yield|skynet|fib|fib_seq [N]
+//	weft-go-peers spawn_many|yield|skynet|fib|fib_seq|chan_pingpong|chan_mpmc|mutex [N]
 //
 // Each run prints exactly one line to stdout:
 //
@@ -38,19 +38,28 @@ type workload struct {
 }
 
 var workloads = map[string]workload{
-	"spawn_many": {1_000_000, spawnMany},
-	"yield":      {1_000_000, yield},
-	"skynet":     {1_000_000, skynet},
-	"fib":        {30, fibPar},
-	"fib_seq":    {30, fibSeq},
+	"spawn_many":    {1_000_000, spawnMany},
+	"yield":         {1_000_000, yield},
+	"skynet":        {1_000_000, skynet},
+	"fib":           {30, fibPar},
+	"fib_seq":       {30, fibSeq},
+	"chan_pingpong": {1_000_000, chanPingpong},
+	"chan_mpmc":     {4_000_000, chanMPMC},
+	"mutex":         {1_000_000, mutexBench},
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: weft-go-peers spawn_many|yield|skynet|fib|fib_seq [N]")
+	fmt.Fprintln(os.Stderr, "usage: weft-go-peers spawn_many|yield|skynet|fib|fib_seq|chan_pingpong|chan_mpmc|mutex [N]")
 	os.Exit(2)
 }
 
 func main() {
+	if len(os.Args) >= 2 && os.Args[1] == "echo_server" { // long-running server for benches/echo
+		os.Exit(echoServer(os.Args[2:]))
+	}
+	if len(os.Args) >= 2 && os.Args[1] == "http_server" { // server, see http.go
+		os.Exit(httpServer(os.Args[2:]))
+	}
 	if len(os.Args) < 2 || len(os.Args) > 3 {
 		usage()
 	}

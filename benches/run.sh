@@ -5,13 +5,17 @@
 #
 # Environment:
 #   ROUNDS         runs per implementation and workload (default 5)
-#   BENCHES        workloads to run (default "spawn_many yield skynet fib fib_seq")
+#   BENCHES        workloads to run (default "spawn_many yield skynet fib
+#                  fib_seq chan_pingpong chan_mpmc mutex")
 #   BENCH_TIMEOUT  seconds before a single run is killed (default 300)
 #   WEFT_WORKERS   passed through to both sides (worker count / GOMAXPROCS)
+#   CC             C compiler for the pthread peer (default cc)
 #
 # Weft binaries are expected at BUILD_DIR/benches/bench_<workload>; the Go peer
-# is built into BUILD_DIR/benches/weft-go-peers if `go` is installed. Every
-# binary prints one line "RESULT name=<w> impl=<weft|go> n=<N> secs=<S>".
+# is built into BUILD_DIR/benches/weft-go-peers if `go` is installed, and, if
+# `mutex` is among BENCHES, the pthread mutex peer into
+# BUILD_DIR/benches/pthread-mutex with `$CC -O2 -pthread`. Every binary prints
+# one line "RESULT name=<w> impl=<weft|go|pthread> n=<N> secs=<S>".
 # Raw RESULT lines go to BUILD_DIR/bench-results.txt, the benchmarks' stderr to
 # BUILD_DIR/bench-stderr.log, and the table to stdout.
 #
@@ -22,7 +26,7 @@ set -u
 export LC_ALL=C   # "." decimal point for sort -g and awk
 
 ROUNDS=${ROUNDS:-5}
-BENCHES=${BENCHES:-"spawn_many yield skynet fib fib_seq"}
+BENCHES=${BENCHES:-"spawn_many yield skynet fib fib_seq chan_pingpong chan_mpmc mutex"}
 BENCH_TIMEOUT=${BENCH_TIMEOUT:-300}
 
 die() { echo "run.sh: $*" >&2; exit 2; }
@@ -32,7 +36,7 @@ warn() { echo "run.sh: warning: $*" >&2; }
 [[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "ROUNDS must be a positive integer, got '$ROUNDS'"
 [[ $BENCH_TIMEOUT =~ ^[1-9][0-9]*$ ]] || die "BENCH_TIMEOUT must be a positive integer"
 for wl in $BENCHES; do
-    case $wl in spawn_many | yield | skynet | fib | fib_seq) ;;
+    case $wl in spawn_many | yield | skynet | fib | fib_seq | chan_pingpong | chan_mpmc | mutex) ;;
     *) die "unknown workload '$wl' in BENCHES" ;; esac
 done
 
@@ -61,6 +65,24 @@ if command -v go >/dev/null 2>&1; then
     fi
 else
     warn "go not found: running weft benchmarks only"
+fi
+
+# --- pthread peer (mutex only) -----------------------------------------------
+ptbin=$build/benches/pthread-mutex
+have_pthread=0
+if [[ " $BENCHES " == *" mutex "* ]]; then
+    cc=${CC:-cc}
+    if command -v "$cc" >/dev/null 2>&1; then
+        echo "building pthread mutex peer -> $ptbin ($cc -O2 -pthread)" >&2
+        if "$cc" -O2 -pthread -o "$ptbin" "$src/peers/pthread_mutex.c"; then
+            have_pthread=1
+        else
+            echo "run.sh: FAILED: build of the pthread mutex peer" >&2
+            status=1
+        fi
+    else
+        warn "$cc not found: no pthread numbers for mutex"
+    fi
 fi
 
 timeout_cmd=()
@@ -118,6 +140,7 @@ cmd_for() {
     case $2 in
     weft) [ -x "$build/benches/bench_$1" ] && printf '%s\n' "$build/benches/bench_$1" ;;
     go) [ "$have_go" = 1 ] && printf '%s\n%s\n' "$gobin" "$1" ;;
+    pthread) [ "$1" = mutex ] && [ "$have_pthread" = 1 ] && printf '%s\n' "$ptbin" ;;
     esac
 }
 
@@ -131,9 +154,12 @@ for wl in $BENCHES; do
     [ -x "$build/benches/bench_$wl" ] ||
         warn "$build/benches/bench_$wl not found: no weft numbers for $wl"
     echo "== $wl" >&2
+    impls="weft go"
+    [ "$wl" = mutex ] && impls="weft go pthread"   # mutex: OS threads too
     for ((r = 1; r <= ROUNDS; r++)); do
-        # Alternate who goes first, so drift and warm-up hit both sides alike.
-        if ((r % 2)); then order="weft go"; else order="go weft"; fi
+        # Alternate the order, so drift and warm-up hit all sides alike.
+        order=$impls
+        if ! ((r % 2)); then order=""; for impl in $impls; do order="$impl $order"; done; fi
         for impl in $order; do
             mapfile -t cmd < <(cmd_for "$wl" "$impl")
             [ ${#cmd[@]} -gt 0 ] && run_one "$wl/$impl" "$wl" "$impl" "" "${cmd[@]}"
@@ -141,28 +167,32 @@ for wl in $BENCHES; do
     done
 done
 
-# --- fib worker scaling -----------------------------------------------------
-scaling=0
-if [[ " $BENCHES " == *" fib "* ]]; then
-    scaling=1
-    echo "== fib scaling (WEFT_WORKERS=1 vs 2)" >&2
+# --- worker scaling ------------------------------------------------------------
+# fib: work-stealing speedup. chan_pingpong: on few cores the time depends on
+# whether the pair stays on one worker, so show 1 worker vs 2 as well.
+scaled=""
+for wl in fib chan_pingpong; do
+    [[ " $BENCHES " == *" $wl "* ]] || continue
+    scaled+="$wl "
+    echo "== $wl scaling (WEFT_WORKERS=1 vs 2)" >&2
     for ((r = 1; r <= ROUNDS; r++)); do
         for impl in weft go; do
-            mapfile -t cmd < <(cmd_for fib "$impl")
+            mapfile -t cmd < <(cmd_for "$wl" "$impl")
             [ ${#cmd[@]} -gt 0 ] || continue
             for w in 1 2; do
-                run_one "fib/$impl/w$w" fib "$impl" "workers=$w" env WEFT_WORKERS=$w "${cmd[@]}"
+                run_one "$wl/$impl/w$w" "$wl" "$impl" "workers=$w" env WEFT_WORKERS=$w "${cmd[@]}"
             done
         done
     done
-fi
+done
 
 [ "$ran" = 1 ] || { echo "run.sh: no benchmark binary was found or run" >&2; exit 2; }
 
 # --- table ---------------------------------------------------------------------
 # ns/op divides the weft median by the number of operations: n for spawn_many
-# (spawns), yield (yields) and skynet (leaves); for fib and fib_seq n is the
-# argument, so the operation is one call and ops = 2*fib(n+1)-1.
+# (spawns), yield (yields), skynet (leaves), chan_pingpong (round trips),
+# chan_mpmc (elements) and mutex (lock/unlock pairs); for fib and fib_seq n is
+# the argument, so the operation is one call and ops = 2*fib(n+1)-1.
 ops_for() {
     case $1 in
     fib | fib_seq) awk -v n="$2" 'BEGIN { a = 0; b = 1; for (i = 0; i <= n; i++) { t = a + b; a = b; b = t } printf "%d\n", 2 * a - 1 }' ;;
@@ -179,9 +209,9 @@ cell() {   # cell WORKLOAD IMPL: median seconds, or why there is none
 
 echo
 echo "weft vs Go: median of $ROUNDS round(s), $(nproc 2>/dev/null || echo '?') CPU(s)${WEFT_WORKERS:+, WEFT_WORKERS=$WEFT_WORKERS}"
-row() { printf '| %-10s | %7s | %8s | %13s | %13s | %13s | %11s |\n' "$@"; }
+row() { printf '| %-13s | %7s | %8s | %13s | %13s | %13s | %11s |\n' "$@"; }
 row workload n ops "weft median s" "go median s" "go/weft ratio" "weft ns/op"
-row ---------- ------- -------- ------------- ------------- ------------- -----------
+row ------------- ------- -------- ------------- ------------- ------------- -----------
 for wl in $BENCHES; do
     n=${NS[$wl/weft]:-${NS[$wl/go]:-}}
     if [ -n "${NS[$wl/weft]:-}" ] && [ -n "${NS[$wl/go]:-}" ] && [ "${NS[$wl/weft]}" != "${NS[$wl/go]}" ]; then
@@ -200,20 +230,36 @@ for wl in $BENCHES; do
 done
 echo "(go/weft ratio > 1 means weft is faster; ops = n, except fib/fib_seq where ops = calls = 2*fib(n+1)-1)"
 
-if [ "$scaling" = 1 ]; then
+extra=0
+if [[ " $BENCHES " == *" mutex "* ]]; then
+    extra=1
     echo
+    tw=$(cell mutex weft)
+    tp=$(cell mutex pthread)
+    if [ -n "${NS[mutex/weft]:-}" ] && [ -n "${NS[mutex/pthread]:-}" ] && [ "${NS[mutex/weft]}" != "${NS[mutex/pthread]}" ]; then
+        warn "mutex: weft n=${NS[mutex/weft]} but pthread n=${NS[mutex/pthread]}; the ratio compares different sizes"
+    fi
+    awk -v w="$tw" -v p="$tp" 'BEGIN {
+        isnum = "^[0-9]+(\\.[0-9]*)?$"
+        if (w ~ isnum && p ~ isnum && w > 0) printf "mutex: weft vs pthread %.2fx (pthread/weft; weft %.6f s, pthread %.6f s)\n", p / w, w, p
+        else printf "mutex: weft vs pthread n/a (weft: %s, pthread: %s)\n", w, p }'
+fi
+
+for wl in $scaled; do
+    [ "$extra" = 1 ] || echo
+    extra=1
     for impl in weft go; do
-        t1=$(cell fib "$impl/w1")
-        t2=$(cell fib "$impl/w2")
+        t1=$(cell "$wl" "$impl/w1")
+        t2=$(cell "$wl" "$impl/w2")
         [ "$t1" = - ] && [ "$t2" = - ] && continue
-        label="fib 2 workers vs 1"
+        label="$wl 2 workers vs 1"
         [ "$impl" = go ] && label="go $label"
         awk -v a="$t1" -v b="$t2" -v l="$label" 'BEGIN {
             isnum = "^[0-9]+(\\.[0-9]*)?$"
             if (a ~ isnum && b ~ isnum && b > 0) printf "%s: %.2fx (%.6f s -> %.6f s)\n", l, a / b, a, b
             else printf "%s: n/a (1 worker: %s, 2 workers: %s)\n", l, a, b }'
     done
-fi
+done
 
 echo
 echo "raw results: $results   benchmark stderr: $log" >&2

@@ -197,6 +197,7 @@ static int resolve(const char *host, uint16_t port, int socktype, bool passive,
 	if (rq.err)
 		return rq.err == EAI_NONAME || rq.err == EAI_NODATA ? -ENOENT
 		       : rq.err == EAI_MEMORY			     ? -ENOMEM
+		       : rq.err == EAI_AGAIN			     ? -EAGAIN
 									     : -EINVAL;
 	memcpy(ss, rq.res->ai_addr, rq.res->ai_addrlen);
 	*len = rq.res->ai_addrlen;

@@ -178,7 +178,9 @@ void weft__fiber_finish(struct weft__worker *w, weft_task *f)
 		if (j == WEFT__DETACH_MARK) {
 			handle_free(rt, w, h);
 		} else {
-			uint32_t seq = h->join_seq;
+			/* join_seq is ours to read only if a joiner is
+			 * registered (it wrote it before its CAS) */
+			uint32_t seq = j > WEFT__DETACH_MARK ? h->join_seq : 0;
 			/* release: the last touch */
 			atomic_fetch_or_explicit(&h->flags, WEFT__H_RELEASED,
 						 memory_order_release);
@@ -341,13 +343,13 @@ int weft_join(weft_task *t, void **result)
 		if (r == WEFT__R_CANCEL) {
 			cancel_handle(h); /* pass it on, then keep waiting */
 			propagated = true;
-		} else if (r == WEFT__R_TIMER &&
+		} else if ((r == WEFT__R_TIMER || r == WEFT__R_NOMEM) &&
 			   atomic_load_explicit(&h->join_word,
 						memory_order_acquire) !=
 				   WEFT__JOIN_DONE) {
 			/* deadline: give the handle back, joinable again */
 			atomic_fetch_and(&h->flags, ~WEFT__H_JOINING);
-			return -ETIMEDOUT;
+			return weft__reason_err(r);
 		}
 		j = atomic_load_explicit(&h->join_word, memory_order_acquire);
 	}

@@ -122,6 +122,7 @@ enum weft__reason {
 	WEFT__R_WOKEN = 1,  /* the awaited event happened */
 	WEFT__R_TIMER = 2,  /* its timer fired */
 	WEFT__R_CANCEL = 3, /* weft_cancel */
+	WEFT__R_NOMEM = 4,  /* no memory for the deadline's timer */
 };
 #define WEFT__PW(seq, reason, canc, st)                                     \
 	(((uint64_t)(seq) << 32) | ((uint64_t)(reason) << 16) |             \
@@ -439,8 +440,9 @@ static inline weft_task *weft__self(struct weft__worker **wp)
 /* map a park reason to the errno a wait returns */
 static inline int weft__reason_err(int r)
 {
-	return r == WEFT__R_CANCEL ? -ECANCELED
+	return r == WEFT__R_CANCEL  ? -ECANCELED
 	       : r == WEFT__R_TIMER ? -ETIMEDOUT
+	       : r == WEFT__R_NOMEM ? -ENOMEM
 				    : 0;
 }
 bool weft__wake(weft_task *f, uint32_t seq, int reason) WEFT__HIDDEN;

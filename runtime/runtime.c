@@ -328,8 +328,8 @@ const char *weft_strerror(int err)
 	case ECANCELED: return "operation cancelled";
 	case ETIMEDOUT: return "deadline expired";
 	case ENOMEM: return "out of memory";
-	case EPIPE: return "channel closed";
-	case EBUSY: return "a runtime is already running";
+	case EPIPE: return "broken pipe, or channel closed";
+	case EBUSY: return "busy (lock held, or a runtime already running)";
 	case EALREADY: return "task already finished";
 	case ENOTSUP: return "not supported";
 	case EBADF: return "bad file descriptor";

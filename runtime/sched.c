@@ -223,10 +223,11 @@ void weft__after_switch(struct weft__worker *w)
 		weft__schedule(w, p, true);
 		break;
 	case WEFT__ACT_PARK: {
-		/* relaxed: we are the only writer besides wakers, and the CAS
-		 * below re-reads */
+		/* acquire (here and on CAS failure): a waker that found p
+		 * PARKING wrote what it hands over before its CAS to NOTIFIED;
+		 * p must see it when it runs */
 		uint64_t s = atomic_load_explicit(&p->park,
-						  memory_order_relaxed);
+						  memory_order_acquire);
 		for (;;) {
 			if (WEFT__PW_ST(s) == WEFT__PARKING) {
 				/* release: the saved context (sp) is visible
@@ -236,7 +237,7 @@ void weft__after_switch(struct weft__worker *w)
 					    &p->park, &s,
 					    (s & ~0xffull) | WEFT__PARKED,
 					    memory_order_release,
-					    memory_order_relaxed))
+					    memory_order_acquire))
 					break;
 			} else { /* NOTIFIED: the waker left the queuing to us */
 				atomic_store_explicit(
@@ -266,8 +267,10 @@ uint32_t weft__park_begin(weft_task *self, bool cancellable)
 }
 
 /* Back out of a park that will not happen (the awaited thing was already
- * there). A canceller may have marked us NOTIFIED meanwhile; F_CANCEL is
- * sticky, so nothing is lost by overwriting. */
+ * there, or the deadline had passed). Any waker that already holds our seq
+ * may have marked us NOTIFIED meanwhile and its wake is dropped here: so a
+ * caller must settle its registration after an abort exactly as after a
+ * cancel (the waitq rule), and F_CANCEL is sticky anyway. */
 void weft__park_abort(weft_task *self)
 {
 	uint64_t s = atomic_load_explicit(&self->park, memory_order_relaxed);
@@ -310,10 +313,13 @@ int weft__park_wait(weft_task *self)
 	if (dl) {
 		uint32_t seq = WEFT__PW_SEQ(atomic_load_explicit(
 			&self->park, memory_order_relaxed));
-		if (dl <= weft__clock() ||
-		    weft__timer_add(weft__worker_self(), self, dl, seq)) {
+		if (dl <= weft__clock()) {
 			weft__park_abort(self);
 			return WEFT__R_TIMER;
+		}
+		if (weft__timer_add(weft__worker_self(), self, dl, seq)) {
+			weft__park_abort(self);
+			return WEFT__R_NOMEM;
 		}
 	}
 	int r = weft__park_commit(self);

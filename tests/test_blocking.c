@@ -856,12 +856,21 @@ static void test_deadline(void **state)
 
 static struct {
 	int base, after_burst, after_idle, after_burst2, after_idle2;
-	_Atomic int errs;
+	_Atomic int errs, running, met;
 } T;
 
+/* fn: hold the thread until 4 calls run at once (so no thread goes idle
+ * and every submit starts one), at most 5 s */
 static void *burst_fn(void *arg)
 {
-	usleep(20 * 1000);
+	if (atomic_fetch_add(&T.running, 1) + 1 >= 4)
+		atomic_store(&T.met, 1);
+	uint64_t until = weft_now() + 5 * SEC;
+	while (!atomic_load(&T.met) && weft_now() < until)
+		usleep(100);
+	if (!atomic_load(&T.met))
+		atomic_fetch_add(&T.errs, 1);
+	atomic_fetch_sub(&T.running, 1);
 	return arg;
 }
 
@@ -875,6 +884,7 @@ static void *burst_fiber(void *arg)
 
 static void burst(void)
 {
+	atomic_store(&T.met, 0);
 	weft_task *t[8];
 	for (uintptr_t i = 0; i < 8; i++)
 		t[i] = weft_spawn(burst_fiber, (void *)(i + 1));

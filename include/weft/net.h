@@ -26,13 +26,15 @@ WEFT_API ssize_t weft_recvfrom(int fd, void *buf, size_t n, int flags,
 
 /* TCP: host NULL or "" listens on every address (IPv6 and IPv4); port 0
  * picks a free port (read it back with getsockname). SO_REUSEADDR is set.
- * Returns the fd; -EINVAL for a bad host string, -EADDRINUSE, ... */
+ * Returns the fd; -ENOENT for a host that does not resolve, -EAGAIN for a
+ * temporary resolver failure, -EADDRINUSE, ... */
 WEFT_API int weft_tcp_listen(const char *host, uint16_t port, int backlog);
 /* Resolves, connects (TCP_NODELAY set) and returns the fd. */
 WEFT_API int weft_tcp_connect(const char *host, uint16_t port);
 /* UDP socket bound to host:port (port 0: any). */
 WEFT_API int weft_udp_bind(const char *host, uint16_t port);
-/* Unix stream sockets; listen unlinks a stale socket file first. */
+/* Unix stream sockets; listen unlinks whatever is at path first (a stale
+ * socket from an earlier run). */
 WEFT_API int weft_unix_listen(const char *path, int backlog);
 WEFT_API int weft_unix_connect(const char *path);
 

@@ -146,11 +146,10 @@ static int wait_empty(weft_group *g, weft_task *self, bool cancellable)
 				weft__wl_remove(&g->waiters, &me);
 			weft__spin_unlock(&g->lock);
 		}
-		if (r == -ECANCELED || r == -ETIMEDOUT) {
+		if (r < 0) { /* cancelled, deadline, or no memory for it */
 			weft_group_cancel(g);
 			int gr = wait_empty(g, self, false);
-			return r == -ETIMEDOUT ? -ETIMEDOUT
-					       : (gr ? gr : -ECANCELED);
+			return r == -ECANCELED ? (gr ? gr : -ECANCELED) : r;
 		}
 	}
 }

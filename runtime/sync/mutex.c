@@ -16,9 +16,11 @@
  * exactly LOCKED to 0, which fails once WAITERS is set, so it takes the
  * slow path and the list lock, where it finds the waiter.
  *
- * A waiter woken to compete that turns out to be cancelled passes the wake
- * on to the next waiter (the unlock it consumed must not be lost); one
- * handed the lock keeps it and reports success (waitq rule: success wins).
+ * A waiter woken to compete tries the lock once more even if it has been
+ * cancelled meanwhile: it either takes the lock (and reports success) or
+ * finds it held, in which case the holder's unlock wakes the next waiter,
+ * so the wake it consumed is not lost. One handed the lock keeps it and
+ * reports success (waitq rule: success wins).
  */
 #include "waitq.h"
 

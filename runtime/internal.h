@@ -132,42 +132,17 @@ enum weft__reason {
 #define WEFT__PW_CANC(w) ((int)(((w) >> 8) & 0xff))
 #define WEFT__PW_ST(w) ((int)((w)&0xff))
 
-/* fiber flags */
+/* flags: who may still touch the task (fiber.c, "the handle protocol") */
 enum {
-	WEFT__F_ALLOC = 1u << 0,  /* a live fiber (set at spawn, cleared at free) */
-	WEFT__F_EXITED = 1u << 3, /* finished, off its stack */
-	WEFT__F_CANCEL = 1u << 4, /* cancelled: its waits fail (sticky) */
-	WEFT__F_MAIN = 1u << 5,   /* the fiber running main_fn */
-	WEFT__F_NOMEM = 1u << 6,  /* ended without running: no stack */
+	WEFT__F_ALLOC = 1u << 0,    /* a live task (set at spawn, cleared at free) */
+	WEFT__F_JOINING = 1u << 1,  /* weft_join took it */
+	WEFT__F_DETACHED = 1u << 2, /* weft_detach gave it up */
+	WEFT__F_EXITED = 1u << 3,   /* finished, off its stack */
+	WEFT__F_CANCEL = 1u << 4,   /* cancelled: its waits fail (sticky) */
+	WEFT__F_MAIN = 1u << 5,     /* the fiber running main_fn */
+	WEFT__F_NOMEM = 1u << 6,    /* ended without running: no stack */
+	WEFT__F_RELEASED = 1u << 7, /* the exit no longer touches it */
 };
-
-/* A task handle: what outlives the fiber until join or detach (fiber.c,
- * "the handle protocol"). 32 bytes from its own slab: a million unjoined
- * finished tasks cost 32 MB, and the fiber itself is recycled at its exit
- * while still hot in cache. The public weft_task * points at this. */
-enum {
-	WEFT__H_ALLOC = 1u << 0,    /* live handle */
-	WEFT__H_JOINING = 1u << 1,  /* weft_join took it */
-	WEFT__H_DETACHED = 1u << 2, /* weft_detach gave it up */
-	WEFT__H_EXITED = 1u << 3,   /* the fiber finished: result is set */
-	WEFT__H_CANCEL = 1u << 4,   /* cancelled before it finished */
-	WEFT__H_NOMEM = 1u << 5,    /* never ran: no stack */
-	WEFT__H_LOCK = 1u << 6,     /* a canceller reads body: exit waits */
-	WEFT__H_RELEASED = 1u << 7, /* the exit no longer touches it */
-};
-struct weft__handle {
-	_Atomic uint32_t flags;
-	uint32_t join_seq; /* joiner's park seq; written before it publishes
-	                      itself in join_word */
-	_Atomic uintptr_t join_word; /* 0, JOIN_DONE, DETACH_MARK, a joiner */
-	union {
-		weft_task *body; /* the fiber, until H_EXITED (under H_LOCK) */
-		void *result;    /* its return value, after H_EXITED */
-		void *link;      /* free list */
-	};
-	uint64_t id;
-};
-_Static_assert(sizeof(struct weft__handle) == 32, "handle is 32 bytes");
 
 #define WEFT__JOIN_DONE ((uintptr_t)1)
 #define WEFT__DETACH_MARK ((uintptr_t)2)
@@ -180,7 +155,9 @@ struct weft_task {
 	void *(*fn)(void *);
 	void *arg;
 	void *result;
-	struct weft__handle *h; /* its handle; NULL for the main fiber */
+	_Atomic uintptr_t join_word; /* 0, JOIN_DONE, DETACH_MARK, a joiner */
+	uint32_t join_seq;           /* joiner's park seq; written before it
+	                                publishes itself in join_word */
 	/* timer: owned by timer_w's heap lock while heap_idx >= 0 */
 	int32_t heap_idx;
 	_Atomic uint32_t qtick; /* tick of its last push (deque.c fairness) */
@@ -325,7 +302,7 @@ struct weft__worker {
 
 	void *stack_cache; /* stacks, linked through their top word */
 	size_t stack_cached;
-	struct weft__slab_cache fcache, hcache; /* fibers, handles */
+	struct weft__slab_cache fcache; /* free fibers */
 
 	struct weft__timers timers;
 
@@ -380,7 +357,7 @@ struct weft__rt {
 	struct weft__idle idle;
 	struct weft__stacks stacks;
 
-	struct weft__slab fibers, handles; /* slab.c */
+	struct weft__slab fibers; /* slab.c */
 
 	_Atomic int shutdown;  /* main_fn returned: cancel everything */
 	_Atomic int terminate; /* every fiber finished: workers exit */
@@ -421,8 +398,8 @@ void weft__worker_set(struct weft__worker *w) WEFT__HIDDEN;
 void weft__cancel_all(struct weft__rt *rt) WEFT__HIDDEN;
 void weft__fiber_finish(struct weft__worker *w, weft_task *f) WEFT__HIDDEN;
 bool weft__fiber_start(struct weft__worker *w, weft_task *f) WEFT__HIDDEN;
-weft_task *weft__spawn_flags(void *(*fn)(void *), void *arg, uint32_t extra,
-			     struct weft__handle **hp) WEFT__HIDDEN;
+weft_task *weft__spawn_flags(void *(*fn)(void *), void *arg,
+			     uint32_t extra) WEFT__HIDDEN;
 
 /* sched.c: parking ("the park handshake") */
 uint32_t weft__park_begin(weft_task *self, bool cancellable) WEFT__HIDDEN;

@@ -157,7 +157,6 @@ static void rt_free(struct weft__rt *rt)
 		free(rt->workers);
 	}
 	weft__slab_fini(&rt->fibers);
-	weft__slab_fini(&rt->handles);
 	weft__stacks_fini(&rt->stacks);
 	weft__idle_fini(&rt->idle);
 	weft__inject_fini(&rt->inject);
@@ -241,8 +240,6 @@ int weft_run(const weft_config *cfg, void *(*main_fn)(void *), void *arg,
 	weft__inject_init(&rt->inject);
 	weft__slab_init(&rt->fibers, sizeof(weft_task),
 			offsetof(weft_task, next));
-	weft__slab_init(&rt->handles, sizeof(struct weft__handle),
-			offsetof(struct weft__handle, link));
 	pthread_mutex_init(&rt->gate_lock, NULL);
 	pthread_cond_init(&rt->gate_cond, NULL);
 	rt->gate_expected = c.workers;
@@ -288,7 +285,7 @@ int weft_run(const weft_config *cfg, void *(*main_fn)(void *), void *arg,
 	w0->start_err = worker_setup(w0);
 	if (!w0->start_err && !err) {
 		weft__worker_set(w0);
-		if (!weft__spawn_flags(main_fn, arg, WEFT__F_MAIN, NULL))
+		if (!weft__spawn_flags(main_fn, arg, WEFT__F_MAIN))
 			w0->start_err = -ENOMEM;
 	}
 	gate_arrive(rt);

@@ -186,31 +186,26 @@ void weft_group_free(weft_group *g)
 
 #define DONE WEFT__JOIN_DONE
 
-static inline struct weft__handle *H(weft_task *t)
-{
-	return (struct weft__handle *)(uintptr_t)t;
-}
-
 int weft_wait_any(weft_task *const *t, size_t n)
 {
 	weft_task *self = weft__self(NULL);
 	if (!self || !t || n == 0)
 		return -EINVAL;
 	for (size_t i = 0; i < n; i++)
-		if (!t[i] || (self->h && H(t[i]) == self->h) ||
-		    !(atomic_load(&H(t[i])->flags) & WEFT__H_ALLOC))
+		if (!t[i] || t[i] == self ||
+		    !(atomic_load(&t[i]->flags) & WEFT__F_ALLOC))
 			return -EINVAL;
 	for (;;) {
 		for (size_t i = 0; i < n; i++)
 			/* acquire: pairs with the exit's exchange */
-			if (atomic_load_explicit(&H(t[i])->join_word,
+			if (atomic_load_explicit(&t[i]->join_word,
 						 memory_order_acquire) == DONE)
 				return (int)i;
 		uint32_t seq = weft__park_begin(self, true);
 		size_t reg = 0;
 		int found = -1;
 		for (; reg < n; reg++) {
-			struct weft__handle *h = H(t[reg]);
+			weft_task *h = t[reg];
 			h->join_seq = seq;
 			uintptr_t expect = 0;
 			/* release: join_seq before the pointer (fiber.c) */
@@ -231,14 +226,14 @@ int weft_wait_any(weft_task *const *t, size_t n)
 		/* take ourselves off every task we registered on */
 		for (size_t i = 0; i < reg; i++) {
 			uintptr_t me = (uintptr_t)self;
-			atomic_compare_exchange_strong(&H(t[i])->join_word,
+			atomic_compare_exchange_strong(&t[i]->join_word,
 						       &me, 0);
 		}
 		if (found >= 0)
 			return found;
 		if (r != WEFT__R_WOKEN) {
 			for (size_t i = 0; i < n; i++)
-				if (atomic_load_explicit(&H(t[i])->join_word,
+				if (atomic_load_explicit(&t[i]->join_word,
 							 memory_order_acquire) ==
 				    DONE)
 					return (int)i; /* success wins */

@@ -38,6 +38,12 @@ int weft_accept(int lfd, struct sockaddr *sa, socklen_t *len)
 			WEFT__IO_INTO(r, io_uring_prep_accept(sqe, lfd, sa, len,
 							      SOCK_CLOEXEC));
 		}
+		if (r >= 0) {
+			/* as Go does: no Nagle delay on accepted TCP streams
+			 * (fails harmlessly on Unix sockets) */
+			int one = 1;
+			setsockopt(r, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+		}
 		if (r != -EAGAIN)
 			return r;
 		if ((r = weft_poll(lfd, POLLIN)) < 0)

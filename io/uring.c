@@ -128,7 +128,7 @@ static void op_complete(struct weft__op *op, struct io_uring_cqe *cqe)
 	uint32_t seq = atomic_load(&op->seq);
 	/* release: res is published; after this the op is the fiber's */
 	atomic_store_explicit(&op->done, 2, memory_order_release);
-	weft__wake(f, seq, WEFT__R_WOKEN);
+	weft__wake_ex(f, seq, WEFT__R_WOKEN, true); /* completion order */
 }
 
 struct io_uring_sqe *weft__io_sqe(struct weft__worker *w)

@@ -423,6 +423,8 @@ static inline int weft__reason_err(int r)
 				    : 0;
 }
 bool weft__wake(weft_task *f, uint32_t seq, int reason) WEFT__HIDDEN;
+bool weft__wake_ex(weft_task *f, uint32_t seq, int reason,
+		   bool fifo) WEFT__HIDDEN;
 void weft__schedule(struct weft__worker *w, weft_task *f,
 		    bool front) WEFT__HIDDEN;
 void weft__worker_loop(struct weft__worker *w) WEFT__HIDDEN;

@@ -330,6 +330,15 @@ int weft__park_wait(weft_task *self)
 
 bool weft__wake(weft_task *f, uint32_t seq, int reason)
 {
+	return weft__wake_ex(f, seq, reason, false);
+}
+
+/* fifo: queue the woken fiber at the front (behind everything queued).
+ * The reaper and the timers use it: completions then run in the order
+ * they completed, and a burst of new ones cannot starve older ones
+ * (LIFO is for hand-offs between fibers, where the woken one is hot). */
+bool weft__wake_ex(weft_task *f, uint32_t seq, int reason, bool fifo)
+{
 	/* acquire: pairs with after_switch's release (PARKED) */
 	uint64_t s = atomic_load_explicit(&f->park, memory_order_acquire);
 	for (;;) {
@@ -351,7 +360,7 @@ bool weft__wake(weft_task *f, uint32_t seq, int reason)
 			    WEFT__PW(seq, reason, WEFT__PW_CANC(s), to),
 			    memory_order_acq_rel, memory_order_acquire)) {
 			if (to == WEFT__RUNNABLE)
-				weft__schedule(weft__worker_self(), f, false);
+				weft__schedule(weft__worker_self(), f, fifo);
 			return true;
 		}
 	}

@@ -155,7 +155,7 @@ uint64_t weft__timers_fire(struct weft__worker *w, uint64_t now)
 	while (t->len && t->heap[0].when <= now) {
 		struct weft__timer_ent e = t->heap[0];
 		remove_at(t, 0);
-		weft__wake(e.f, e.seq, WEFT__R_TIMER);
+		weft__wake_ex(e.f, e.seq, WEFT__R_TIMER, true);
 		n++;
 	}
 	unlock(t);

@@ -141,7 +141,7 @@ static int wait_empty(weft_group *g, weft_task *self, bool cancellable)
 			weft__spin_unlock(&g->lock);
 			weft__park_commit(self);
 			r = 0;
-			weft__spin_lock(&g->lock);
+			weft__spin_lock(&g->lock); /* also: the last touch */
 			if (me.queued)
 				weft__wl_remove(&g->waiters, &me);
 			weft__spin_unlock(&g->lock);

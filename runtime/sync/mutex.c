@@ -90,8 +90,8 @@ static struct weft__wakeup release_locked(weft_mutex *m)
 		set_owner(m, w->f); /* LOCKED stays: the lock changes hands */
 		return weft__complete(w, ST_OWNER);
 	}
-	/* release: the critical section ends */
-	__atomic_and_fetch(&m->_state, ~LOCKED, __ATOMIC_RELEASE);
+	/* LOCKED is cleared by the caller after the list unlock: a fiber that
+	 * barges in then may free the mutex, so that must be the last touch */
 	return weft__complete(w, ST_RETRY);
 }
 
@@ -194,7 +194,11 @@ int weft_mutex_unlock(weft_mutex *m)
 		return 0;
 	weft__spin_lock(&m->_q._lock);
 	struct weft__wakeup wk = release_locked(m);
+	bool handed = wk.f && owner(m) == wk.f;
 	weft__spin_unlock(&m->_q._lock);
+	if (wk.f && !handed)
+		/* release: the critical section ends; the last touch */
+		__atomic_and_fetch(&m->_state, ~LOCKED, __ATOMIC_RELEASE);
 	weft__wakeup_do(wk);
 	return 0;
 }

@@ -21,18 +21,27 @@ void weft_sem_init(weft_sem *s, long count)
 		*s = (weft_sem){._count = count < 0 ? 0 : count};
 }
 
-int weft_sem_try_acquire(weft_sem *s)
+static bool take_unit(weft_sem *s)
 {
-	if (!s)
-		return -EINVAL;
 	long c = __atomic_load_n(&s->_count, __ATOMIC_RELAXED);
 	while (c > 0)
 		/* acquire: pairs with release's add */
 		if (__atomic_compare_exchange_n(&s->_count, &c, c - 1, false,
 						__ATOMIC_ACQUIRE,
 						__ATOMIC_RELAXED))
-			return 0;
-	return -EAGAIN;
+			return true;
+	return false;
+}
+
+int weft_sem_try_acquire(weft_sem *s)
+{
+	if (!s)
+		return -EINVAL;
+	if (!take_unit(s))
+		return -EAGAIN;
+	/* the releaser may not have unlocked yet: the last touch (waitq.c) */
+	weft__spin_wait_free(&s->_q._lock);
+	return 0;
 }
 
 int weft_sem_acquire(weft_sem *s)
@@ -44,7 +53,7 @@ int weft_sem_acquire(weft_sem *s)
 		return 0;
 	struct weft__waiter me = {.f = self};
 	weft__spin_lock(&s->_q._lock);
-	if (weft_sem_try_acquire(s) == 0) {
+	if (take_unit(s)) {
 		weft__spin_unlock(&s->_q._lock);
 		return 0;
 	}
@@ -107,7 +116,10 @@ int weft_wg_wait(weft_wg *wg)
 	weft_task *self = weft__self(NULL);
 	if (!wg || !self)
 		return -EINVAL;
-	if (__atomic_load_n(&wg->_count, __ATOMIC_ACQUIRE) == 0)
+	/* count 0 and the lock free: the last weft_wg_done has let go of
+	 * the object (the last touch, waitq.c) */
+	if (__atomic_load_n(&wg->_count, __ATOMIC_ACQUIRE) == 0 &&
+	    !__atomic_load_n(&wg->_q._lock, __ATOMIC_ACQUIRE))
 		return 0;
 	struct weft__waiter me = {.f = self};
 	weft__spin_lock(&wg->_q._lock);
@@ -151,8 +163,9 @@ int weft_event_wait(weft_event *e)
 	weft_task *self = weft__self(NULL);
 	if (!e || !self)
 		return -EINVAL;
-	if (weft_event_is_set(e))
-		return 0;
+	if (weft_event_is_set(e) &&
+	    !__atomic_load_n(&e->_q._lock, __ATOMIC_ACQUIRE))
+		return 0; /* set, and the setter has let go (waitq.c) */
 	struct weft__waiter me = {.f = self};
 	weft__spin_lock(&e->_q._lock);
 	if (weft_event_is_set(e)) {

@@ -26,6 +26,14 @@
  * dropped by claim. The selecting fiber settles by taking all its
  * channels' locks and claiming sel itself (see chan.c).
  *
+ * The last touch: a fiber that returns from a wait may free the object at
+ * once (a wait group on its stack, an event it malloc'd). So a completer's
+ * last access to the object is its unlock, and every path that returns
+ * success to a waiter first sees the lock free (weft__spin_wait_free):
+ * after a WOKEN wake, and on the fast paths that succeed without parking
+ * (signal.c). Wakes done after unlocking use only the (fiber, seq) copied
+ * out under the lock. (glibc fixed the same hole in sem_post: bug 12674.)
+ *
  * The lock spins with pause, then yields the thread: critical sections
  * are a few dozen instructions, but the holder's thread can be preempted.
  */
@@ -56,6 +64,13 @@ void weft__spin_lock(unsigned *l)
 void weft__spin_unlock(unsigned *l)
 {
 	__atomic_store_n(l, 0, __ATOMIC_RELEASE);
+}
+
+void weft__spin_wait_free(unsigned *l)
+{
+	/* acquire: pairs with the holder's unlock, its last touch */
+	while (__atomic_load_n(l, __ATOMIC_ACQUIRE))
+		weft__cpu_relax();
 }
 
 void weft__wl_push(struct weft__wlist *l, struct weft__waiter *w)
@@ -122,8 +137,13 @@ int weft__wl_wait(unsigned *lock, struct weft__wlist *l,
 {
 	weft__spin_unlock(lock);
 	int r = weft__park_wait(w->f);
-	if (r == WEFT__R_WOKEN)
+	if (r == WEFT__R_WOKEN) {
+		/* the completer may still hold the lock (a broadcast wakes
+		 * under it): let it finish before our caller may free the
+		 * object ("the last touch") */
+		weft__spin_wait_free(lock);
 		return w->status;
+	}
 	weft__spin_lock(lock);
 	if (w->queued) {
 		weft__wl_remove(l, w);

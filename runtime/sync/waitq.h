@@ -31,6 +31,7 @@ struct weft__wlist {
 
 void weft__spin_lock(unsigned *l) WEFT__HIDDEN;
 void weft__spin_unlock(unsigned *l) WEFT__HIDDEN;
+void weft__spin_wait_free(unsigned *l) WEFT__HIDDEN;
 
 void weft__wl_push(struct weft__wlist *l, struct weft__waiter *w) WEFT__HIDDEN;
 void weft__wl_push_head(struct weft__wlist *l,

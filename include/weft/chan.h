@@ -2,9 +2,11 @@
  * element size. Capacity 0 is a rendezvous: a send completes when a
  * receiver takes the element. Elements are copied (memcpy of elem_size).
  *
- * Blocking calls must come from a fiber; they park the fiber, never the
- * worker, and return -ECANCELED (fiber cancelled) or -ETIMEDOUT (deadline
- * scope expired) without having sent or received anything.
+ * A call that has to wait must come from a fiber (elsewhere it returns
+ * -EINVAL); it parks the fiber, never the worker, and returns -ECANCELED
+ * (fiber cancelled) or -ETIMEDOUT (deadline scope expired) without having
+ * sent or received anything. A call that can complete at once does so,
+ * from any thread, cancelled or not.
  */
 #ifndef WEFT_CHAN_H
 #define WEFT_CHAN_H
@@ -17,7 +19,7 @@ typedef struct weft_chan weft_chan;
 WEFT_API weft_chan *weft_chan_new(size_t capacity, size_t elem_size);
 
 /* 0 sent; -EPIPE closed (before or while waiting); -ECANCELED; -ETIMEDOUT;
- * -EINVAL (NULL argument, or not a fiber). */
+ * -EINVAL (NULL argument, or not a fiber and it would have to wait). */
 WEFT_API int weft_chan_send(weft_chan *c, const void *elem);
 /* 0 received; -EPIPE closed and drained; -ECANCELED; -ETIMEDOUT; -EINVAL. */
 WEFT_API int weft_chan_recv(weft_chan *c, void *elem);

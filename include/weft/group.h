@@ -25,7 +25,9 @@ WEFT_API int weft_group_spawn(weft_group *g, int (*fn)(void *), void *arg);
 /* Join every child, including ones spawned while waiting. Returns 0, the
  * first child failure (negative), -ECANCELED if the group was cancelled
  * (weft_group_cancel, or the waiting fiber was: the cancellation is passed
- * to every child, and the wait still joins them all), or -EINVAL. */
+ * to every child, and the wait still joins them all), -ETIMEDOUT if the
+ * waiter's deadline passed (the group is cancelled and joined the same
+ * way), or -EINVAL. */
 WEFT_API int weft_group_wait(weft_group *g);
 
 /* Cancel every child now and every later spawn. Any thread. */

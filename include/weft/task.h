@@ -5,9 +5,11 @@
  * except weft_spawn, weft_cancel and weft_detach must be called from a fiber.
  *
  * Cancellation is sticky: once weft_cancel(t) is called, t's current wait and
- * every later one return -ECANCELED at once; t is expected to clean up and
- * return. A cancelled fiber still runs its function (so it can release what
- * arg owns); its first wait fails.
+ * every later one that has to park return -ECANCELED at once (sleep and I/O
+ * fail at once even when they would not park; a channel or lock operation
+ * that can complete without waiting still completes); t is expected to
+ * clean up and return. A cancelled fiber still runs its function (so it
+ * can release what arg owns).
  */
 #ifndef WEFT_TASK_H
 #define WEFT_TASK_H

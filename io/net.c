@@ -2,7 +2,10 @@
  * recvfrom, and the TCP/UDP/Unix conveniences.
  *
  * Sockets are created blocking: io_uring then waits for readiness inside
- * the kernel (internal poll) instead of failing with -EAGAIN. A socket the
+ * the kernel (internal poll) instead of failing with -EAGAIN. A receive
+ * arms that poll first (IORING_RECVSEND_POLL_FIRST); a send first tries
+ * the syscall with MSG_DONTWAIT and only queues on the ring when the
+ * socket buffer is full (as Go's netpoller tries before it parks). A socket the
  * user made O_NONBLOCK can still return -EAGAIN from the kernel; recv,
  * send and accept then wait with weft_poll and retry, so the caller never
  * sees it. Sends use MSG_NOSIGNAL: a closed peer is -EPIPE, not SIGPIPE.
@@ -70,7 +73,10 @@ ssize_t weft_recv(int fd, void *buf, size_t n, int flags)
 		return -EFAULT;
 	for (;;) {
 		int r;
-		WEFT__IO_INTO(r, io_uring_prep_recv(sqe, fd, buf, n, flags));
+		/* POLL_FIRST: a server's recv usually waits for the peer, so
+		 * arm the poll without trying the receive first */
+		WEFT__IO_INTO(r, (io_uring_prep_recv(sqe, fd, buf, n, flags),
+				  sqe->ioprio |= IORING_RECVSEND_POLL_FIRST));
 		if (r != -EAGAIN || (flags & MSG_DONTWAIT))
 			return r;
 		if ((r = weft_poll(fd, POLLIN)) < 0)
@@ -80,6 +86,21 @@ ssize_t weft_recv(int fd, void *buf, size_t n, int flags)
 
 static ssize_t send_once(int fd, const void *buf, size_t n, int flags)
 {
+	/* Try the send syscall first without blocking, as Go's netpoller
+	 * does: a socket buffer usually has room, and then the fiber neither
+	 * parks nor waits for a CQE. Only a full buffer goes to the ring. A
+	 * cancelled fiber or a passed deadline still fails first. */
+	weft_task *self = weft__self(NULL);
+	if (self && !(flags & MSG_DONTWAIT)) {
+		int e = weft__io_check(self);
+		if (e)
+			return e;
+		ssize_t r = send(fd, buf, n, flags | MSG_DONTWAIT | MSG_NOSIGNAL);
+		if (r >= 0)
+			return r;
+		if (errno != EAGAIN && errno != EWOULDBLOCK)
+			return -errno;
+	}
 	for (;;) {
 		int r;
 		WEFT__IO_INTO(r, io_uring_prep_send(sqe, fd, buf, n,

@@ -245,14 +245,21 @@ void weft__io_flush(struct weft__worker *w)
 	}
 }
 
+/* Take completions only while the local queue has room for the fibers
+ * they wake: the rest wait in the CQ, in order, for the next reap. (A burst
+ * beyond the queue would spill to the global queue and lose its order:
+ * seen as a 160 ms p99 with 1,000 echo connections on one worker.) */
 static void reap(struct weft__worker *w)
 {
 	struct io_uring_cqe *cqe;
 	unsigned head, n = 0;
 	bool rearm = false;
+	unsigned room = WEFT_DEQUE_CAP - weft__dq_len(&w->dq);
 	io_uring_for_each_cqe(&w->ring, head, cqe)
 	{
 		uint64_t ud = cqe->user_data;
+		if (ud >= 4096 && room-- == 0)
+			break;
 		n++;
 		if (ud == TAG_WAKE) {
 			/* nothing to do: the wait returned */

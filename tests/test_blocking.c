@@ -34,43 +34,12 @@
  * the test function checks after weft_run returns. Counts scale with env
  * WEFT_TEST_SCALE (default 1.0) for sanitizer builds.
  */
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stdatomic.h>
-#include <stddef.h>
-#include <stdint.h>
-#include <stdlib.h>
 #include <string.h>
-#include <dirent.h>
 #include <stdbool.h>
 #include <time.h>
 #include <pthread.h>
-#include <unistd.h>
 
-#include <cmocka.h>
-#include <weft.h>
-
-#define MS 1000000ull
-#define SEC 1000000000ull
-
-static double test_scale(void)
-{
-	const char *e = getenv("WEFT_TEST_SCALE");
-	if (!e || !*e)
-		return 1.0;
-	char *end;
-	double v = strtod(e, &end);
-	if (end == e || *end || !(v > 0.0) || v > 1000.0)
-		return 1.0;
-	return v;
-}
-
-/* n scaled by WEFT_TEST_SCALE, at least lo */
-static size_t scaled(size_t n, size_t lo)
-{
-	size_t m = (size_t)((double)n * test_scale());
-	return m < lo ? lo : m;
-}
+#include "testutil.h"
 
 static weft_config cfg(unsigned workers, unsigned threads, unsigned queue)
 {
@@ -85,16 +54,7 @@ static weft_config cfg(unsigned workers, unsigned threads, unsigned queue)
 /* threads of this process now */
 static int count_tasks(void)
 {
-	DIR *d = opendir("/proc/self/task");
-	if (!d)
-		return -1;
-	int n = 0;
-	struct dirent *e;
-	while ((e = readdir(d)))
-		if (e->d_name[0] != '.')
-			n++;
-	closedir(d);
-	return n;
+	return count_dir_entries("/proc/self/task");
 }
 
 /* From a fiber: wait (sleeping 1 ms at a time) until *flag >= v, at most

@@ -22,62 +22,14 @@
  * WEFT_TEST_SCALE (default 1.0) for sanitizer builds. "Promptly" bounds are
  * generous (seconds) against sleeps of 10 s or more.
  */
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stdatomic.h>
-#include <stddef.h>
-#include <stdint.h>
-#include <stdlib.h>
 #include <string.h>
 #include <pthread.h>
 #include <time.h>
 
-#include <cmocka.h>
-#include <weft.h>
+#include "testutil.h"
 
-#define MS 1000000ull
-#define SEC 1000000000ull
 #define LONG_SLEEP (10 * SEC)
 #define PROMPT (2 * SEC) /* "well before" a LONG_SLEEP */
-
-static double test_scale(void)
-{
-	const char *e = getenv("WEFT_TEST_SCALE");
-	if (!e || !*e)
-		return 1.0;
-	char *end;
-	double v = strtod(e, &end);
-	if (end == e || *end || !(v > 0.0) || v > 1000.0)
-		return 1.0;
-	return v;
-}
-
-/* n scaled by WEFT_TEST_SCALE, at least lo */
-static size_t scaled(size_t n, size_t lo)
-{
-	size_t m = (size_t)((double)n * test_scale());
-	return m < lo ? lo : m;
-}
-
-static weft_config cfg_workers(unsigned n)
-{
-	weft_config c;
-	weft_config_init(&c);
-	c.workers = n;
-	return c;
-}
-
-/* From a fiber: wait (by sleeping 1 ms steps, at most 10 s) until *flag. */
-static int wait_flag(_Atomic int *flag)
-{
-	uint64_t until = weft_now() + 10 * SEC;
-	while (!atomic_load(flag)) {
-		if (weft_now() > until)
-			return -1;
-		weft_sleep(1 * MS);
-	}
-	return 0;
-}
 
 /* A fiber that sleeps LONG_SLEEP (or forever) and records how it went. */
 struct sleeper {

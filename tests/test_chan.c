@@ -25,115 +25,12 @@
  * CHECK into globals, checked after weft_run returns. Counts scale with env
  * WEFT_TEST_SCALE (default 1.0) for sanitizer builds.
  */
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stdatomic.h>
 #include <stdbool.h>
-#include <stddef.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 #include <pthread.h>
 #include <sched.h>
-#include <signal.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
-#include <cmocka.h>
-#include <weft.h>
-
-#define MS 1000000ull
-#define SEC 1000000000ull
-
-static double test_scale(void)
-{
-	const char *e = getenv("WEFT_TEST_SCALE");
-	if (!e || !*e)
-		return 1.0;
-	char *end;
-	double v = strtod(e, &end);
-	if (end == e || *end || !(v > 0.0) || v > 1000.0)
-		return 1.0;
-	return v;
-}
-
-/* n scaled by WEFT_TEST_SCALE, at least lo */
-static size_t scaled(size_t n, size_t lo)
-{
-	size_t m = (size_t)((double)n * test_scale());
-	return m < lo ? lo : m;
-}
-
-static weft_config cfg_workers(unsigned n)
-{
-	weft_config c;
-	weft_config_init(&c);
-	c.workers = n;
-	return c;
-}
-
-/* ---- failure recording (fibers and helper threads) ----------------------- */
-
-static atomic_int fails;
-static _Atomic int fail_line;
-static _Atomic long fail_a, fail_b;
-
-static void note_fail(int line, long a, long b)
-{
-	int zero = 0;
-	if (atomic_compare_exchange_strong(&fail_line, &zero, line)) {
-		atomic_store(&fail_a, a);
-		atomic_store(&fail_b, b);
-	}
-	atomic_fetch_add(&fails, 1);
-}
-#define CHECK(c)                                                            \
-	do {                                                                \
-		if (!(c))                                                   \
-			note_fail(__LINE__, 0, 0);                          \
-	} while (0)
-#define CHECK_EQ(a, b)                                                      \
-	do {                                                                \
-		long a_ = (long)(a), b_ = (long)(b);                        \
-		if (a_ != b_)                                               \
-			note_fail(__LINE__, a_, b_);                        \
-	} while (0)
-
-static void reset_fails(void)
-{
-	atomic_store(&fails, 0);
-	atomic_store(&fail_line, 0);
-}
-
-static void assert_no_fails(void)
-{
-	if (atomic_load(&fails))
-		fail_msg("%d checks failed in fibers; first at line %d "
-			 "(%ld vs %ld)",
-			 atomic_load(&fails), atomic_load(&fail_line),
-			 atomic_load(&fail_a), atomic_load(&fail_b));
-}
-
-/* run fn on `workers` workers; every recorded check must have passed */
-static void run(unsigned workers, void *(*fn)(void *), void *arg)
-{
-	reset_fails();
-	weft_config c = cfg_workers(workers);
-	assert_int_equal(weft_run(&c, fn, arg, NULL), 0);
-	assert_no_fails();
-}
-
-static uint64_t ms_since(uint64_t t0) { return (weft_now() - t0) / MS; }
-
-/* sleep until *flag reaches want (polling; bounded at 10 s) */
-static void await_at_least(atomic_int *flag, int want)
-{
-	uint64_t t0 = weft_now();
-	while (atomic_load(flag) < want && weft_now() - t0 < 10 * SEC)
-		weft_sleep(1 * MS);
-	CHECK(atomic_load(flag) >= want);
-}
+#include "testutil.h"
 
 /* ---- rendezvous ---------------------------------------------------------- */
 
@@ -1504,42 +1401,19 @@ static void *fw_main(void *arg)
 	return NULL;
 }
 
-/* cmocka catches SIGSEGV & co. to report a failed test; a forked child must
- * die of them instead, for its parent to see */
-static void child_default_signals(void)
+/* in the forked child */
+static void fw_child(void *arg)
 {
-	static const int sigs[] = {SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT,
-				   SIGSYS};
-	for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++)
-		signal(sigs[i], SIG_DFL);
+	(void)arg;
+	weft_config cfg = cfg_workers(2);
+	weft_run(&cfg, fw_main, NULL, NULL); /* aborts */
 }
 
 static void test_free_with_waiter_aborts(void **state)
 {
 	(void)state;
-	int pipefd[2];
-	assert_int_equal(pipe(pipefd), 0);
-	fflush(NULL);
-	pid_t pid = fork();
-	assert_true(pid >= 0);
-	if (pid == 0) {
-		child_default_signals();
-		dup2(pipefd[1], 2);
-		close(pipefd[0]);
-		weft_config cfg = cfg_workers(2);
-		weft_run(&cfg, fw_main, NULL, NULL);
-		_exit(0); /* not reached */
-	}
-	close(pipefd[1]);
-	char buf[4096] = {0};
-	size_t got = 0;
-	ssize_t r;
-	while (got < sizeof buf - 1 &&
-	       (r = read(pipefd[0], buf + got, sizeof buf - 1 - got)) > 0)
-		got += (size_t)r;
-	close(pipefd[0]);
-	int status;
-	assert_int_equal(waitpid(pid, &status, 0), pid);
+	char buf[4096];
+	int status = run_in_child(fw_child, NULL, buf, sizeof buf);
 	if (!WIFSIGNALED(status) || WTERMSIG(status) != SIGABRT)
 		fail_msg("child status %#x, stderr: %s", status, buf);
 	assert_non_null(strstr(buf, "weft_chan_free"));
@@ -1565,13 +1439,6 @@ int main(void)
 		cmocka_unit_test(test_bad_input),
 		cmocka_unit_test(test_free_with_waiter_aborts),
 	};
-	/* WEFT_TEST_FILTER / WEFT_TEST_SKIP: a glob of test names to run only
-	 * / to leave out */
-	const char *filter = getenv("WEFT_TEST_FILTER");
-	if (filter && *filter)
-		cmocka_set_test_filter(filter);
-	const char *skip = getenv("WEFT_TEST_SKIP");
-	if (skip && *skip)
-		cmocka_set_skip_filter(skip);
+	apply_test_filters();
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

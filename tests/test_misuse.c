@@ -20,35 +20,12 @@
  * Fibers never call assert_* (cmocka longjmps): they record into globals and
  * the test function checks after weft_run returns.
  */
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stdatomic.h>
-#include <stddef.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 #include <limits.h>
 #include <pthread.h>
-#include <signal.h>
 #include <time.h>
-#include <unistd.h>
-#include <sys/resource.h>
-#include <sys/wait.h>
 
-#include <cmocka.h>
-#include <weft.h>
-
-#define MS 1000000ull
-#define SEC 1000000000ull
-
-static weft_config cfg_workers(unsigned n)
-{
-	weft_config c;
-	weft_config_init(&c);
-	c.workers = n;
-	return c;
-}
+#include "testutil.h"
 
 /* ---- helpers run inside fibers ------------------------------------------- */
 
@@ -77,18 +54,6 @@ static int still_works(void)
 	if (!s || weft_join(s, NULL) != 0)
 		ok = 0;
 	return ok;
-}
-
-/* From a fiber: wait (sleeping 1 ms steps, at most 10 s) until *flag. */
-static int wait_flag(_Atomic int *flag)
-{
-	uint64_t until = weft_now() + 10 * SEC;
-	while (!atomic_load(flag)) {
-		if (weft_now() > until)
-			return -1;
-		weft_sleep(1 * MS);
-	}
-	return 0;
 }
 
 static _Atomic int ran_flag;
@@ -580,37 +545,6 @@ static void detach_case(void *arg)
 {
 	weft_config c = cfg_workers(1);
 	weft_run(&c, detach_joined_main, arg, NULL);
-}
-
-/* Runs fn(arg) in a forked child (no core dump; its stderr captured into
- * err); the child exits 0 when fn returns. Returns its wait status. */
-static int run_in_child(void (*fn)(void *), void *arg, char *err,
-			size_t errsz)
-{
-	int p[2];
-	assert_int_equal(pipe(p), 0);
-	fflush(NULL);
-	pid_t pid = fork();
-	assert_true(pid >= 0);
-	if (pid == 0) {
-		struct rlimit no_core = {0, 0};
-		setrlimit(RLIMIT_CORE, &no_core);
-		close(p[0]);
-		dup2(p[1], 2);
-		fn(arg);
-		_exit(0);
-	}
-	close(p[1]);
-	size_t len = 0;
-	ssize_t n;
-	while (len < errsz - 1 &&
-	       (n = read(p[0], err + len, errsz - 1 - len)) > 0)
-		len += (size_t)n;
-	err[len] = 0;
-	close(p[0]);
-	int st = 0;
-	assert_int_equal(waitpid(pid, &st, 0), pid);
-	return st;
 }
 
 static void test_detach_joined_aborts(void **state)

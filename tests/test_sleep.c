@@ -14,42 +14,12 @@
  * the test function checks after weft_run returns. Counts scale with env
  * WEFT_TEST_SCALE (default 1.0) for sanitizer builds.
  */
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stdatomic.h>
-#include <stddef.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
-#include <cmocka.h>
-#include <weft.h>
+#include "testutil.h"
 
-#define US 1000ull
-#define MS 1000000ull
-#define SEC 1000000000ull
 /* "not absurdly late": generous for a loaded 2-core machine or TSan */
 #define LATE_BOUND (2 * SEC)
-
-static double test_scale(void)
-{
-	const char *e = getenv("WEFT_TEST_SCALE");
-	if (!e || !*e)
-		return 1.0;
-	char *end;
-	double v = strtod(e, &end);
-	if (end == e || *end || !(v > 0.0) || v > 1000.0)
-		return 1.0;
-	return v;
-}
-
-/* n scaled by WEFT_TEST_SCALE, at least lo */
-static size_t scaled(size_t n, size_t lo)
-{
-	size_t m = (size_t)((double)n * test_scale());
-	return m < lo ? lo : m;
-}
 
 /* VmRSS of this process in KiB, 0 if unreadable */
 static uint64_t rss_kib(void)

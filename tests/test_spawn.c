@@ -15,48 +15,11 @@
  * the test function checks after weft_run returns. Counts scale with env
  * WEFT_TEST_SCALE (default 1.0) for sanitizer builds.
  */
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stdatomic.h>
-#include <stddef.h>
-#include <stdint.h>
-#include <stdlib.h>
 #include <string.h>
 #include <pthread.h>
 #include <time.h>
 
-#include <cmocka.h>
-#include <weft.h>
-
-#define MS 1000000ull
-#define SEC 1000000000ull
-
-static double test_scale(void)
-{
-	const char *e = getenv("WEFT_TEST_SCALE");
-	if (!e || !*e)
-		return 1.0;
-	char *end;
-	double v = strtod(e, &end);
-	if (end == e || *end || !(v > 0.0) || v > 1000.0)
-		return 1.0;
-	return v;
-}
-
-/* n scaled by WEFT_TEST_SCALE, at least lo */
-static size_t scaled(size_t n, size_t lo)
-{
-	size_t m = (size_t)((double)n * test_scale());
-	return m < lo ? lo : m;
-}
-
-static weft_config cfg_workers(unsigned n)
-{
-	weft_config c;
-	weft_config_init(&c);
-	c.workers = n;
-	return c;
-}
+#include "testutil.h"
 
 /* ---- 100,000 fibers: spawn all, join all --------------------------------- */
 

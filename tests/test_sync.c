@@ -24,115 +24,12 @@
  * CHECK into globals, checked after weft_run returns. Counts scale with env
  * WEFT_TEST_SCALE (default 1.0) for sanitizer builds.
  */
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stdatomic.h>
-#include <stddef.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
+#include <stdbool.h>
 #include <string.h>
 #include <pthread.h>
 #include <sched.h>
-#include <unistd.h>
-#include <stdbool.h>
-#include <signal.h>
-#include <sys/wait.h>
 
-#include <cmocka.h>
-#include <weft.h>
-
-#define MS 1000000ull
-#define US 1000ull
-#define SEC 1000000000ull
-
-static double test_scale(void)
-{
-	const char *e = getenv("WEFT_TEST_SCALE");
-	if (!e || !*e)
-		return 1.0;
-	char *end;
-	double v = strtod(e, &end);
-	if (end == e || *end || !(v > 0.0) || v > 1000.0)
-		return 1.0;
-	return v;
-}
-
-/* n scaled by WEFT_TEST_SCALE, at least lo */
-static size_t scaled(size_t n, size_t lo)
-{
-	size_t m = (size_t)((double)n * test_scale());
-	return m < lo ? lo : m;
-}
-
-static weft_config cfg_workers(unsigned n)
-{
-	weft_config c;
-	weft_config_init(&c);
-	c.workers = n;
-	return c;
-}
-
-/* ---- failure recording (fibers and helper threads) ----------------------- */
-
-static atomic_int fails;
-static _Atomic int fail_line;
-static _Atomic long fail_a, fail_b;
-
-static void note_fail(int line, long a, long b)
-{
-	int zero = 0;
-	if (atomic_compare_exchange_strong(&fail_line, &zero, line)) {
-		atomic_store(&fail_a, a);
-		atomic_store(&fail_b, b);
-	}
-	atomic_fetch_add(&fails, 1);
-}
-#define CHECK(c)                                                            \
-	do {                                                                \
-		if (!(c))                                                   \
-			note_fail(__LINE__, 0, 0);                          \
-	} while (0)
-#define CHECK_EQ(a, b)                                                      \
-	do {                                                                \
-		long a_ = (long)(a), b_ = (long)(b);                        \
-		if (a_ != b_)                                               \
-			note_fail(__LINE__, a_, b_);                        \
-	} while (0)
-
-static void reset_fails(void)
-{
-	atomic_store(&fails, 0);
-	atomic_store(&fail_line, 0);
-}
-
-static void assert_no_fails(void)
-{
-	if (atomic_load(&fails))
-		fail_msg("%d checks failed in fibers; first at line %d "
-			 "(%ld vs %ld)",
-			 atomic_load(&fails), atomic_load(&fail_line),
-			 atomic_load(&fail_a), atomic_load(&fail_b));
-}
-
-static void run(unsigned workers, void *(*fn)(void *), void *arg)
-{
-	reset_fails();
-	weft_config c = cfg_workers(workers);
-	assert_int_equal(weft_run(&c, fn, arg, NULL), 0);
-	assert_no_fails();
-}
-
-static uint64_t ms_since(uint64_t t0) { return (weft_now() - t0) / MS; }
-
-/* sleep until *flag reaches want (polling; bounded at 10 s) */
-static void await_at_least(atomic_int *flag, int want)
-{
-	uint64_t t0 = weft_now();
-	while (atomic_load(flag) < want && weft_now() - t0 < 10 * SEC)
-		weft_sleep(1 * MS);
-	CHECK(atomic_load(flag) >= want);
-}
+#include "testutil.h"
 
 static void spin_ns(uint64_t ns)
 {
@@ -1363,31 +1260,20 @@ static void *lt_main(void *arg)
 	return NULL;
 }
 
-/* cmocka catches SIGSEGV & co. to report a failed test; a forked child must
- * die of them instead, for its parent to see */
-static void child_default_signals(void)
+/* in the forked child: exits 3 if the run failed or saw corruption */
+static void lt_child(void *arg)
 {
-	static const int sigs[] = {SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT,
-				   SIGSYS};
-	for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++)
-		signal(sigs[i], SIG_DFL);
+	lt_kind = (int)(intptr_t)arg;
+	lt_iters = scaled(40000, 2000);
+	weft_config c = cfg_workers(4);
+	int r = weft_run(&c, lt_main, NULL, NULL);
+	_exit(r || atomic_load(&lt_corrupt) ? 3 : 0);
 }
 
 static void lt_check(int kind, const char *what)
 {
-	fflush(NULL);
-	pid_t pid = fork();
-	assert_true(pid >= 0);
-	if (pid == 0) {
-		child_default_signals();
-		lt_kind = kind;
-		lt_iters = scaled(40000, 2000);
-		weft_config c = cfg_workers(4);
-		int r = weft_run(&c, lt_main, NULL, NULL);
-		_exit(r || atomic_load(&lt_corrupt) ? 3 : 0);
-	}
-	int status;
-	assert_int_equal(waitpid(pid, &status, 0), pid);
+	/* stderr not captured: a sanitizer report shows in the test log */
+	int status = run_in_child(lt_child, (void *)(intptr_t)kind, NULL, 0);
 	if (WIFSIGNALED(status))
 		fail_msg("%s: the child died by signal %d (use after free: the "
 			 "waker touched the object after the woken waiter "
@@ -1444,13 +1330,6 @@ int main(void)
 		cmocka_unit_test(test_sem_free_after_acquire),
 		cmocka_unit_test(test_cond_free_after_broadcast),
 	};
-	/* WEFT_TEST_FILTER / WEFT_TEST_SKIP: a glob of test names to run only
-	 * / to leave out */
-	const char *filter = getenv("WEFT_TEST_FILTER");
-	if (filter && *filter)
-		cmocka_set_test_filter(filter);
-	const char *skip = getenv("WEFT_TEST_SKIP");
-	if (skip && *skip)
-		cmocka_set_skip_filter(skip);
+	apply_test_filters();
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,250 @@
+/* Description: helpers shared by weft's cmocka tests.
+ *
+ * Each test is its own executable built from one .c file, so the static
+ * state below (the failure record) is per test program. Everything is
+ * static inline or a macro: a test that does not use a helper pays nothing
+ * and gets no unused-function warning.
+ *
+ * - time units (US, MS, SEC in ns) and WEFT_TEST_SCALE scaling;
+ * - cfg_workers: a default config with a worker count;
+ * - failure recording for fibers and helper threads (CHECK, CHECK_EQ,
+ *   assert_no_fails), since fibers must never call assert_* (cmocka
+ *   longjmps), and run(), which runs a main fiber and checks the record;
+ * - waiting from a fiber for an atomic flag (wait_flag, await_at_least);
+ * - count_dir_entries: count threads (/proc/self/task) or fds;
+ * - run_in_child: run a function in a forked child and get its status
+ *   (and stderr);
+ * - apply_test_filters: WEFT_TEST_FILTER / WEFT_TEST_SKIP.
+ */
+#ifndef WEFT_TESTUTIL_H
+#define WEFT_TESTUTIL_H
+
+/* cmocka.h needs setjmp.h, stdarg.h, stddef.h and stdint.h first */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <dirent.h>
+#include <signal.h>
+#include <unistd.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+
+#include <cmocka.h>
+#include <weft.h>
+
+/* ---- time units (ns, as weft_now / weft_sleep use) ----------------------- */
+
+#define US 1000ull
+#define MS 1000000ull
+#define SEC 1000000000ull
+
+/* ---- scaling ------------------------------------------------------------- */
+
+/* env WEFT_TEST_SCALE (default 1.0; junk, <= 0 or > 1000 also give 1.0):
+ * sanitizer builds run smaller counts */
+static inline double test_scale(void)
+{
+	const char *e = getenv("WEFT_TEST_SCALE");
+	if (!e || !*e)
+		return 1.0;
+	char *end;
+	double v = strtod(e, &end);
+	if (end == e || *end || !(v > 0.0) || v > 1000.0)
+		return 1.0;
+	return v;
+}
+
+/* n scaled by WEFT_TEST_SCALE, at least lo */
+static inline size_t scaled(size_t n, size_t lo)
+{
+	size_t m = (size_t)((double)n * test_scale());
+	return m < lo ? lo : m;
+}
+
+/* ---- configuration ------------------------------------------------------- */
+
+/* the default config with n workers (0: the default count) */
+static inline weft_config cfg_workers(unsigned n)
+{
+	weft_config c;
+	weft_config_init(&c);
+	c.workers = n;
+	return c;
+}
+
+/* ---- failure recording (fibers and helper threads) ----------------------- */
+
+/* how many checks failed, and the line and values of the first */
+static atomic_int fails;
+static _Atomic int fail_line;
+static _Atomic long fail_a, fail_b;
+
+/* record a failed check at line (a, b: the values compared, or 0) */
+static inline void note_fail(int line, long a, long b)
+{
+	int zero = 0;
+	if (atomic_compare_exchange_strong(&fail_line, &zero, line)) {
+		atomic_store(&fail_a, a);
+		atomic_store(&fail_b, b);
+	}
+	atomic_fetch_add(&fails, 1);
+}
+
+/* CHECK / CHECK_EQ: safe in fibers and threads; recorded, not asserted */
+#define CHECK(c)                                                            \
+	do {                                                                \
+		if (!(c))                                                   \
+			note_fail(__LINE__, 0, 0);                          \
+	} while (0)
+#define CHECK_EQ(a, b)                                                      \
+	do {                                                                \
+		long a_ = (long)(a), b_ = (long)(b);                        \
+		if (a_ != b_)                                               \
+			note_fail(__LINE__, a_, b_);                        \
+	} while (0)
+
+/* forget every recorded failure */
+static inline void reset_fails(void)
+{
+	atomic_store(&fails, 0);
+	atomic_store(&fail_line, 0);
+}
+
+/* on the main stack: fail the test if any check failed */
+static inline void assert_no_fails(void)
+{
+	if (atomic_load(&fails))
+		fail_msg("%d checks failed in fibers; first at line %d "
+			 "(%ld vs %ld)",
+			 atomic_load(&fails), atomic_load(&fail_line),
+			 atomic_load(&fail_a), atomic_load(&fail_b));
+}
+
+/* run fn on `workers` workers; every recorded check must have passed */
+static inline void run(unsigned workers, void *(*fn)(void *), void *arg)
+{
+	reset_fails();
+	weft_config c = cfg_workers(workers);
+	assert_int_equal(weft_run(&c, fn, arg, NULL), 0);
+	assert_no_fails();
+}
+
+/* ---- waiting from a fiber ------------------------------------------------ */
+
+/* ms since weft_now() was t0 */
+static inline uint64_t ms_since(uint64_t t0)
+{
+	return (weft_now() - t0) / MS;
+}
+
+/* From a fiber: wait (sleeping 1 ms steps, at most 10 s) until *flag.
+ * 0 if it got there, -1 on timeout. */
+static inline int wait_flag(_Atomic int *flag)
+{
+	uint64_t until = weft_now() + 10 * SEC;
+	while (!atomic_load(flag)) {
+		if (weft_now() > until)
+			return -1;
+		weft_sleep(1 * MS);
+	}
+	return 0;
+}
+
+/* From a fiber: sleep until *flag reaches want (polling; bounded at 10 s);
+ * a CHECK fails if it did not. */
+static inline void await_at_least(atomic_int *flag, int want)
+{
+	uint64_t t0 = weft_now();
+	while (atomic_load(flag) < want && weft_now() - t0 < 10 * SEC)
+		weft_sleep(1 * MS);
+	CHECK(atomic_load(flag) >= want);
+}
+
+/* ---- /proc counts ---------------------------------------------------------- */
+
+/* entries of directory path, without . and .. (for /proc/self/fd the count
+ * includes the DIR's own fd); -1 if it cannot be opened */
+static inline int count_dir_entries(const char *path)
+{
+	DIR *d = opendir(path);
+	if (!d)
+		return -1;
+	int n = 0;
+	struct dirent *e;
+	while ((e = readdir(d)))
+		if (e->d_name[0] != '.')
+			n++;
+	closedir(d);
+	return n;
+}
+
+/* ---- forked children ----------------------------------------------------- */
+
+/* cmocka catches SIGSEGV & co. to report a failed test; a forked child must
+ * die of them instead, for its parent to see */
+static inline void child_default_signals(void)
+{
+	static const int sigs[] = {SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT,
+				   SIGSYS};
+	for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++)
+		signal(sigs[i], SIG_DFL);
+}
+
+/* Runs fn(arg) in a forked child (default signal actions, no core dump);
+ * the child exits 0 when fn returns. With err, the child's stderr is
+ * captured into err (errsz bytes, NUL-terminated); with err NULL it goes
+ * where ours goes. Returns the child's wait status. */
+static inline int run_in_child(void (*fn)(void *), void *arg, char *err,
+			       size_t errsz)
+{
+	int p[2] = {-1, -1};
+	if (err)
+		assert_int_equal(pipe(p), 0);
+	fflush(NULL);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		child_default_signals();
+		struct rlimit no_core = {0, 0};
+		setrlimit(RLIMIT_CORE, &no_core);
+		if (err) {
+			close(p[0]);
+			dup2(p[1], 2);
+		}
+		fn(arg);
+		_exit(0);
+	}
+	if (err) {
+		close(p[1]);
+		size_t len = 0;
+		ssize_t n;
+		while (len < errsz - 1 &&
+		       (n = read(p[0], err + len, errsz - 1 - len)) > 0)
+			len += (size_t)n;
+		err[len] = 0;
+		close(p[0]);
+	}
+	int st = 0;
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	return st;
+}
+
+/* ---- test selection ------------------------------------------------------ */
+
+/* WEFT_TEST_FILTER / WEFT_TEST_SKIP: a glob of test names to run only / to
+ * leave out; call in main() before cmocka_run_group_tests */
+static inline void apply_test_filters(void)
+{
+	const char *filter = getenv("WEFT_TEST_FILTER");
+	if (filter && *filter)
+		cmocka_set_test_filter(filter);
+	const char *skip = getenv("WEFT_TEST_SKIP");
+	if (skip && *skip)
+		cmocka_set_skip_filter(skip);
+}
+
+#endif /* WEFT_TESTUTIL_H */

@@ -19,6 +19,10 @@ static inline struct io_uring_sqe *weft__io_begin(struct weft__worker **wp,
 	}
 	if ((*err = weft__io_check(self)))
 		return NULL;
+	/* an op and its linked timeout must go to the kernel in one submit,
+	 * or the link is cut and the timeout stands alone */
+	if (self->deadline && io_uring_sq_space_left(&(*wp)->ring) < 2)
+		weft__io_flush_now(*wp);
 	return weft__io_sqe(*wp);
 }
 

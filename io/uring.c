@@ -22,6 +22,7 @@
  * a struct weft__op whose completion the I/O layer handles (io/).
  */
 
+#include <limits.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
@@ -29,11 +30,13 @@
 #include "internal.h"
 
 static void reap(struct weft__worker *w);
+static void reap_n(struct weft__worker *w, unsigned room);
 static void drain_cancels(struct weft__worker *w);
 
 #define TAG_WAKE 1
 #define TAG_EFD 2
 #define TAG_IGNORE 3 /* linked timeouts, async cancels: no one waits */
+#define UD_ADDR ((1ull << 48) - 1) /* op user_data: gen << 48 | address */
 
 static void arm_efd(struct weft__worker *w)
 {
@@ -131,39 +134,78 @@ static void op_complete(struct weft__op *op, struct io_uring_cqe *cqe)
 	weft__wake_ex(f, seq, WEFT__R_WOKEN, true); /* completion order */
 }
 
+/* Submit everything queued now (ring full, or room needed for a link). */
+void weft__io_flush_now(struct weft__worker *w)
+{
+	while (io_uring_sq_ready(&w->ring)) {
+		int r = io_uring_submit(&w->ring);
+		if (r == -EBUSY) /* CQ overflow pending: reap all first */
+			reap_n(w, UINT_MAX);
+		else if (r < 0 && r != -EINTR && r != -EAGAIN)
+			weft__die("ring: io_uring_submit failed");
+	}
+}
+
 struct io_uring_sqe *weft__io_sqe(struct weft__worker *w)
 {
 	struct io_uring_sqe *sqe = io_uring_get_sqe(&w->ring);
 	while (!sqe) {
 		/* ring full: hand what is queued to the kernel */
-		int r = io_uring_submit(&w->ring);
-		if (r == -EBUSY) /* CQ overflow pending: reap first */
-			reap(w);
+		weft__io_flush_now(w);
 		sqe = io_uring_get_sqe(&w->ring);
 	}
 	return sqe;
 }
 
-static void prep_cancel(struct weft__worker *w, struct weft__op *op)
+static void prep_cancel_ud(struct weft__worker *w, uint64_t ud)
 {
 	struct io_uring_sqe *sqe = weft__io_sqe(w);
-	io_uring_prep_cancel64(sqe, (uint64_t)(uintptr_t)op, 0);
+	io_uring_prep_cancel64(sqe, ud, 0);
 	io_uring_sqe_set_data64(sqe, TAG_IGNORE);
+}
+
+static void prep_cancel(struct weft__worker *w, struct weft__op *op)
+{
+	prep_cancel_ud(w, op->ud);
 }
 
 static void drain_cancels(struct weft__worker *w)
 {
-	pthread_mutex_lock(&w->cancel_lock);
-	struct weft__op *op = w->cancel_head;
-	w->cancel_head = NULL;
-	atomic_store_explicit(&w->cancel_len, 0, memory_order_release);
-	pthread_mutex_unlock(&w->cancel_lock);
-	while (op) {
-		struct weft__op *nx = op->cancel_next;
-		prep_cancel(w, op); /* op is valid: its fiber waits for it */
-		op = nx;
+	for (;;) {
+		uint64_t uds[64];
+		int n = 0;
+		pthread_mutex_lock(&w->cancel_lock);
+		struct weft__op *op = w->cancel_head;
+		while (op && n < 64) {
+			uds[n++] = op->ud;
+			op->listed = false;
+			op = op->cancel_next;
+		}
+		w->cancel_head = op;
+		if (!op)
+			atomic_store_explicit(&w->cancel_len, 0, memory_order_release);
+		pthread_mutex_unlock(&w->cancel_lock);
+		for (int k = 0; k < n; k++)
+			prep_cancel_ud(w, uds[k]);
+		if (!op)
+			break;
 	}
 	io_uring_submit(&w->ring);
+}
+
+static void unlist(struct weft__op *op)
+{
+	struct weft__worker *w = op->w;
+	pthread_mutex_lock(&w->cancel_lock);
+	if (op->listed) {
+		struct weft__op **pp = &w->cancel_head;
+		while (*pp && *pp != op)
+			pp = &(*pp)->cancel_next;
+		if (*pp)
+			*pp = op->cancel_next;
+		op->listed = false;
+	}
+	pthread_mutex_unlock(&w->cancel_lock);
 }
 
 static void request_cancel(struct weft__op *op)
@@ -175,6 +217,7 @@ static void request_cancel(struct weft__op *op)
 		return;
 	}
 	pthread_mutex_lock(&w->cancel_lock);
+	op->listed = true;
 	op->cancel_next = w->cancel_head;
 	w->cancel_head = op;
 	atomic_store_explicit(&w->cancel_len, 1, memory_order_release);
@@ -188,7 +231,14 @@ int weft__io_submit_wait(struct weft__worker *w, weft_task *self,
 	op->f = self;
 	op->w = w;
 	atomic_store_explicit(&op->done, 0, memory_order_relaxed);
-	io_uring_sqe_set_data64(sqe, (uint64_t)(uintptr_t)op);
+	op->listed = false;
+	/* A fresh user_data even when this stack slot held the last op: a
+	 * late cancel aimed at the last one (its linked timeout firing as it
+	 * completed, an ASYNC_CANCEL) must not hit this one. The kernel
+	 * matches cancels by user_data within this ring, and only this
+	 * worker numbers ops on it. */
+	op->ud = ((uint64_t)++w->op_gen << 48) | (uint64_t)(uintptr_t)op;
+	io_uring_sqe_set_data64(sqe, op->ud);
 	uint64_t dl = self->deadline;
 	if (dl) {
 		sqe->flags |= IOSQE_IO_LINK;
@@ -215,8 +265,12 @@ int weft__io_submit_wait(struct weft__worker *w, weft_task *self,
 	}
 	while (atomic_load_explicit(&op->done, memory_order_acquire) != 2)
 		weft__cpu_relax(); /* the reaper is between two stores */
+	if (r == WEFT__R_CANCEL)
+		unlist(op);
 	int res = op->res;
-	if (res == -ECANCELED) {
+	/* a cancelled op running in io-wq (a blocking file or pipe read) ends
+	 * with -EINTR rather than -ECANCELED */
+	if (res == -ECANCELED || res == -EINTR) {
 		if (atomic_load(&self->flags) & WEFT__F_CANCEL)
 			return -ECANCELED;
 		if (dl && weft__clock() >= dl)
@@ -251,10 +305,17 @@ void weft__io_flush(struct weft__worker *w)
  * seen as a 160 ms p99 with 1,000 echo connections on one worker.) */
 static void reap(struct weft__worker *w)
 {
+	reap_n(w, WEFT_DEQUE_CAP - weft__dq_len(&w->dq));
+}
+
+/* room: how many op completions to take (UINT_MAX when the kernel refuses
+ * submissions until the CQ drains: the overflow then goes to the global
+ * queue) */
+static void reap_n(struct weft__worker *w, unsigned room)
+{
 	struct io_uring_cqe *cqe;
 	unsigned head, n = 0;
 	bool rearm = false;
-	unsigned room = WEFT_DEQUE_CAP - weft__dq_len(&w->dq);
 	io_uring_for_each_cqe(&w->ring, head, cqe)
 	{
 		uint64_t ud = cqe->user_data;
@@ -267,7 +328,7 @@ static void reap(struct weft__worker *w)
 			rearm = true;
 		} else if (ud >= 4096) {
 			w->inflight--;
-			op_complete((struct weft__op *)(uintptr_t)ud, cqe);
+			op_complete((struct weft__op *)(uintptr_t)(ud & UD_ADDR), cqe);
 		}
 	}
 	io_uring_cq_advance(&w->ring, n);

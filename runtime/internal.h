@@ -312,6 +312,7 @@ struct weft__worker {
 	uint64_t efd_buf;
 	unsigned inflight; /* ops in the ring awaiting a CQE (not efd read) */
 	bool io_dirty;     /* SQEs queued since the last submit */
+	uint16_t op_gen;   /* high bits of op user_data (owner only) */
 	/* ASYNC_CANCEL requests from fibers now on other workers */
 	pthread_mutex_t cancel_lock;
 	struct weft__op *cancel_head; /* under cancel_lock */
@@ -451,6 +452,8 @@ struct weft__op {
 	uint32_t cflags;
 	struct __kernel_timespec ts; /* the linked timeout's deadline */
 	struct weft__op *cancel_next;
+	uint64_t ud; /* user_data: generation << 48 | address */
+	bool listed; /* on w's cancel list (under w->cancel_lock) */
 };
 struct io_uring_sqe *weft__io_sqe(struct weft__worker *w) WEFT__HIDDEN;
 int weft__io_submit_wait(struct weft__worker *w, weft_task *self,
@@ -458,6 +461,7 @@ int weft__io_submit_wait(struct weft__worker *w, weft_task *self,
 			 struct io_uring_sqe *sqe) WEFT__HIDDEN;
 int weft__io_check(weft_task *self) WEFT__HIDDEN;
 void weft__io_flush(struct weft__worker *w) WEFT__HIDDEN;
+void weft__io_flush_now(struct weft__worker *w) WEFT__HIDDEN;
 
 /* io/uring.c */
 int weft__ring_init(struct weft__worker *w) WEFT__HIDDEN;

@@ -207,6 +207,8 @@ int weft_run(const weft_config *cfg, void *(*main_fn)(void *), void *arg,
 		return -EINVAL;
 	if (c.ring_entries == 0)
 		c.ring_entries = 256;
+	if (c.ring_entries < 4) /* an op and its linked timeout go in one submit */
+		c.ring_entries = 4;
 	if (c.ring_entries > 32768)
 		return -EINVAL;
 	if (c.blocking_threads == 0) {

@@ -15,7 +15,7 @@ typedef struct weft_config {
 	unsigned workers;      /* 0: env WEFT_WORKERS, else one per online CPU */
 	size_t stack_size;     /* usable bytes per fiber stack; 0: env
 	                          WEFT_STACK_SIZE, else 64 KiB */
-	unsigned ring_entries; /* SQ entries per worker ring; 0: 256 */
+	unsigned ring_entries; /* SQ entries per worker ring; 0: 256, min 4 */
 	uint64_t seed;         /* != 0: deterministic simulation (not yet:
 	                          weft_run returns -ENOTSUP) */
 	unsigned blocking_threads; /* blocking pool size; 0: env

@@ -1,6 +1,7 @@
 # weft — a thin wrapper over CMake.  `make help` lists the targets.
 #
-#   make demo        install what is missing, build, run the demo
+#   make demo        install what is missing, build, run the demo (the
+#                    Python tour: examples/python/tour.sh, docs/python.md)
 #   make test        build, run the test suite
 #
 # Every CMake build directory is a variable, so several can live side by side
@@ -16,7 +17,7 @@ RELEASE_DIR ?= build-release
 ASAN_DIR    ?= build-asan
 TSAN_DIR    ?= build-tsan
 PREFIX      ?= /usr/local
-DEMO        ?= ./$(BUILD_DIR)/examples/hello
+DEMO        ?= examples/python/tour.sh $(BUILD_DIR)
 JOBS        ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE       ?= cmake
 CTEST       ?= ctest

@@ -1,6 +1,10 @@
 /* echo_server.c — a TCP echo server: one fiber per connection.
  *
- *     echo_server [PORT]        (default 7000; WEFT_WORKERS picks workers)
+ *     echo_server [PORT [conn|recv]]   (default 7000 conn; WEFT_WORKERS
+ *                                       picks the workers)
+ *
+ * conn: each connection is a weft_conn (one multishot receive into the
+ * worker's buffer ring, armed once); recv: plain weft_recv per message.
  *
  * Python's asyncio version is the same shape (start_server + a coroutine
  * per client); here the handler is a plain function and the fibers run on
@@ -9,19 +13,37 @@
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 #include <weft.h>
+
+static int use_conn = 1;
 
 static void *serve(void *arg)
 {
 	int fd = (int)(intptr_t)arg;
 	char buf[16 * 1024]; /* fiber stacks are 64 KiB by default */
+	if (!use_conn) {
+		for (;;) {
+			ssize_t n = weft_recv(fd, buf, sizeof buf, 0);
+			if (n <= 0 || weft_send(fd, buf, (size_t)n, 0) != n)
+				break;
+		}
+		weft_close(fd);
+		return NULL;
+	}
+	int err;
+	weft_conn *c = weft_conn_open(fd, &err);
+	if (!c) {
+		weft_close(fd);
+		return NULL;
+	}
 	for (;;) {
-		ssize_t n = weft_recv(fd, buf, sizeof buf, 0);
+		ssize_t n = weft_conn_recv(c, buf, sizeof buf);
 		if (n <= 0 || weft_send(fd, buf, (size_t)n, 0) != n)
 			break;
 	}
-	weft_close(fd);
+	weft_conn_close(c);
 	return NULL;
 }
 
@@ -56,8 +78,11 @@ static void *main_fiber(void *arg)
 int main(int argc, char **argv)
 {
 	long port = argc > 1 ? strtol(argv[1], NULL, 10) : 7000;
-	if (port <= 0 || port > 65535) {
-		fprintf(stderr, "usage: echo_server [PORT]\n");
+	if (argc > 2)
+		use_conn = strcmp(argv[2], "recv") != 0;
+	if (port <= 0 || port > 65535 ||
+	    (argc > 2 && strcmp(argv[2], "recv") && strcmp(argv[2], "conn"))) {
+		fprintf(stderr, "usage: echo_server [PORT [conn|recv]]\n");
 		return 2;
 	}
 	signal(SIGPIPE, SIG_IGN);

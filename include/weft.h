@@ -12,5 +12,6 @@
 #include "weft/blocking.h"
 #include "weft/io.h"
 #include "weft/net.h"
+#include "weft/conn.h"
 
 #endif

@@ -36,7 +36,6 @@ static void drain_cancels(struct weft__worker *w);
 #define TAG_WAKE 1
 #define TAG_EFD 2
 #define TAG_IGNORE 3 /* linked timeouts, async cancels: no one waits */
-#define UD_ADDR ((1ull << 48) - 1) /* op user_data: gen << 48 | address */
 
 static void arm_efd(struct weft__worker *w)
 {
@@ -92,6 +91,7 @@ void weft__ring_fini(struct weft__worker *w)
 		return;
 	pthread_mutex_destroy(&w->cancel_lock);
 	io_uring_queue_exit(&w->ring);
+	weft__pbuf_fini(w); /* after the ring: the kernel has let go */
 	close(w->efd);
 	w->ring_ok = false;
 }
@@ -193,7 +193,7 @@ static void drain_cancels(struct weft__worker *w)
 	io_uring_submit(&w->ring);
 }
 
-static void unlist(struct weft__op *op)
+void weft__io_unlist(struct weft__op *op)
 {
 	struct weft__worker *w = op->w;
 	pthread_mutex_lock(&w->cancel_lock);
@@ -208,7 +208,9 @@ static void unlist(struct weft__op *op)
 	pthread_mutex_unlock(&w->cancel_lock);
 }
 
-static void request_cancel(struct weft__op *op)
+/* Ask op->w to cancel op (ASYNC_CANCEL by op->ud): directly when that is
+ * this worker, else through its cancel list and a wake-up. */
+void weft__io_request_cancel(struct weft__op *op)
 {
 	struct weft__worker *me = weft__worker_self(), *w = op->w;
 	if (me == w) {
@@ -216,13 +218,29 @@ static void request_cancel(struct weft__op *op)
 		io_uring_submit(&w->ring);
 		return;
 	}
+	weft__io_defer_cancel(op);
+	weft__ring_wake(w);
+}
+
+/* List op on op->w's cancel list, handled at the end of its next reap
+ * (the reaper itself uses this: it must not prepare SQEs mid-reap). */
+void weft__io_defer_cancel(struct weft__op *op)
+{
+	struct weft__worker *w = op->w;
 	pthread_mutex_lock(&w->cancel_lock);
 	op->listed = true;
 	op->cancel_next = w->cancel_head;
 	w->cancel_head = op;
 	atomic_store_explicit(&w->cancel_len, 1, memory_order_release);
 	pthread_mutex_unlock(&w->cancel_lock);
-	weft__ring_wake(w);
+}
+
+/* user_data for an op or a multishot: a 15-bit generation (bits 48-62)
+ * above the address; bit 63 marks a weft_conn's multishot receive. */
+uint64_t weft__io_new_ud(struct weft__worker *w, void *p)
+{
+	w->op_gen = (uint16_t)((w->op_gen + 1) & 0x7fff);
+	return ((uint64_t)w->op_gen << 48) | (uint64_t)(uintptr_t)p;
 }
 
 int weft__io_submit_wait(struct weft__worker *w, weft_task *self,
@@ -237,7 +255,7 @@ int weft__io_submit_wait(struct weft__worker *w, weft_task *self,
 	 * completed, an ASYNC_CANCEL) must not hit this one. The kernel
 	 * matches cancels by user_data within this ring, and only this
 	 * worker numbers ops on it. */
-	op->ud = ((uint64_t)++w->op_gen << 48) | (uint64_t)(uintptr_t)op;
+	op->ud = weft__io_new_ud(w, op);
 	io_uring_sqe_set_data64(sqe, op->ud);
 	uint64_t dl = self->deadline;
 	if (dl) {
@@ -254,7 +272,7 @@ int weft__io_submit_wait(struct weft__worker *w, weft_task *self,
 	int r = weft__park_commit(self);
 	if (r == WEFT__R_CANCEL &&
 	    atomic_load_explicit(&op->done, memory_order_acquire) == 0) {
-		request_cancel(op);
+		weft__io_request_cancel(op);
 		/* re-park until the CQE, not cancellable */
 		uint32_t seq = weft__park_begin(self, false);
 		atomic_store(&op->seq, seq); /* seq_cst: the op handshake */
@@ -266,7 +284,7 @@ int weft__io_submit_wait(struct weft__worker *w, weft_task *self,
 	while (atomic_load_explicit(&op->done, memory_order_acquire) != 2)
 		weft__cpu_relax(); /* the reaper is between two stores */
 	if (r == WEFT__R_CANCEL)
-		unlist(op);
+		weft__io_unlist(op);
 	int res = op->res;
 	/* a cancelled op running in io-wq (a blocking file or pipe read) ends
 	 * with -EINTR rather than -ECANCELED */
@@ -327,8 +345,14 @@ static void reap_n(struct weft__worker *w, unsigned room)
 		} else if (ud == TAG_EFD) {
 			rearm = true;
 		} else if (ud >= 4096) {
-			w->inflight--;
-			op_complete((struct weft__op *)(uintptr_t)(ud & UD_ADDR), cqe);
+			if (!(ud & WEFT__UD_CONN) || !(cqe->flags & IORING_CQE_F_MORE))
+				w->inflight--;
+			if (ud & WEFT__UD_CONN)
+				weft__conn_cqe(w, cqe);
+			else
+				op_complete((struct weft__op *)(uintptr_t)(ud &
+								WEFT__UD_ADDR),
+					    cqe);
 		}
 	}
 	io_uring_cq_advance(&w->ring, n);
@@ -336,6 +360,8 @@ static void reap_n(struct weft__worker *w, unsigned room)
 		arm_efd(w);
 	if (atomic_load_explicit(&w->cancel_len, memory_order_acquire))
 		drain_cancels(w);
+	if (w->pbuf)
+		weft__pbuf_drain(w);
 }
 
 /* Sleep in the ring until a CQE arrives or timeout_ns passes (UINT64_MAX:

@@ -313,6 +313,8 @@ struct weft__worker {
 	unsigned inflight; /* ops in the ring awaiting a CQE (not efd read) */
 	bool io_dirty;     /* SQEs queued since the last submit */
 	uint16_t op_gen;   /* high bits of op user_data (owner only) */
+	struct weft__pbuf *pbuf; /* weft_conn's buffer ring, lazily (conn.c) */
+	bool pbuf_failed;        /* the kernel refused it: plain receives */
 	/* ASYNC_CANCEL requests from fibers now on other workers */
 	pthread_mutex_t cancel_lock;
 	struct weft__op *cancel_head; /* under cancel_lock */
@@ -366,6 +368,7 @@ struct weft__rt {
 	_Atomic uint64_t ext_ids;
 	struct weft__blocking *blocking; /* the blocking pool (blocking.c) */
 	unsigned blocking_threads, blocking_queue;
+	unsigned conn_buffers, conn_buffer_size; /* weft_conn (io/conn.c) */
 	pthread_mutex_t gate_lock; /* the start gate (runtime.c) */
 	pthread_cond_t gate_cond;
 	unsigned gate_arrived, gate_expected;
@@ -462,6 +465,16 @@ int weft__io_submit_wait(struct weft__worker *w, weft_task *self,
 int weft__io_check(weft_task *self) WEFT__HIDDEN;
 void weft__io_flush(struct weft__worker *w) WEFT__HIDDEN;
 void weft__io_flush_now(struct weft__worker *w) WEFT__HIDDEN;
+void weft__io_request_cancel(struct weft__op *op) WEFT__HIDDEN;
+void weft__io_unlist(struct weft__op *op) WEFT__HIDDEN;
+void weft__io_defer_cancel(struct weft__op *op) WEFT__HIDDEN;
+uint64_t weft__io_new_ud(struct weft__worker *w, void *p) WEFT__HIDDEN;
+/* io/conn.c: multishot receives (user_data bit 63 set) */
+#define WEFT__UD_CONN (1ull << 63)
+#define WEFT__UD_ADDR ((1ull << 48) - 1)
+void weft__conn_cqe(struct weft__worker *w, struct io_uring_cqe *cqe) WEFT__HIDDEN;
+void weft__pbuf_drain(struct weft__worker *w) WEFT__HIDDEN;
+void weft__pbuf_fini(struct weft__worker *w) WEFT__HIDDEN;
 
 /* io/uring.c */
 int weft__ring_init(struct weft__worker *w) WEFT__HIDDEN;

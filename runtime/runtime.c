@@ -225,6 +225,13 @@ int weft_run(const weft_config *cfg, void *(*main_fn)(void *), void *arg,
 		return -EINVAL;
 	if (c.blocking_queue == 0)
 		c.blocking_queue = 4096;
+	if (c.conn_buffers == 0)
+		c.conn_buffers = 1024;
+	if (c.conn_buffer_size == 0)
+		c.conn_buffer_size = 4096;
+	if (c.conn_buffers > 32768 || (c.conn_buffers & (c.conn_buffers - 1)) ||
+	    c.conn_buffer_size > (1u << 20))
+		return -EINVAL;
 	if (c.blocking_queue > (1u << 20))
 		return -EINVAL;
 
@@ -239,6 +246,8 @@ int weft_run(const weft_config *cfg, void *(*main_fn)(void *), void *arg,
 	rt->ring_entries = c.ring_entries;
 	rt->blocking_threads = c.blocking_threads;
 	rt->blocking_queue = c.blocking_queue;
+	rt->conn_buffers = c.conn_buffers;
+	rt->conn_buffer_size = c.conn_buffer_size;
 	weft__inject_init(&rt->inject);
 	weft__slab_init(&rt->fibers, sizeof(weft_task),
 			offsetof(weft_task, next));

@@ -15,7 +15,9 @@
 #                 go2    the same with WEFT_WORKERS=2
 #                 weft   BUILD_DIR/examples/echo_server, WEFT_WORKERS=1
 #                 weft2  the same with WEFT_WORKERS=2
-#               (weft/weft2 are skipped with a note if the binary is missing)
+#                 weftr  weft with plain weft_recv per message instead of a
+#                        weft_conn (multishot receive), WEFT_WORKERS=1
+#               (weft/weft2/weftr are skipped with a note if the binary is missing)
 #   SCENARIOS   "CONNSxSIZE ..." (default "50x64 50x4096 1000x64 1000x4096")
 #   LG_THREADS  load generator threads (default: 1; see README.md)
 #   CC          C compiler (default cc)
@@ -57,7 +59,7 @@ note() { echo "echo/run.sh: $*" >&2; }
 [[ $WARMUP =~ ^[0-9]+$ ]] || die "WARMUP must be a non-negative integer (seconds), got '$WARMUP'"
 [[ $LG_THREADS =~ ^[1-9][0-9]*$ ]] || die "LG_THREADS must be a positive integer, got '$LG_THREADS'"
 for s in $SERVERS; do
-    case $s in epoll | uv | go | go2 | weft | weft2) ;; *) die "unknown server '$s' in SERVERS" ;; esac
+    case $s in epoll | uv | go | go2 | weft | weft2 | weftr) ;; *) die "unknown server '$s' in SERVERS" ;; esac
 done
 for sc in $SCENARIOS; do
     [[ $sc =~ ^[1-9][0-9]*x[1-9][0-9]*$ ]] || die "bad scenario '$sc' (want CONNSxSIZE)"
@@ -166,6 +168,7 @@ server_cmd() {
     go2) [ -n "${HAVE[go]:-}" ] && printf '%s\n' env WEFT_WORKERS=2 "$gobin" echo_server "$2" ;;
     weft) [ -x "$weftbin" ] && printf '%s\n' env WEFT_WORKERS=1 "$weftbin" "$2" ;;
     weft2) [ -x "$weftbin" ] && printf '%s\n' env WEFT_WORKERS=2 "$weftbin" "$2" ;;
+    weftr) [ -x "$weftbin" ] && printf '%s\n' env WEFT_WORKERS=1 "$weftbin" "$2" recv ;;
     *) false ;;
     esac
 }

@@ -21,6 +21,9 @@ typedef struct weft_config {
 	unsigned blocking_threads; /* blocking pool size; 0: env
 	                              WEFT_BLOCKING_THREADS, else 64 */
 	unsigned blocking_queue;   /* queued blocking calls; 0: 4096 */
+	unsigned conn_buffers;     /* weft_conn receive buffers per worker, a
+	                              power of 2 <= 32768; 0: 1024 */
+	unsigned conn_buffer_size; /* bytes each, <= 1 MiB; 0: 4096 */
 } weft_config;
 
 /* Fill every field with its default (all zero: "choose for me"). */
@@ -30,7 +33,8 @@ WEFT_API void weft_config_init(weft_config *cfg);
  * Returns 0 once every fiber has finished, or
  *   -EINVAL   main_fn NULL, workers > 1024, stack_size outside
  *             [16 KiB, 1 GiB], ring_entries > 32768, blocking_threads >
- *             4096, blocking_queue > 2^20, or a malformed WEFT_WORKERS /
+ *             4096, blocking_queue > 2^20, conn_buffers not a power
+ *             of 2 or > 32768, conn_buffer_size > 1 MiB, or a malformed WEFT_WORKERS /
  *             WEFT_STACK_SIZE / WEFT_BLOCKING_THREADS;
  *   -EBUSY    a runtime is already running in this process (nested or
  *             concurrent weft_run);

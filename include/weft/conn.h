@@ -1,0 +1,50 @@
+/* weft/conn.h — a server-side stream connection with multishot receive.
+ *
+ * weft_recv arms one receive per call. A weft_conn arms ONE multishot
+ * receive (IORING_RECV_MULTISHOT) on the worker ring and keeps it armed:
+ * the kernel fills buffers from that worker's registered buffer ring
+ * (io_uring_register_buf_ring) as data arrives, and weft_conn_recv copies
+ * out of them. No submission per message, no poll re-armed per message.
+ * The buffers are shared by every connection on a worker (lazily set up:
+ * weft_config.conn_buffers x conn_buffer_size); a connection holding
+ * 16 unread buffers stops receiving until it is read (back-pressure), and
+ * one that finds the pool empty re-arms when it is next read. Without
+ * buffer rings (old kernels) a weft_conn falls back to weft_recv.
+ *
+ * Fiber only; one reader at a time; sends are plain weft_send(fd). */
+#ifndef WEFT_CONN_H
+#define WEFT_CONN_H
+
+#include <sys/types.h>
+
+#include "common.h"
+
+typedef struct weft_conn weft_conn;
+
+/* Wrap a connected stream socket (accepted or connected); the conn owns fd
+ * from now on. Returns the conn, or NULL with *err (if err is not NULL) set
+ * to -EBADF (fd < 0), -EINVAL (not in a fiber) or -ENOMEM. */
+WEFT_API weft_conn *weft_conn_open(int fd, int *err);
+
+/* Receive up to n bytes (like weft_recv with flags 0). Returns the count
+ * (> 0), 0 once the peer has closed and everything was read, or
+ *   -ECANCELED / -ETIMEDOUT  the caller was cancelled / its deadline
+ *                            passed (nothing is lost: data that arrives
+ *                            stays queued for the next call);
+ *   -EBUSY    another fiber is already waiting in weft_conn_recv on c;
+ *   -EINVAL   c NULL, or not called from a fiber;
+ *   -EFAULT   buf NULL with n > 0;
+ *   or the socket's error (-ECONNRESET, ...), once. */
+WEFT_API ssize_t weft_conn_recv(weft_conn *c, void *buf, size_t n);
+
+/* The socket (for weft_send, setsockopt, getpeername; not for close). */
+WEFT_API int weft_conn_fd(const weft_conn *c);
+
+/* Stop receiving, give the buffers back, close the fd and free c. Waits
+ * (not cancellably) for the kernel to finish with the multishot receive.
+ * Returns 0, -EBUSY if a fiber is waiting in weft_conn_recv on c (cancel
+ * it first; c is left open), -EINVAL if c is NULL or the caller is not a
+ * fiber, or the error of close(2) (c is freed all the same). */
+WEFT_API int weft_conn_close(weft_conn *c);
+
+#endif

@@ -1,0 +1,429 @@
+/* conn.c — weft_conn: a stream socket with one multishot receive armed.
+ *
+ * Buffers. Each worker owns one buffer ring (group 0 of its io_uring),
+ * set up at its first weft_conn: rt->conn_buffers buffers of
+ * rt->conn_buffer_size bytes. Only the owner writes the ring's tail
+ * (io_uring_buf_ring_add/advance). A buffer the kernel filled belongs to
+ * exactly one conn until its reader has copied it out; a reader on the
+ * owner gives it back at once, a reader on another worker through the
+ * owner's return list (ret, under ret_lock), which the owner drains at the
+ * end of every reap.
+ *
+ * A conn's state is guarded by its spin lock (c->lock):
+ *   armed       a multishot receive is in the kernel (on c->w's ring; its
+ *               user_data is c->cop.ud, bit 63 set); false once its last
+ *               CQE (no IORING_CQE_F_MORE) has been reaped;
+ *   head..tail  filled buffers not yet read (linked through pb->next, a
+ *               per-bid array of c->w's pbuf), npend of them, off bytes of
+ *               the head already read;
+ *   eof, err    the receive saw the peer close / an error;
+ *   waiter      the one fiber waiting on c: a reader (for data) or the
+ *               closer (for !armed), with its park seq.
+ * The reaper (c->w) appends and wakes the waiter; the reader copies out;
+ * nobody else touches c. The reaper's last touch of c is its unlock (the
+ * waiter rule of sync/waitq.c): the closer frees c only after it has
+ * taken the lock itself and seen armed == false.
+ *
+ * Arming. A reader that finds nothing to read and no receive armed arms
+ * one on the ring of the worker it runs on (so a conn follows its fiber
+ * when it was stolen). Only with nothing pending: all its buffers then
+ * came from that worker.
+ *
+ * Back-pressure. When a conn holds CONN_HIWAT unread buffers the reaper
+ * cancels its receive (deferred to the end of the reap through the cancel
+ * list: it must not prepare SQEs mid-reap); the reader re-arms once it
+ * has read them. A receive that found the pool empty ends with -ENOBUFS
+ * and is re-armed the same way.
+ */
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "../runtime/sync/waitq.h"
+#include "io.h"
+#include "weft/conn.h"
+#include "weft/net.h"
+
+#define CONN_HIWAT 16
+#define NO_BID 0xffffu
+
+struct weft__pbuf {
+	struct io_uring_buf_ring *br;
+	size_t br_bytes;
+	char *mem;
+	size_t mem_bytes;
+	unsigned n, size, mask;
+	uint16_t *next; /* pending-list links, by bid (under the conn's lock) */
+	uint32_t *len;  /* bytes filled, by bid (idem) */
+	unsigned ret_lock; /* spin: ret, nret */
+	uint16_t *ret;
+	unsigned nret;
+	_Atomic int has_ret; /* hint: nret > 0 */
+	_Atomic int starved; /* a receive ended with -ENOBUFS */
+};
+
+struct weft_conn {
+	unsigned lock;
+	int fd;
+	bool plain; /* no buffer ring on this kernel: weft_recv */
+	bool armed, cancelling, eof;
+	int err;
+	struct weft__worker *w; /* the armed receive's ring, the bids' pbuf */
+	uint16_t head, tail;
+	unsigned npend;
+	uint32_t off;
+	weft_task *waiter;
+	uint32_t wseq;
+	struct weft__op cop; /* w, ud and the cancel-list link */
+};
+
+/* ---- the buffer ring (owner only, except give_back) ---------------------- */
+
+static struct weft__pbuf *pbuf_get(struct weft__worker *w)
+{
+	if (w->pbuf || w->pbuf_failed)
+		return w->pbuf;
+	struct weft__pbuf *pb = calloc(1, sizeof *pb);
+	if (!pb)
+		return NULL; /* try again next time */
+	pb->n = w->rt->conn_buffers;
+	pb->size = w->rt->conn_buffer_size;
+	pb->mask = (unsigned)io_uring_buf_ring_mask(pb->n);
+	size_t pg = (size_t)sysconf(_SC_PAGESIZE);
+	pb->br_bytes = (pb->n * sizeof(struct io_uring_buf) + pg - 1) & ~(pg - 1);
+	pb->mem_bytes = (size_t)pb->n * pb->size;
+	pb->br = mmap(NULL, pb->br_bytes, PROT_READ | PROT_WRITE,
+		      MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	pb->mem = mmap(NULL, pb->mem_bytes, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	pb->next = malloc(pb->n * sizeof *pb->next);
+	pb->len = malloc(pb->n * sizeof *pb->len);
+	pb->ret = malloc(pb->n * sizeof *pb->ret);
+	int r = -ENOMEM;
+	if (pb->br != MAP_FAILED && pb->mem != MAP_FAILED && pb->next &&
+	    pb->len && pb->ret) {
+		struct io_uring_buf_reg reg;
+		memset(&reg, 0, sizeof reg);
+		reg.ring_addr = (uint64_t)(uintptr_t)pb->br;
+		reg.ring_entries = pb->n;
+		reg.bgid = 0;
+		r = io_uring_register_buf_ring(&w->ring, &reg, 0);
+	}
+	if (r) {
+		if (pb->br != MAP_FAILED)
+			munmap(pb->br, pb->br_bytes);
+		if (pb->mem != MAP_FAILED)
+			munmap(pb->mem, pb->mem_bytes);
+		free(pb->next);
+		free(pb->len);
+		free(pb->ret);
+		free(pb);
+		if (r != -ENOMEM)
+			w->pbuf_failed = true; /* the kernel said no: for good */
+		return NULL;
+	}
+	io_uring_buf_ring_init(pb->br);
+	for (unsigned i = 0; i < pb->n; i++)
+		io_uring_buf_ring_add(pb->br, pb->mem + (size_t)i * pb->size,
+				      pb->size, (unsigned short)i, (int)pb->mask,
+				      (int)i);
+	io_uring_buf_ring_advance(pb->br, (int)pb->n);
+	w->pbuf = pb;
+	return pb;
+}
+
+static void recycle(struct weft__pbuf *pb, const uint16_t *bids, unsigned k)
+{
+	for (unsigned i = 0; i < k; i++)
+		io_uring_buf_ring_add(pb->br,
+				      pb->mem + (size_t)bids[i] * pb->size,
+				      pb->size, bids[i], (int)pb->mask, (int)i);
+	/* release store of the tail: the kernel sees the entries first */
+	io_uring_buf_ring_advance(pb->br, (int)k);
+}
+
+/* Give buffer bid of w's pool back, from worker me. */
+static void give_back(struct weft__worker *w, uint16_t bid,
+		      struct weft__worker *me)
+{
+	struct weft__pbuf *pb = w->pbuf;
+	if (me == w) {
+		recycle(pb, &bid, 1);
+		return;
+	}
+	weft__spin_lock(&pb->ret_lock);
+	pb->ret[pb->nret++] = bid;
+	weft__spin_unlock(&pb->ret_lock);
+	/* release: pairs with the owner's exchange in weft__pbuf_drain */
+	if (!atomic_exchange_explicit(&pb->has_ret, 1, memory_order_acq_rel) &&
+	    atomic_load_explicit(&pb->starved, memory_order_relaxed))
+		weft__ring_wake(w); /* it may be parked with an empty pool */
+}
+
+/* The owner, at the end of each reap: take back what other workers read. */
+void weft__pbuf_drain(struct weft__worker *w)
+{
+	struct weft__pbuf *pb = w->pbuf;
+	if (!atomic_load_explicit(&pb->has_ret, memory_order_relaxed))
+		return;
+	atomic_store_explicit(&pb->has_ret, 0, memory_order_relaxed);
+	uint16_t bids[64];
+	for (;;) {
+		unsigned k = 0;
+		weft__spin_lock(&pb->ret_lock);
+		while (pb->nret && k < 64)
+			bids[k++] = pb->ret[--pb->nret];
+		weft__spin_unlock(&pb->ret_lock);
+		if (!k)
+			break;
+		recycle(pb, bids, k);
+		atomic_store_explicit(&pb->starved, 0, memory_order_relaxed);
+	}
+}
+
+/* After io_uring_queue_exit: the kernel no longer writes the buffers. */
+void weft__pbuf_fini(struct weft__worker *w)
+{
+	struct weft__pbuf *pb = w->pbuf;
+	w->pbuf = NULL;
+	w->pbuf_failed = false;
+	if (!pb)
+		return;
+	munmap(pb->br, pb->br_bytes);
+	munmap(pb->mem, pb->mem_bytes);
+	free(pb->next);
+	free(pb->len);
+	free(pb->ret);
+	free(pb);
+}
+
+/* ---- the reaper's side ----------------------------------------------------- */
+
+void weft__conn_cqe(struct weft__worker *w, struct io_uring_cqe *cqe)
+{
+	struct weft_conn *c =
+		(struct weft_conn *)(uintptr_t)(cqe->user_data & WEFT__UD_ADDR);
+	struct weft__pbuf *pb = w->pbuf;
+	int res = cqe->res;
+	bool more = cqe->flags & IORING_CQE_F_MORE;
+	weft__spin_lock(&c->lock);
+	if (cqe->flags & IORING_CQE_F_BUFFER) {
+		uint16_t bid = (uint16_t)(cqe->flags >> IORING_CQE_BUFFER_SHIFT);
+		if (res > 0) {
+			pb->len[bid] = (uint32_t)res;
+			pb->next[bid] = NO_BID;
+			if (c->npend++)
+				pb->next[c->tail] = bid;
+			else
+				c->head = bid;
+			c->tail = bid;
+		} else {
+			recycle(pb, &bid, 1);
+		}
+	}
+	if (res == 0)
+		c->eof = true;
+	else if (res == -ENOBUFS)
+		atomic_store_explicit(&pb->starved, 1, memory_order_relaxed);
+	else if (res < 0 && res != -ECANCELED && !c->err)
+		c->err = res;
+	if (!more) {
+		c->armed = false;
+		c->cancelling = false;
+	} else if (c->npend >= CONN_HIWAT && !c->cancelling) {
+		c->cancelling = true;
+		weft__io_defer_cancel(&c->cop);
+	}
+	weft_task *f = c->waiter;
+	uint32_t seq = c->wseq;
+	c->waiter = NULL;
+	weft__spin_unlock(&c->lock); /* the last touch of c */
+	if (f)
+		weft__wake_ex(f, seq, WEFT__R_WOKEN, true);
+}
+
+/* ---- the API --------------------------------------------------------------- */
+
+weft_conn *weft_conn_open(int fd, int *err)
+{
+	int e = 0;
+	weft_conn *c = NULL;
+	if (fd < 0)
+		e = -EBADF;
+	else if (!weft__self(NULL))
+		e = -EINVAL;
+	else if (!(c = calloc(1, sizeof *c)))
+		e = -ENOMEM;
+	if (err)
+		*err = e;
+	if (c)
+		c->fd = fd;
+	return c;
+}
+
+int weft_conn_fd(const weft_conn *c)
+{
+	return c ? c->fd : -EINVAL;
+}
+
+/* Arm the multishot receive on me's ring. Called with c->lock held and
+ * !c->armed, c->npend == 0; returns with it held. false: no buffer ring
+ * here (c->plain is set if the kernel refused it for good). */
+static bool arm(weft_conn *c, struct weft__worker *me)
+{
+	if (!pbuf_get(me)) {
+		if (me->pbuf_failed)
+			c->plain = true;
+		return false;
+	}
+	/* an old deferred cancel must not hit the new receive */
+	if (c->cop.w) {
+		weft__spin_unlock(&c->lock);
+		weft__io_unlist(&c->cop);
+		weft__spin_lock(&c->lock);
+	}
+	c->armed = true;
+	c->cancelling = false;
+	c->w = me;
+	c->cop.w = me;
+	c->cop.ud = weft__io_new_ud(me, c) | WEFT__UD_CONN;
+	uint64_t ud = c->cop.ud;
+	weft__spin_unlock(&c->lock);
+	/* no CQE can come before the next submit, which is ours or later */
+	struct io_uring_sqe *sqe = weft__io_sqe(me);
+	io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
+	sqe->flags |= IOSQE_BUFFER_SELECT;
+	sqe->buf_group = 0;
+	io_uring_sqe_set_data64(sqe, ud);
+	me->inflight++;
+	me->io_dirty = true;
+	weft__spin_lock(&c->lock);
+	return true;
+}
+
+/* Copy up to n pending bytes into buf (lock held, npend > 0). */
+static size_t take(weft_conn *c, char *buf, size_t n, struct weft__worker *me)
+{
+	struct weft__pbuf *pb = c->w->pbuf;
+	size_t got = 0;
+	while (c->npend && got < n) {
+		uint16_t bid = c->head;
+		size_t k = pb->len[bid] - c->off;
+		if (k > n - got)
+			k = n - got;
+		memcpy(buf + got, pb->mem + (size_t)bid * pb->size + c->off, k);
+		got += k;
+		c->off += (uint32_t)k;
+		if (c->off == pb->len[bid]) {
+			c->head = pb->next[bid];
+			c->npend--;
+			c->off = 0;
+			give_back(c->w, bid, me);
+		}
+	}
+	return got;
+}
+
+ssize_t weft_conn_recv(weft_conn *c, void *buf, size_t n)
+{
+	struct weft__worker *me;
+	weft_task *self = weft__self(&me);
+	if (!c || !self)
+		return -EINVAL;
+	if (!buf && n)
+		return -EFAULT;
+	if (c->plain)
+		return weft_recv(c->fd, buf, n, 0);
+	int e = weft__io_check(self);
+	if (e)
+		return e;
+	if (!n)
+		return 0;
+	weft__spin_lock(&c->lock);
+	for (;;) {
+		if (c->npend) {
+			size_t got = take(c, buf, n, me);
+			weft__spin_unlock(&c->lock);
+			return (ssize_t)got;
+		}
+		if (c->err) {
+			e = c->err;
+			c->err = 0;
+			c->eof = true; /* as recv(2): the error once, then 0 */
+			weft__spin_unlock(&c->lock);
+			return e;
+		}
+		if (c->eof) {
+			weft__spin_unlock(&c->lock);
+			return 0;
+		}
+		if (c->waiter) {
+			weft__spin_unlock(&c->lock);
+			return -EBUSY;
+		}
+		if (!c->armed) {
+			if (!arm(c, me)) {
+				weft__spin_unlock(&c->lock);
+				/* no buffer ring (for now): one plain receive */
+				return weft_recv(c->fd, buf, n, 0);
+			}
+			continue; /* the lock was dropped: look again */
+		}
+		c->wseq = weft__park_begin(self, true);
+		c->waiter = self;
+		weft__spin_unlock(&c->lock);
+		int r = weft__park_wait(self);
+		/* (the reaper's unlock was its last touch; we take the lock) */
+		weft__spin_lock(&c->lock);
+		if (r != WEFT__R_WOKEN) {
+			if (c->waiter == self)
+				c->waiter = NULL;
+			weft__spin_unlock(&c->lock);
+			return weft__reason_err(r); /* data stays queued */
+		}
+		me = weft__worker_self(); /* we may have moved */
+	}
+}
+
+int weft_conn_close(weft_conn *c)
+{
+	struct weft__worker *me;
+	weft_task *self = weft__self(&me);
+	if (!c || !self)
+		return -EINVAL;
+	if (!c->plain) {
+		weft__spin_lock(&c->lock);
+		if (c->waiter) {
+			weft__spin_unlock(&c->lock);
+			return -EBUSY;
+		}
+		bool cancel = c->armed && !c->cancelling;
+		if (cancel)
+			c->cancelling = true;
+		weft__spin_unlock(&c->lock);
+		if (cancel)
+			weft__io_request_cancel(&c->cop);
+		weft__spin_lock(&c->lock);
+		while (c->armed) {
+			/* not cancellable: the kernel must let go of c first */
+			c->wseq = weft__park_begin(self, false);
+			c->waiter = self;
+			weft__spin_unlock(&c->lock);
+			weft__park_commit(self);
+			weft__spin_lock(&c->lock);
+		}
+		weft__spin_unlock(&c->lock);
+		if (c->cop.w)
+			weft__io_unlist(&c->cop);
+		me = weft__worker_self();
+		while (c->npend) {
+			uint16_t bid = c->head;
+			c->head = c->w->pbuf->next[bid];
+			c->npend--;
+			give_back(c->w, bid, me);
+		}
+	}
+	int r = close(c->fd) ? -errno : 0;
+	free(c);
+	return r;
+}

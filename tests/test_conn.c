@@ -1,0 +1,503 @@
+/* Description: weft_conn, the multishot receive (weft/conn.h).
+ *
+ * - echo: 400 client fibers (scaled) send 16 KiB each in random chunks to a
+ *   server whose connection fibers read through weft_conn and yield at
+ *   random (so they are stolen and read buffers another worker owns);
+ *   every echoed byte is checked. On 2 workers with the default pool, and
+ *   with a pool of 8 buffers of 64 bytes (chunks split across buffers,
+ *   receives ending with -ENOBUFS and re-armed, back-pressure cancels);
+ * - back-pressure: a peer writes 1 MiB while the reader sleeps 100 ms,
+ *   then everything arrives intact and in order;
+ * - peer close: the data, then 0, then 0; reset: -ECONNRESET once, then 0;
+ * - cancel and deadline of a reader blocked in weft_conn_recv: -ECANCELED
+ *   / -ETIMEDOUT (>= 100 ms), and data sent afterwards is read by the next
+ *   call (nothing lost);
+ * - close with unread data and with the receive armed: buffers come back
+ *   (a pool of 8 serves 200 later connections) and no fd leaks;
+ * - bad input: open(-1) -> NULL/-EBADF, open/recv/close outside a fiber
+ *   -> -EINVAL, recv(NULL) -> -EINVAL, buf NULL with n > 0 -> -EFAULT, a
+ *   second concurrent reader -> -EBUSY, close during a read -> -EBUSY
+ *   (the conn stays usable);
+ * - config: conn_buffers not a power of two, > 32768, conn_buffer_size >
+ *   1 MiB -> weft_run returns -EINVAL.
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "testutil.h"
+
+static uint64_t rnd(uint64_t *s)
+{
+	uint64_t x = *s;
+	x ^= x >> 12;
+	x ^= x << 25;
+	x ^= x >> 27;
+	*s = x;
+	return x * 0x2545F4914F6CDD1Dull;
+}
+
+static unsigned char pat(uint64_t seed, uint64_t off)
+{
+	uint64_t x = (off + 1) * 0x9E3779B97F4A7C15ull ^ (seed * 0x100000001b3ull);
+	x ^= x >> 29;
+	return (unsigned char)x;
+}
+
+static int fds_open(void)
+{
+	return count_dir_entries("/proc/self/fd");
+}
+
+/* ---- echo ------------------------------------------------------------------ */
+
+struct echo {
+	int lfd;
+	uint16_t port;
+	size_t clients, bytes;
+	atomic_int done, bad, served, ids;
+};
+
+struct sarg {
+	int fd;
+	struct echo *e;
+};
+
+static void *conn_fiber(void *arg)
+{
+	struct sarg *a = arg;
+	int err = 1;
+	weft_conn *c = weft_conn_open(a->fd, &err);
+	CHECK(c && err == 0);
+	if (!c) {
+		close(a->fd);
+		free(a);
+		return NULL;
+	}
+	char buf[3000];
+	uint64_t s = (uint64_t)a->fd * 7919 + 1;
+	for (;;) {
+		size_t want = 1 + rnd(&s) % sizeof buf;
+		ssize_t n = weft_conn_recv(c, buf, want);
+		CHECK(n >= 0 && (size_t)n <= want);
+		if (n <= 0)
+			break;
+		if (rnd(&s) % 4 == 0)
+			weft_yield();
+		CHECK_EQ(weft_send(weft_conn_fd(c), buf, (size_t)n, 0), n);
+	}
+	CHECK_EQ(weft_conn_close(c), 0);
+	atomic_fetch_add(&a->e->served, 1);
+	free(a);
+	return NULL;
+}
+
+static void *acceptor(void *arg)
+{
+	struct echo *e = arg;
+	for (size_t i = 0; i < e->clients; i++) {
+		int fd = weft_accept(e->lfd, NULL, NULL);
+		CHECK(fd >= 0);
+		if (fd < 0)
+			break;
+		struct sarg *a = malloc(sizeof *a);
+		a->fd = fd;
+		a->e = e;
+		weft_task *t = weft_spawn(conn_fiber, a);
+		CHECK(t != NULL);
+		weft_detach(t);
+	}
+	return NULL;
+}
+
+static void *client(void *arg)
+{
+	struct echo *e = arg;
+	uint64_t id = (uint64_t)atomic_fetch_add(&e->ids, 1) + 1;
+	int fd = weft_tcp_connect("127.0.0.1", e->port);
+	CHECK(fd >= 0);
+	if (fd < 0)
+		return NULL;
+	char out[4096], in[4096];
+	uint64_t s = id | 1;
+	size_t sent = 0, got = 0;
+	while (got < e->bytes) {
+		if (sent < e->bytes) {
+			size_t k = 1 + rnd(&s) % sizeof out;
+			if (k > e->bytes - sent)
+				k = e->bytes - sent;
+			for (size_t i = 0; i < k; i++)
+				out[i] = (char)pat(id, sent + i);
+			CHECK_EQ(weft_send(fd, out, k, 0), (ssize_t)k);
+			sent += k;
+		}
+		while (got < sent) {
+			ssize_t n = weft_recv(fd, in, sizeof in, 0);
+			CHECK(n > 0);
+			if (n <= 0) {
+				atomic_fetch_add(&e->bad, 1);
+				close(fd);
+				return NULL;
+			}
+			for (ssize_t i = 0; i < n; i++)
+				if ((unsigned char)in[i] != pat(id, got + (size_t)i)) {
+					atomic_fetch_add(&e->bad, 1);
+					break;
+				}
+			got += (size_t)n;
+		}
+	}
+	shutdown(fd, SHUT_WR);
+	CHECK_EQ(weft_recv(fd, in, sizeof in, 0), 0);
+	close(fd);
+	atomic_fetch_add(&e->done, 1);
+	return NULL;
+}
+
+static void *echo_main(void *arg)
+{
+	struct echo *e = arg;
+	e->lfd = weft_tcp_listen("127.0.0.1", 0, 4096);
+	CHECK(e->lfd >= 0);
+	struct sockaddr_in sa;
+	socklen_t len = sizeof sa;
+	getsockname(e->lfd, (struct sockaddr *)&sa, &len);
+	e->port = ntohs(sa.sin_port);
+	weft_task *acc = weft_spawn(acceptor, e);
+	weft_task **cl = calloc(e->clients, sizeof *cl);
+	for (size_t i = 0; i < e->clients; i++)
+		cl[i] = weft_spawn(client, e);
+	CHECK_EQ(weft_gather(cl, e->clients, NULL), 0);
+	CHECK_EQ(weft_join(acc, NULL), 0);
+	await_at_least(&e->served, (int)e->clients);
+	free(cl);
+	close(e->lfd);
+	return NULL;
+}
+
+static void run_echo(unsigned workers, unsigned nbuf, unsigned bufsz,
+		     size_t clients, size_t bytes)
+{
+	int fds0 = fds_open();
+	struct echo e;
+	memset(&e, 0, sizeof e);
+	e.clients = clients;
+	e.bytes = bytes;
+	reset_fails();
+	weft_config c = cfg_workers(workers);
+	c.conn_buffers = nbuf;
+	c.conn_buffer_size = bufsz;
+	assert_int_equal(weft_run(&c, echo_main, &e, NULL), 0);
+	assert_no_fails();
+	assert_int_equal(atomic_load(&e.bad), 0);
+	assert_int_equal(atomic_load(&e.done), (int)clients);
+	assert_int_equal(atomic_load(&e.served), (int)clients);
+	assert_int_equal(fds_open(), fds0);
+}
+
+static void test_conn_echo(void **state)
+{
+	(void)state;
+	run_echo(2, 0, 0, scaled(400, 8), 16 * 1024);
+	run_echo(1, 0, 0, scaled(100, 4), 16 * 1024);
+}
+
+static void test_conn_echo_tiny_pool(void **state)
+{
+	(void)state;
+	run_echo(2, 8, 64, scaled(100, 4), 8 * 1024);
+	run_echo(1, 8, 64, scaled(50, 4), 8 * 1024);
+}
+
+/* ---- a connected pair through a listener --------------------------------- */
+
+struct pair {
+	int a, b; /* a: accepted (server side), b: the client */
+};
+
+static int make_pair(struct pair *p)
+{
+	int lfd = weft_tcp_listen("127.0.0.1", 0, 16);
+	if (lfd < 0)
+		return lfd;
+	struct sockaddr_in sa;
+	socklen_t len = sizeof sa;
+	getsockname(lfd, (struct sockaddr *)&sa, &len);
+	p->b = weft_tcp_connect("127.0.0.1", ntohs(sa.sin_port));
+	p->a = weft_accept(lfd, NULL, NULL);
+	close(lfd);
+	return p->a >= 0 && p->b >= 0 ? 0 : -1;
+}
+
+/* ---- back-pressure --------------------------------------------------------- */
+
+#define BP_BYTES (1u << 20)
+
+static void *bp_writer(void *arg)
+{
+	int fd = (int)(intptr_t)arg;
+	static char out[BP_BYTES];
+	for (size_t i = 0; i < BP_BYTES; i++)
+		out[i] = (char)pat(99, i);
+	CHECK_EQ(weft_send(fd, out, BP_BYTES, 0), (ssize_t)BP_BYTES);
+	close(fd);
+	return NULL;
+}
+
+static void *bp_main(void *arg)
+{
+	(void)arg;
+	struct pair p = {-1, -1};
+	CHECK_EQ(make_pair(&p), 0);
+	weft_conn *c = weft_conn_open(p.a, NULL);
+	char buf[1000];
+	/* arm the receive, then stop reading while 1 MiB comes in */
+	weft_deadline d;
+	weft_deadline_push(&d, 10 * MS);
+	CHECK_EQ(weft_conn_recv(c, buf, sizeof buf), -ETIMEDOUT);
+	weft_deadline_pop(&d);
+	weft_task *w = weft_spawn(bp_writer, (void *)(intptr_t)p.b);
+	weft_sleep(100 * MS);
+	size_t got = 0;
+	int bad = 0;
+	for (;;) {
+		ssize_t n = weft_conn_recv(c, buf, sizeof buf);
+		CHECK(n >= 0);
+		if (n <= 0)
+			break;
+		for (ssize_t i = 0; i < n; i++)
+			bad += (unsigned char)buf[i] != pat(99, got + (size_t)i);
+		got += (size_t)n;
+	}
+	CHECK_EQ(got, BP_BYTES);
+	CHECK_EQ(bad, 0);
+	CHECK_EQ(weft_join(w, NULL), 0);
+	CHECK_EQ(weft_conn_close(c), 0);
+	return NULL;
+}
+
+static void test_conn_backpressure(void **state)
+{
+	(void)state;
+	int fds0 = fds_open();
+	for (unsigned nbuf = 8; nbuf <= 1024; nbuf *= 128) {
+		reset_fails();
+		weft_config c = cfg_workers(2);
+		c.conn_buffers = nbuf;
+		c.conn_buffer_size = 512;
+		assert_int_equal(weft_run(&c, bp_main, NULL, NULL), 0);
+		assert_no_fails();
+	}
+	assert_int_equal(fds_open(), fds0);
+}
+
+/* ---- peer close, reset ------------------------------------------------------ */
+
+static void *close_reset_main(void *arg)
+{
+	(void)arg;
+	struct pair p = {-1, -1};
+	char buf[64];
+	CHECK_EQ(make_pair(&p), 0);
+	weft_conn *c = weft_conn_open(p.a, NULL);
+	CHECK_EQ(weft_send(p.b, "hello", 5, 0), 5);
+	close(p.b);
+	CHECK_EQ(weft_conn_recv(c, buf, sizeof buf), 5);
+	CHECK(memcmp(buf, "hello", 5) == 0);
+	CHECK_EQ(weft_conn_recv(c, buf, sizeof buf), 0);
+	CHECK_EQ(weft_conn_recv(c, buf, sizeof buf), 0);
+	CHECK_EQ(weft_conn_close(c), 0);
+
+	CHECK_EQ(make_pair(&p), 0);
+	c = weft_conn_open(p.a, NULL);
+	struct linger lg = {1, 0};
+	setsockopt(p.b, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+	close(p.b); /* RST */
+	CHECK_EQ(weft_conn_recv(c, buf, sizeof buf), -ECONNRESET);
+	CHECK_EQ(weft_conn_recv(c, buf, sizeof buf), 0);
+	CHECK_EQ(weft_conn_close(c), 0);
+	return NULL;
+}
+
+static void test_conn_close_reset(void **state)
+{
+	(void)state;
+	int fds0 = fds_open();
+	run(2, close_reset_main, NULL);
+	run(1, close_reset_main, NULL);
+	assert_int_equal(fds_open(), fds0);
+}
+
+/* ---- cancel, deadline ---------------------------------------------------------- */
+
+struct blocked {
+	weft_conn *c;
+	atomic_int started;
+	ssize_t r;
+	uint64_t waited;
+};
+
+static void *blocked_reader(void *arg)
+{
+	struct blocked *b = arg;
+	char buf[16];
+	atomic_store(&b->started, 1);
+	uint64_t t0 = weft_now();
+	b->r = weft_conn_recv(b->c, buf, sizeof buf);
+	b->waited = weft_now() - t0;
+	return NULL;
+}
+
+static void *cancel_deadline_main(void *arg)
+{
+	(void)arg;
+	struct pair p = {-1, -1};
+	char buf[16];
+	CHECK_EQ(make_pair(&p), 0);
+	weft_conn *c = weft_conn_open(p.a, NULL);
+
+	/* cancel: the reader fails, the data sent later is not lost */
+	struct blocked b = {.c = c};
+	weft_task *t = weft_spawn(blocked_reader, &b);
+	wait_flag(&b.started);
+	weft_sleep(20 * MS);
+	/* a second reader while one waits */
+	CHECK_EQ(weft_conn_recv(c, buf, sizeof buf), -EBUSY);
+	CHECK_EQ(weft_conn_close(c), -EBUSY);
+	CHECK_EQ(weft_cancel(t), 0);
+	CHECK_EQ(weft_join(t, NULL), -ECANCELED);
+	CHECK_EQ(b.r, -ECANCELED);
+	CHECK_EQ(weft_send(p.b, "abc", 3, 0), 3);
+	CHECK_EQ(weft_conn_recv(c, buf, sizeof buf), 3);
+	CHECK(memcmp(buf, "abc", 3) == 0);
+
+	/* deadline */
+	weft_deadline d;
+	weft_deadline_push(&d, 100 * MS);
+	uint64_t t0 = weft_now();
+	CHECK_EQ(weft_conn_recv(c, buf, sizeof buf), -ETIMEDOUT);
+	CHECK(weft_now() - t0 >= 100 * MS);
+	CHECK(weft_now() - t0 < 2 * SEC);
+	weft_deadline_pop(&d);
+	CHECK_EQ(weft_send(p.b, "defg", 4, 0), 4);
+	CHECK_EQ(weft_conn_recv(c, buf, sizeof buf), 4);
+	CHECK(memcmp(buf, "defg", 4) == 0);
+
+	/* a read split over calls */
+	CHECK_EQ(weft_send(p.b, "0123456789", 10, 0), 10);
+	weft_sleep(10 * MS);
+	CHECK_EQ(weft_conn_recv(c, buf, 4), 4);
+	CHECK(memcmp(buf, "0123", 4) == 0);
+	CHECK_EQ(weft_conn_recv(c, buf, sizeof buf), 6);
+	CHECK(memcmp(buf, "456789", 6) == 0);
+	CHECK_EQ(weft_conn_recv(c, buf, 0), 0);
+
+	/* close with data unread and the receive armed */
+	CHECK_EQ(weft_send(p.b, "unread", 6, 0), 6);
+	weft_sleep(10 * MS);
+	CHECK_EQ(weft_conn_close(c), 0);
+	close(p.b);
+	return NULL;
+}
+
+static void test_conn_cancel_deadline(void **state)
+{
+	(void)state;
+	int fds0 = fds_open();
+	run(2, cancel_deadline_main, NULL);
+	run(1, cancel_deadline_main, NULL);
+	assert_int_equal(fds_open(), fds0);
+}
+
+/* ---- buffers come back ------------------------------------------------------ */
+
+static void *recycle_main(void *arg)
+{
+	(void)arg;
+	size_t rounds = scaled(200, 20);
+	for (size_t i = 0; i < rounds; i++) {
+		struct pair p = {-1, -1};
+		char buf[64];
+		CHECK_EQ(make_pair(&p), 0);
+		weft_conn *c = weft_conn_open(p.a, NULL);
+		CHECK_EQ(weft_send(p.b, "ping", 4, 0), 4);
+		CHECK_EQ(weft_conn_recv(c, buf, 2), 2); /* leave some unread */
+		CHECK_EQ(weft_send(p.b, "more data", 9, 0), 9);
+		if (i % 2)
+			weft_sleep(1 * MS); /* let it fill a buffer or two */
+		CHECK_EQ(weft_conn_close(c), 0);
+		close(p.b);
+	}
+	return NULL;
+}
+
+static void test_conn_buffers_return(void **state)
+{
+	(void)state;
+	int fds0 = fds_open();
+	reset_fails();
+	weft_config c = cfg_workers(2);
+	c.conn_buffers = 8;
+	c.conn_buffer_size = 16;
+	assert_int_equal(weft_run(&c, recycle_main, NULL, NULL), 0);
+	assert_no_fails();
+	assert_int_equal(fds_open(), fds0);
+}
+
+/* ---- bad input ------------------------------------------------------------- */
+
+static void *bad_main(void *arg)
+{
+	(void)arg;
+	int err = 0;
+	CHECK(weft_conn_open(-1, &err) == NULL);
+	CHECK_EQ(err, -EBADF);
+	CHECK(weft_conn_open(-5, NULL) == NULL);
+	CHECK_EQ(weft_conn_recv(NULL, &err, 1), -EINVAL);
+	CHECK_EQ(weft_conn_close(NULL), -EINVAL);
+	CHECK_EQ(weft_conn_fd(NULL), -EINVAL);
+	struct pair p = {-1, -1};
+	CHECK_EQ(make_pair(&p), 0);
+	weft_conn *c = weft_conn_open(p.a, NULL);
+	CHECK_EQ(weft_conn_fd(c), p.a);
+	CHECK_EQ(weft_conn_recv(c, NULL, 4), -EFAULT);
+	CHECK_EQ(weft_conn_recv(c, NULL, 0), 0);
+	CHECK_EQ(weft_conn_close(c), 0);
+	close(p.b);
+	return NULL;
+}
+
+static void test_conn_bad_input(void **state)
+{
+	(void)state;
+	int err = 0;
+	assert_null(weft_conn_open(0, &err));
+	assert_int_equal(err, -EINVAL);
+	char b[4];
+	assert_int_equal(weft_conn_recv(NULL, b, 4), -EINVAL);
+	run(2, bad_main, NULL);
+	weft_config c = cfg_workers(1);
+	c.conn_buffers = 1000;
+	assert_int_equal(weft_run(&c, bad_main, NULL, NULL), -EINVAL);
+	c.conn_buffers = 65536;
+	assert_int_equal(weft_run(&c, bad_main, NULL, NULL), -EINVAL);
+	c.conn_buffers = 0;
+	c.conn_buffer_size = (1u << 20) + 1;
+	assert_int_equal(weft_run(&c, bad_main, NULL, NULL), -EINVAL);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_conn_echo),
+		cmocka_unit_test(test_conn_echo_tiny_pool),
+		cmocka_unit_test(test_conn_backpressure),
+		cmocka_unit_test(test_conn_close_reset),
+		cmocka_unit_test(test_conn_cancel_deadline),
+		cmocka_unit_test(test_conn_buffers_return),
+		cmocka_unit_test(test_conn_bad_input),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

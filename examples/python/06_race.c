@@ -28,7 +28,9 @@
 #endif
 
 static long n_per_fiber = 2000000;
+#ifndef UNDER_TSAN
 static volatile long racy;        /* plain memory: the data race */
+#endif
 static long locked;               /* only touched under `lock` */
 static weft_mutex lock = WEFT_MUTEX_INIT;
 static atomic_long atomic_count;
@@ -38,10 +40,12 @@ struct adder {
 	unsigned workers; /* bit w: ran on worker w */
 };
 
+#ifndef UNDER_TSAN
 static void add_racy(void)
 {
 	racy++; /* load, add, store: the other core's store can fall between */
 }
+#endif
 
 static void add_locked(void)
 {

@@ -6,7 +6,7 @@
 #   examples/python/tour.sh [BUILD_DIR]        (default: build)
 #
 # Runs the programs of examples/python/ from BUILD_DIR/examples/python/,
-# about 15 s in all: parts a-f, then a fork-join and an echo server under
+# about 10 s in all: parts a-f, then a fork-join and an echo server under
 # load on every core.
 set -euo pipefail
 

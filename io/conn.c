@@ -9,20 +9,15 @@
  * owner's return list (ret, under ret_lock), which the owner drains at the
  * end of every reap.
  *
- * A conn's state is guarded by its spin lock (c->lock):
- *   armed       a multishot receive is in the kernel (on c->w's ring; its
- *               user_data is c->cop.ud, bit 63 set); false once its last
- *               CQE (no IORING_CQE_F_MORE) has been reaped;
+ * A conn is a multishot op (mshot.c: armed, waiter, cancel, stop) plus,
+ * under the same lock:
  *   head..tail  filled buffers not yet read (linked through pb->next, a
- *               per-bid array of c->w's pbuf), npend of them, off bytes of
- *               the head already read;
- *   eof, err    the receive saw the peer close / an error;
- *   waiter      the one fiber waiting on c: a reader (for data) or the
- *               closer (for !armed), with its park seq.
- * The reaper (c->w) appends and wakes the waiter; the reader copies out;
- * nobody else touches c. The reaper's last touch of c is its unlock (the
- * waiter rule of sync/waitq.c): the closer frees c only after it has
- * taken the lock itself and seen armed == false.
+ *               per-bid array of the pbuf of c->m.cop.w, the worker whose
+ *               ring it is armed on), npend of them, off bytes of the head
+ *               already read;
+ *   eof, err    the receive saw the peer close / an error.
+ * The reaper (that worker) appends and wakes the waiter; the reader copies
+ * out. The closer frees c only after weft__mshot_stop.
  *
  * Arming. A reader that finds nothing to read and no receive armed arms
  * one on the ring of the worker it runs on (so a conn follows its fiber
@@ -63,18 +58,14 @@ struct weft__pbuf {
 };
 
 struct weft_conn {
-	unsigned lock;
+	struct weft__mshot m; /* first: the CQE dispatch casts to it */
 	int fd;
 	bool plain; /* no buffer ring on this kernel: weft_recv */
-	bool armed, cancelling, eof;
+	bool eof;
 	int err;
-	struct weft__worker *w; /* the armed receive's ring, the bids' pbuf */
 	uint16_t head, tail;
 	unsigned npend;
 	uint32_t off;
-	weft_task *waiter;
-	uint32_t wseq;
-	struct weft__op cop; /* w, ud and the cancel-list link */
 };
 
 /* ---- the buffer ring (owner only, except give_back) ---------------------- */
@@ -199,14 +190,13 @@ void weft__pbuf_fini(struct weft__worker *w)
 
 /* ---- the reaper's side ----------------------------------------------------- */
 
-void weft__conn_cqe(struct weft__worker *w, struct io_uring_cqe *cqe)
+static void conn_cqe(struct weft__worker *w, struct weft__mshot *m,
+		     struct io_uring_cqe *cqe)
 {
-	struct weft_conn *c =
-		(struct weft_conn *)(uintptr_t)(cqe->user_data & WEFT__UD_ADDR);
+	struct weft_conn *c = (struct weft_conn *)m;
 	struct weft__pbuf *pb = w->pbuf;
 	int res = cqe->res;
-	bool more = cqe->flags & IORING_CQE_F_MORE;
-	weft__spin_lock(&c->lock);
+	weft__spin_lock(&m->lock);
 	if (cqe->flags & IORING_CQE_F_BUFFER) {
 		uint16_t bid = (uint16_t)(cqe->flags >> IORING_CQE_BUFFER_SHIFT);
 		if (res > 0) {
@@ -227,17 +217,10 @@ void weft__conn_cqe(struct weft__worker *w, struct io_uring_cqe *cqe)
 		atomic_store_explicit(&pb->starved, 1, memory_order_relaxed);
 	else if (res < 0 && res != -ECANCELED && !c->err)
 		c->err = res;
-	if (!more) {
-		c->armed = false;
-		c->cancelling = false;
-	} else if (c->npend >= CONN_HIWAT && !c->cancelling) {
-		c->cancelling = true;
-		weft__io_defer_cancel(&c->cop);
-	}
-	weft_task *f = c->waiter;
-	uint32_t seq = c->wseq;
-	c->waiter = NULL;
-	weft__spin_unlock(&c->lock); /* the last touch of c */
+	uint32_t seq;
+	weft_task *f = weft__mshot_seen(m, cqe->flags & IORING_CQE_F_MORE,
+					c->npend >= CONN_HIWAT, &seq);
+	weft__spin_unlock(&m->lock); /* the last touch of c */
 	if (f)
 		weft__wake_ex(f, seq, WEFT__R_WOKEN, true);
 }
@@ -256,8 +239,10 @@ weft_conn *weft_conn_open(int fd, int *err)
 		e = -ENOMEM;
 	if (err)
 		*err = e;
-	if (c)
+	if (c) {
+		c->m.cqe = conn_cqe;
 		c->fd = fd;
+	}
 	return c;
 }
 
@@ -266,8 +251,8 @@ int weft_conn_fd(const weft_conn *c)
 	return c ? c->fd : -EINVAL;
 }
 
-/* Arm the multishot receive on me's ring. Called with c->lock held and
- * !c->armed, c->npend == 0; returns with it held. false: no buffer ring
+/* Arm the multishot receive on me's ring. Called with the lock held, not
+ * armed and nothing pending; returns with it held. false: no buffer ring
  * here (c->plain is set if the kernel refused it for good). */
 static bool arm(weft_conn *c, struct weft__worker *me)
 {
@@ -276,35 +261,24 @@ static bool arm(weft_conn *c, struct weft__worker *me)
 			c->plain = true;
 		return false;
 	}
-	/* an old deferred cancel must not hit the new receive */
-	if (c->cop.w) {
-		weft__spin_unlock(&c->lock);
-		weft__io_unlist(&c->cop);
-		weft__spin_lock(&c->lock);
-	}
-	c->armed = true;
-	c->cancelling = false;
-	c->w = me;
-	c->cop.w = me;
-	c->cop.ud = weft__io_new_ud(me, c) | WEFT__UD_CONN;
-	uint64_t ud = c->cop.ud;
-	weft__spin_unlock(&c->lock);
+	uint64_t ud = weft__mshot_arm(&c->m, me);
+	weft__spin_unlock(&c->m.lock);
 	/* no CQE can come before the next submit, which is ours or later */
 	struct io_uring_sqe *sqe = weft__io_sqe(me);
 	io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
 	sqe->flags |= IOSQE_BUFFER_SELECT;
 	sqe->buf_group = 0;
 	io_uring_sqe_set_data64(sqe, ud);
-	me->inflight++;
-	me->io_dirty = true;
-	weft__spin_lock(&c->lock);
+	weft__mshot_queued(me);
+	weft__spin_lock(&c->m.lock);
 	return true;
 }
 
 /* Copy up to n pending bytes into buf (lock held, npend > 0). */
 static size_t take(weft_conn *c, char *buf, size_t n, struct weft__worker *me)
 {
-	struct weft__pbuf *pb = c->w->pbuf;
+	struct weft__worker *w = c->m.cop.w;
+	struct weft__pbuf *pb = w->pbuf;
 	size_t got = 0;
 	while (c->npend && got < n) {
 		uint16_t bid = c->head;
@@ -318,7 +292,7 @@ static size_t take(weft_conn *c, char *buf, size_t n, struct weft__worker *me)
 			c->head = pb->next[bid];
 			c->npend--;
 			c->off = 0;
-			give_back(c->w, bid, me);
+			give_back(w, bid, me);
 		}
 	}
 	return got;
@@ -339,46 +313,39 @@ ssize_t weft_conn_recv(weft_conn *c, void *buf, size_t n)
 		return e;
 	if (!n)
 		return 0;
-	weft__spin_lock(&c->lock);
+	weft__spin_lock(&c->m.lock);
 	for (;;) {
 		if (c->npend) {
 			size_t got = take(c, buf, n, me);
-			weft__spin_unlock(&c->lock);
+			weft__spin_unlock(&c->m.lock);
 			return (ssize_t)got;
 		}
 		if (c->err) {
 			e = c->err;
 			c->err = 0;
 			c->eof = true; /* as recv(2): the error once, then 0 */
-			weft__spin_unlock(&c->lock);
+			weft__spin_unlock(&c->m.lock);
 			return e;
 		}
 		if (c->eof) {
-			weft__spin_unlock(&c->lock);
+			weft__spin_unlock(&c->m.lock);
 			return 0;
 		}
-		if (c->waiter) {
-			weft__spin_unlock(&c->lock);
+		if (c->m.waiter) {
+			weft__spin_unlock(&c->m.lock);
 			return -EBUSY;
 		}
-		if (!c->armed) {
+		if (!c->m.armed) {
 			if (!arm(c, me)) {
-				weft__spin_unlock(&c->lock);
+				weft__spin_unlock(&c->m.lock);
 				/* no buffer ring (for now): one plain receive */
 				return weft_recv(c->fd, buf, n, 0);
 			}
 			continue; /* the lock was dropped: look again */
 		}
-		c->wseq = weft__park_begin(self, true);
-		c->waiter = self;
-		weft__spin_unlock(&c->lock);
-		int r = weft__park_wait(self);
-		/* (the reaper's unlock was its last touch; we take the lock) */
-		weft__spin_lock(&c->lock);
+		int r = weft__mshot_wait(&c->m, self);
 		if (r != WEFT__R_WOKEN) {
-			if (c->waiter == self)
-				c->waiter = NULL;
-			weft__spin_unlock(&c->lock);
+			weft__spin_unlock(&c->m.lock);
 			return weft__reason_err(r); /* data stays queued */
 		}
 		me = weft__worker_self(); /* we may have moved */
@@ -392,35 +359,15 @@ int weft_conn_close(weft_conn *c)
 	if (!c || !self)
 		return -EINVAL;
 	if (!c->plain) {
-		weft__spin_lock(&c->lock);
-		if (c->waiter) {
-			weft__spin_unlock(&c->lock);
-			return -EBUSY;
-		}
-		bool cancel = c->armed && !c->cancelling;
-		if (cancel)
-			c->cancelling = true;
-		weft__spin_unlock(&c->lock);
-		if (cancel)
-			weft__io_request_cancel(&c->cop);
-		weft__spin_lock(&c->lock);
-		while (c->armed) {
-			/* not cancellable: the kernel must let go of c first */
-			c->wseq = weft__park_begin(self, false);
-			c->waiter = self;
-			weft__spin_unlock(&c->lock);
-			weft__park_commit(self);
-			weft__spin_lock(&c->lock);
-		}
-		weft__spin_unlock(&c->lock);
-		if (c->cop.w)
-			weft__io_unlist(&c->cop);
+		int r = weft__mshot_stop(&c->m, self);
+		if (r)
+			return r;
 		me = weft__worker_self();
-		while (c->npend) {
+		struct weft__worker *w = c->m.cop.w;
+		for (; c->npend; c->npend--) {
 			uint16_t bid = c->head;
-			c->head = c->w->pbuf->next[bid];
-			c->npend--;
-			give_back(c->w, bid, me);
+			c->head = w->pbuf->next[bid];
+			give_back(w, bid, me);
 		}
 	}
 	int r = close(c->fd) ? -errno : 0;

@@ -52,4 +52,34 @@ static inline struct io_uring_sqe *weft__io_begin(struct weft__worker **wp,
 		return weft__io_submit_wait(w_, self_, &op_, sqe);          \
 	} while (0)
 
+/* ---- multishot ops (mshot.c): weft_conn, weft_listener -------------------
+ * One multishot SQE armed on the ring of worker w; its CQEs go to the
+ * object's cqe function on w (the reaper) while armed. The fields below
+ * are guarded by lock; waiter is the one fiber waiting on the object. */
+struct weft__mshot {
+	void (*cqe)(struct weft__worker *w, struct weft__mshot *m,
+		    struct io_uring_cqe *cqe);
+	unsigned lock;
+	bool armed;      /* in the kernel, until a CQE without F_MORE */
+	bool cancelling; /* an ASYNC_CANCEL is on its way */
+	weft_task *waiter;
+	uint32_t wseq;
+	struct weft__op cop; /* w (cop.w), user_data, the cancel-list link */
+};
+/* lock held, !armed: arm on me (drops and retakes the lock); the caller
+ * then preps the SQE with the returned user_data and calls mshot_queued */
+uint64_t weft__mshot_arm(struct weft__mshot *m,
+			 struct weft__worker *me) WEFT__HIDDEN;
+void weft__mshot_queued(struct weft__worker *me) WEFT__HIDDEN;
+/* reaper, lock held: a CQE seen; pressure: cancel now (back-pressure).
+ * Returns the waiter to wake after unlocking (and its seq in *seq). */
+weft_task *weft__mshot_seen(struct weft__mshot *m, bool more, bool pressure,
+			    uint32_t *seq) WEFT__HIDDEN;
+/* fiber, lock held: wait for the next CQE; returns the park reason with
+ * the lock held again */
+int weft__mshot_wait(struct weft__mshot *m, weft_task *self) WEFT__HIDDEN;
+/* fiber, lock NOT held: cancel, wait (not cancellably) until !armed;
+ * -EBUSY if a fiber waits on m. Then nothing else touches m. */
+int weft__mshot_stop(struct weft__mshot *m, weft_task *self) WEFT__HIDDEN;
+
 #endif

@@ -18,8 +18,10 @@
  * Parking: io_uring_submit_and_wait_timeout() up to the earliest timer
  * (EXT_ARG: no timeout SQE), which also flushes SQEs prepared this tick.
  *
- * user_data: TAG_WAKE and TAG_EFD below 4096; anything else is a pointer to
- * a struct weft__op whose completion the I/O layer handles (io/).
+ * user_data: TAG_WAKE and TAG_EFD below 4096; anything else is a 15-bit
+ * generation above a pointer (weft__io_new_ud): to a struct weft__op whose
+ * completion the I/O layer handles (io/), or with bit 63 set to a multishot
+ * op's struct weft__mshot (io/mshot.c).
  */
 
 #include <limits.h>
@@ -345,10 +347,10 @@ static void reap_n(struct weft__worker *w, unsigned room)
 		} else if (ud == TAG_EFD) {
 			rearm = true;
 		} else if (ud >= 4096) {
-			if (!(ud & WEFT__UD_CONN) || !(cqe->flags & IORING_CQE_F_MORE))
+			if (!(ud & WEFT__UD_MSHOT) || !(cqe->flags & IORING_CQE_F_MORE))
 				w->inflight--;
-			if (ud & WEFT__UD_CONN)
-				weft__conn_cqe(w, cqe);
+			if (ud & WEFT__UD_MSHOT)
+				weft__mshot_cqe(w, cqe);
 			else
 				op_complete((struct weft__op *)(uintptr_t)(ud &
 								WEFT__UD_ADDR),

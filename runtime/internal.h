@@ -469,10 +469,10 @@ void weft__io_request_cancel(struct weft__op *op) WEFT__HIDDEN;
 void weft__io_unlist(struct weft__op *op) WEFT__HIDDEN;
 void weft__io_defer_cancel(struct weft__op *op) WEFT__HIDDEN;
 uint64_t weft__io_new_ud(struct weft__worker *w, void *p) WEFT__HIDDEN;
-/* io/conn.c: multishot receives (user_data bit 63 set) */
-#define WEFT__UD_CONN (1ull << 63)
+/* io/mshot.c: multishot ops (weft_conn, weft_listener): user_data bit 63 */
+#define WEFT__UD_MSHOT (1ull << 63)
 #define WEFT__UD_ADDR ((1ull << 48) - 1)
-void weft__conn_cqe(struct weft__worker *w, struct io_uring_cqe *cqe) WEFT__HIDDEN;
+void weft__mshot_cqe(struct weft__worker *w, struct io_uring_cqe *cqe) WEFT__HIDDEN;
 void weft__pbuf_drain(struct weft__worker *w) WEFT__HIDDEN;
 void weft__pbuf_fini(struct weft__worker *w) WEFT__HIDDEN;
 

@@ -19,11 +19,19 @@
  *   second concurrent reader -> -EBUSY, close during a read -> -EBUSY
  *   (the conn stays usable);
  * - config: conn_buffers not a power of two, > 32768, conn_buffer_size >
- *   1 MiB -> weft_run returns -EINVAL.
+ *   1 MiB -> weft_run returns -EINVAL;
+ * - weft_listener (multishot accept): the echo above accepts through it
+ *   too; 300 connections made while nobody accepts (the accept pauses at
+ *   64 queued) are all accepted, each exactly once, with the peer address;
+ *   cancel / deadline of a fiber in weft_listener_accept, and a connection
+ *   made afterwards is accepted by the next call; under RLIMIT_NOFILE the
+ *   accept returns -EMFILE once and, with fds freed, serves again; close
+ *   with connections queued closes them (no fd leaks); bad input.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <stdbool.h>
 #include <string.h>
 #include <sys/socket.h>
 
@@ -57,6 +65,7 @@ struct echo {
 	int lfd;
 	uint16_t port;
 	size_t clients, bytes;
+	bool listener; /* accept through a weft_listener */
 	atomic_int done, bad, served, ids;
 };
 
@@ -97,8 +106,14 @@ static void *conn_fiber(void *arg)
 static void *acceptor(void *arg)
 {
 	struct echo *e = arg;
+	weft_listener *l = NULL;
+	if (e->listener) {
+		l = weft_listener_open(dup(e->lfd), NULL);
+		CHECK(l != NULL);
+	}
 	for (size_t i = 0; i < e->clients; i++) {
-		int fd = weft_accept(e->lfd, NULL, NULL);
+		int fd = l ? weft_listener_accept(l, NULL, NULL)
+			   : weft_accept(e->lfd, NULL, NULL);
 		CHECK(fd >= 0);
 		if (fd < 0)
 			break;
@@ -109,6 +124,8 @@ static void *acceptor(void *arg)
 		CHECK(t != NULL);
 		weft_detach(t);
 	}
+	if (l)
+		CHECK_EQ(weft_listener_close(l), 0);
 	return NULL;
 }
 
@@ -183,6 +200,7 @@ static void run_echo(unsigned workers, unsigned nbuf, unsigned bufsz,
 	int fds0 = fds_open();
 	struct echo e;
 	memset(&e, 0, sizeof e);
+	e.listener = nbuf != 8; /* the big pools accept through a listener */
 	e.clients = clients;
 	e.bytes = bytes;
 	reset_fails();
@@ -488,6 +506,174 @@ static void test_conn_bad_input(void **state)
 	assert_int_equal(weft_run(&c, bad_main, NULL, NULL), -EINVAL);
 }
 
+/* ---- weft_listener ------------------------------------------------------ */
+
+static uint16_t listen_port(int lfd)
+{
+	struct sockaddr_in sa;
+	socklen_t len = sizeof sa;
+	getsockname(lfd, (struct sockaddr *)&sa, &len);
+	return ntohs(sa.sin_port);
+}
+
+struct lblock {
+	weft_listener *l;
+	atomic_int started;
+	int r;
+};
+
+static void *blocked_acceptor(void *arg)
+{
+	struct lblock *b = arg;
+	atomic_store(&b->started, 1);
+	b->r = weft_listener_accept(b->l, NULL, NULL);
+	return NULL;
+}
+
+static void *listener_main(void *arg)
+{
+	(void)arg;
+	int lfd = weft_tcp_listen("127.0.0.1", 0, 4096);
+	CHECK(lfd >= 0);
+	uint16_t port = listen_port(lfd);
+	weft_listener *l = weft_listener_open(lfd, NULL);
+	CHECK(l != NULL);
+	CHECK_EQ(weft_listener_fd(l), lfd);
+
+	/* many connections while nobody accepts: paused, then all taken */
+	size_t n = scaled(300, 80);
+	int *cl = malloc(n * sizeof *cl);
+	struct sockaddr_in sa;
+	socklen_t len = sizeof sa;
+	/* arm it first: a deadline accept with nothing queued */
+	weft_deadline d;
+	weft_deadline_push(&d, 5 * MS);
+	CHECK_EQ(weft_listener_accept(l, NULL, NULL), -ETIMEDOUT);
+	weft_deadline_pop(&d);
+	for (size_t i = 0; i < n; i++)
+		cl[i] = weft_tcp_connect("127.0.0.1", port);
+	weft_sleep(50 * MS);
+	uint16_t *seen = calloc(65536, sizeof *seen);
+	for (size_t i = 0; i < n; i++) {
+		len = sizeof sa;
+		int fd = weft_listener_accept(l, (struct sockaddr *)&sa, &len);
+		CHECK(fd >= 0);
+		if (fd < 0)
+			break;
+		CHECK_EQ(len, sizeof sa);
+		CHECK_EQ(sa.sin_family, AF_INET);
+		seen[ntohs(sa.sin_port)]++;
+		close(fd);
+	}
+	for (size_t i = 0; i < n; i++) {
+		struct sockaddr_in me;
+		socklen_t ml = sizeof me;
+		getsockname(cl[i], (struct sockaddr *)&me, &ml);
+		CHECK_EQ(seen[ntohs(me.sin_port)], 1); /* each exactly once */
+		close(cl[i]);
+	}
+	free(seen);
+
+	/* cancel, then a later connection is not lost */
+	struct lblock b = {.l = l};
+	weft_task *t = weft_spawn(blocked_acceptor, &b);
+	wait_flag(&b.started);
+	weft_sleep(20 * MS);
+	CHECK_EQ(weft_listener_accept(l, NULL, NULL), -EBUSY);
+	CHECK_EQ(weft_listener_close(l), -EBUSY);
+	CHECK_EQ(weft_cancel(t), 0);
+	CHECK_EQ(weft_join(t, NULL), -ECANCELED);
+	CHECK_EQ(b.r, -ECANCELED);
+	int c1 = weft_tcp_connect("127.0.0.1", port);
+	int a1 = weft_listener_accept(l, NULL, NULL);
+	CHECK(a1 >= 0);
+	close(a1);
+	close(c1);
+
+	/* EMFILE: reported once, then accepting again. The kernel reads
+	 * RLIMIT_NOFILE when the accept is armed, so on a fresh listener: */
+	int lfd2 = weft_tcp_listen("127.0.0.1", 0, 16);
+	weft_listener *l2 = weft_listener_open(lfd2, NULL);
+	int c2 = weft_tcp_connect("127.0.0.1", listen_port(lfd2));
+	int c3 = weft_tcp_connect("127.0.0.1", listen_port(lfd2));
+	struct rlimit old, low;
+	getrlimit(RLIMIT_NOFILE, &old);
+	low = old;
+	low.rlim_cur = (rlim_t)fds_open() + 8;
+	setrlimit(RLIMIT_NOFILE, &low);
+	int fill[16], nfill = 0;
+	while (nfill < 16 && (fill[nfill] = dup(0)) >= 0)
+		nfill++; /* every fd below the limit in use */
+	int r = weft_listener_accept(l2, NULL, NULL);
+	while (nfill)
+		close(fill[--nfill]);
+	setrlimit(RLIMIT_NOFILE, &old);
+	CHECK_EQ(r, -EMFILE);
+	int a2 = weft_listener_accept(l2, NULL, NULL);
+	int a3 = weft_listener_accept(l2, NULL, NULL);
+	CHECK(a2 >= 0 && a3 >= 0);
+	close(a2);
+	close(a3);
+	CHECK_EQ(weft_listener_close(l2), 0);
+
+	/* close with connections queued: they are closed too */
+	for (size_t i = 0; i < 10; i++)
+		cl[i] = weft_tcp_connect("127.0.0.1", port);
+	int a4 = weft_listener_accept(l, NULL, NULL); /* armed again */
+	CHECK(a4 >= 0);
+	close(a4);
+	weft_sleep(20 * MS);
+	CHECK_EQ(weft_listener_close(l), 0);
+	for (size_t i = 0; i < 10; i++)
+		close(cl[i]);
+	close(c2);
+	close(c3);
+	free(cl);
+	return NULL;
+}
+
+static void test_listener(void **state)
+{
+	(void)state;
+	int fds0 = fds_open();
+	run(2, listener_main, NULL);
+	run(1, listener_main, NULL);
+	assert_int_equal(fds_open(), fds0);
+}
+
+static void *listener_bad_main(void *arg)
+{
+	(void)arg;
+	int err = 0;
+	CHECK(weft_listener_open(-1, &err) == NULL);
+	CHECK_EQ(err, -EBADF);
+	CHECK_EQ(weft_listener_accept(NULL, NULL, NULL), -EINVAL);
+	CHECK_EQ(weft_listener_close(NULL), -EINVAL);
+	CHECK_EQ(weft_listener_fd(NULL), -EINVAL);
+	int lfd = weft_tcp_listen("127.0.0.1", 0, 16);
+	weft_listener *l = weft_listener_open(lfd, NULL);
+	struct sockaddr_in sa;
+	CHECK_EQ(weft_listener_accept(l, (struct sockaddr *)&sa, NULL), -EFAULT);
+	CHECK_EQ(weft_listener_close(l), 0);
+	/* a socket that does not listen: the accept error comes back */
+	int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	l = weft_listener_open(s, NULL);
+	CHECK_EQ(weft_listener_accept(l, NULL, NULL), -EINVAL);
+	CHECK_EQ(weft_listener_close(l), 0);
+	return NULL;
+}
+
+static void test_listener_bad_input(void **state)
+{
+	(void)state;
+	int err = 0;
+	int fds0 = fds_open();
+	assert_null(weft_listener_open(3, &err));
+	assert_int_equal(err, -EINVAL);
+	run(1, listener_bad_main, NULL);
+	assert_int_equal(fds_open(), fds0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -498,6 +684,8 @@ int main(void)
 		cmocka_unit_test(test_conn_cancel_deadline),
 		cmocka_unit_test(test_conn_buffers_return),
 		cmocka_unit_test(test_conn_bad_input),
+		cmocka_unit_test(test_listener),
+		cmocka_unit_test(test_listener_bad_input),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

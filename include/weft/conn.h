@@ -1,4 +1,4 @@
-/* weft/conn.h — a server-side stream connection with multishot receive.
+/* weft/conn.h — server-oriented sockets on multishot io_uring ops.
  *
  * weft_recv arms one receive per call. A weft_conn arms ONE multishot
  * receive (IORING_RECV_MULTISHOT) on the worker ring and keeps it armed:
@@ -11,10 +11,14 @@
  * one that finds the pool empty re-arms when it is next read. Without
  * buffer rings (old kernels) a weft_conn falls back to weft_recv.
  *
- * Fiber only; one reader at a time; sends are plain weft_send(fd). */
+ * A weft_listener arms one multishot accept and queues the connections it
+ * brings (64 queued pause it until they are taken).
+ *
+ * Fiber only; one reader (acceptor) at a time; sends are weft_send(fd). */
 #ifndef WEFT_CONN_H
 #define WEFT_CONN_H
 
+#include <sys/socket.h>
 #include <sys/types.h>
 
 #include "common.h"
@@ -46,5 +50,23 @@ WEFT_API int weft_conn_fd(const weft_conn *c);
  * it first; c is left open), -EINVAL if c is NULL or the caller is not a
  * fiber, or the error of close(2) (c is freed all the same). */
 WEFT_API int weft_conn_close(weft_conn *c);
+
+typedef struct weft_listener weft_listener;
+
+/* Wrap a listening socket (weft_tcp_listen, weft_unix_listen); it owns lfd
+ * from now on. NULL with *err: -EBADF, -EINVAL (not a fiber), -ENOMEM. */
+WEFT_API weft_listener *weft_listener_open(int lfd, int *err);
+/* The next connection, as weft_accept (close-on-exec, TCP_NODELAY; sa/len
+ * from getpeername, *len 0 if that failed). Returns the fd, or -ECANCELED,
+ * -ETIMEDOUT (a connection that arrives later stays queued), -EBUSY
+ * (another fiber waits on l), -EINVAL (l NULL, not a fiber), -EFAULT (sa
+ * without len), or an accept error once (-EMFILE, -ENFILE, ...: the next
+ * call accepts again). */
+WEFT_API int weft_listener_accept(weft_listener *l, struct sockaddr *sa,
+				  socklen_t *len);
+WEFT_API int weft_listener_fd(const weft_listener *l);
+/* Stop accepting, close queued connections and lfd, free l. Same returns
+ * as weft_conn_close. */
+WEFT_API int weft_listener_close(weft_listener *l);
 
 #endif

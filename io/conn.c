@@ -60,7 +60,9 @@ struct weft__pbuf {
 struct weft_conn {
 	struct weft__mshot m; /* first: the CQE dispatch casts to it */
 	int fd;
-	bool plain; /* no buffer ring on this kernel: weft_recv */
+	bool plain;    /* no buffer ring or multishot on this kernel: weft_recv */
+	bool got_data; /* a receive has brought data (under m.lock) */
+	bool nomulti;  /* the multishot receive was refused (under m.lock) */
 	bool eof;
 	int err;
 	uint16_t head, tail;
@@ -215,8 +217,12 @@ static void conn_cqe(struct weft__worker *w, struct weft__mshot *m,
 		c->eof = true;
 	else if (res == -ENOBUFS)
 		atomic_store_explicit(&pb->starved, 1, memory_order_relaxed);
+	else if (res == -EINVAL && !c->got_data)
+		c->nomulti = true; /* buffer rings, no multishot receive (5.19) */
 	else if (res < 0 && res != -ECANCELED && !c->err)
 		c->err = res;
+	if (res > 0)
+		c->got_data = true;
 	uint32_t seq;
 	weft_task *f = weft__mshot_seen(m, cqe->flags & IORING_CQE_F_MORE,
 					c->npend >= CONN_HIWAT, &seq);
@@ -334,6 +340,11 @@ ssize_t weft_conn_recv(weft_conn *c, void *buf, size_t n)
 		if (c->m.waiter) {
 			weft__spin_unlock(&c->m.lock);
 			return -EBUSY;
+		}
+		if (c->nomulti && !c->m.armed) {
+			c->plain = true; /* from now on: weft_recv */
+			weft__spin_unlock(&c->m.lock);
+			return weft_recv(c->fd, buf, n, 0);
 		}
 		if (!c->m.armed) {
 			if (!arm(c, me)) {

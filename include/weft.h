@@ -10,6 +10,8 @@
 #include "weft/sync.h"
 #include "weft/group.h"
 #include "weft/blocking.h"
+#include "weft/metrics.h"
+#include "weft/debug.h"
 #include "weft/io.h"
 #include "weft/net.h"
 #include "weft/conn.h"

@@ -269,6 +269,7 @@ int weft__io_submit_wait(struct weft__worker *w, weft_task *self,
 		io_uring_sqe_set_data64(t, TAG_IGNORE);
 	}
 	w->inflight++;
+	WEFT__M_IO_SUBMIT(w, self, sqe); /* metrics and dump (internal.h) */
 	w->io_dirty = true;
 	atomic_store(&op->seq, weft__park_begin(self, true));
 	int r = weft__park_commit(self);
@@ -347,8 +348,10 @@ static void reap_n(struct weft__worker *w, unsigned room)
 		} else if (ud == TAG_EFD) {
 			rearm = true;
 		} else if (ud >= 4096) {
-			if (!(ud & WEFT__UD_MSHOT) || !(cqe->flags & IORING_CQE_F_MORE))
+			if (!(ud & WEFT__UD_MSHOT) || !(cqe->flags & IORING_CQE_F_MORE)) {
 				w->inflight--;
+				WEFT__M_IO_DONE(w); /* metrics (internal.h) */
+			}
 			if (ud & WEFT__UD_MSHOT)
 				weft__mshot_cqe(w, cqe);
 			else

@@ -338,6 +338,7 @@ int weft_blocking(void *(*fn)(void *), void *arg, void **result)
 		return -EAGAIN;
 	}
 	/* announce the park before a pool thread can see the request */
+	weft__wait_note(self, WEFT__W_BLOCKING, 0, (uintptr_t)fn);
 	req.seq = weft__park_begin(self, true);
 	q_push(p, &req);
 	if (p->queued > p->idle && p->nthreads < p->max_threads &&
@@ -377,4 +378,19 @@ int weft_blocking(void *(*fn)(void *), void *arg, void **result)
 		pthread_mutex_unlock(&p->lock);
 		r = weft__park_commit(self);
 	}
+}
+
+/* Gauges for weft_metrics_get (metrics.c), under the pool's lock. */
+void weft__blocking_stats(struct weft__rt *rt, unsigned *threads,
+			  unsigned *idle, unsigned *queued)
+{
+	struct weft__blocking *p = rt->blocking;
+	*threads = *idle = *queued = 0;
+	if (!p)
+		return;
+	pthread_mutex_lock(&p->lock);
+	*threads = p->nthreads;
+	*idle = p->idle;
+	*queued = p->queued;
+	pthread_mutex_unlock(&p->lock);
 }

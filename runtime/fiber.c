@@ -173,7 +173,10 @@ static inline weft_task *self_fiber(struct weft__worker **wp)
 	return w ? w->cur : NULL;
 }
 
-weft_task *weft__spawn_flags(void *(*fn)(void *), void *arg, uint32_t extra)
+/* site: where it was spawned (a return address), for the dump and the
+ * never-joined report (dump.c) */
+weft_task *weft__spawn_flags(void *(*fn)(void *), void *arg, uint32_t extra,
+			     const void *site)
 {
 	struct weft__rt *rt = atomic_load_explicit(&weft__rt_cur,
 						   memory_order_acquire);
@@ -185,14 +188,20 @@ weft_task *weft__spawn_flags(void *(*fn)(void *), void *arg, uint32_t extra)
 	weft_task *f = weft__slab_get(&rt->fibers, w ? &w->fcache : NULL);
 	if (!f)
 		return NULL;
-	f->fn = fn;
+	/* relaxed atomics for what the dump reads (fn, id, name): on x86 and
+	 * arm64 plain stores, but not a data race with a concurrent dump */
+	__atomic_store_n(&f->fn, fn, __ATOMIC_RELAXED);
 	f->arg = arg;
 	f->result = NULL;
 	f->next = NULL;
 	f->heap_idx = -1;
 	f->timer_w = NULL;
 	f->deadline = 0;
-	f->name = NULL;
+	__atomic_store_n(&f->name, NULL, __ATOMIC_RELAXED);
+	atomic_store_explicit(&f->wait, 0, memory_order_relaxed);
+	atomic_store_explicit(&f->last_worker, 0xffff, memory_order_relaxed);
+	__atomic_store_n(&weft__task_side(f)->spawn_site, site,
+			 __ATOMIC_RELAXED);
 	f->join_seq = 0;
 	memset(&f->ctx, 0, sizeof f->ctx);
 	atomic_store_explicit(&f->join_word,
@@ -203,16 +212,19 @@ weft_task *weft__spawn_flags(void *(*fn)(void *), void *arg, uint32_t extra)
 			      WEFT__PW(WEFT__PW_SEQ(s), 0, 0, WEFT__RUNNING),
 			      memory_order_relaxed);
 	if (w) {
-		f->id = ++w->next_id * rt->nworkers + w->index + 1;
+		__atomic_store_n(&f->id, ++w->next_id * rt->nworkers + w->index + 1,
+				 __ATOMIC_RELAXED);
 		atomic_store_explicit(&w->spawned,
 				      atomic_load_explicit(&w->spawned,
 							   memory_order_relaxed) +
 					      1,
 				      memory_order_release);
 	} else {
-		f->id = atomic_fetch_add(&rt->ext_ids, 1) * rt->nworkers +
-			rt->nworkers + 1;
-		f->id |= 1ull << 62;
+		__atomic_store_n(&f->id,
+				 (atomic_fetch_add(&rt->ext_ids, 1) * rt->nworkers +
+				  rt->nworkers + 1) |
+					 1ull << 62,
+				 __ATOMIC_RELAXED);
 		atomic_fetch_add(&rt->ext_spawned, 1);
 	}
 	/* seq_cst: pairs with weft__begin_shutdown (store shutdown, then scan
@@ -229,7 +241,7 @@ weft_task *weft_spawn(void *(*fn)(void *), void *arg)
 	bool foreign = !weft__worker_self();
 	if (foreign)
 		weft__foreign_enter();
-	weft_task *f = weft__spawn_flags(fn, arg, 0);
+	weft_task *f = weft__spawn_flags(fn, arg, 0, __builtin_return_address(0));
 	if (foreign)
 		weft__foreign_exit();
 	return f;
@@ -254,6 +266,7 @@ int weft_join(weft_task *t, void **result)
 	/* acquire: pairs with the exit's exchange (result) */
 	uintptr_t j = atomic_load_explicit(&t->join_word, memory_order_acquire);
 	while (j != WEFT__JOIN_DONE) {
+		weft__wait_note(self, WEFT__W_JOIN, 0, t->id);
 		uint32_t seq = weft__park_begin(self, !propagated);
 		t->join_seq = seq;
 		uintptr_t expect = 0;
@@ -352,13 +365,17 @@ void weft_yield(void)
 		return;
 	if (weft__dq_len(&w->dq) == 0 && weft__inject_empty(&w->rt->inject)) {
 		/* alone: only the ring and timers could make work */
-		if (++w->dq.tick % WEFT_EVENT_INTERVAL)
+		if (++w->dq.tick % WEFT_EVENT_INTERVAL == 0) {
+			if (weft__timers_next(w) != UINT64_MAX)
+				weft__timers_fire(w, weft__clock());
+			weft__ring_poll(w);
+		}
+		if (weft__dq_len(&w->dq) == 0) {
+			/* it did yield: a resume for the metrics, and a
+			 * fresh slice for the watchdog (dump.c) */
+			WEFT__BUMP(w->m_polls, 1);
 			return;
-		if (weft__timers_next(w) != UINT64_MAX)
-			weft__timers_fire(w, weft__clock());
-		weft__ring_poll(w);
-		if (weft__dq_len(&w->dq) == 0)
-			return;
+		}
 	}
 	weft__switch_out(w, self, WEFT__ACT_YIELD);
 }
@@ -385,6 +402,7 @@ int weft_sleep(uint64_t ns)
 	if (by_deadline)
 		when = dl;
 	for (;;) {
+		weft__wait_note(self, WEFT__W_SLEEP, 0, ns / 1000000u);
 		uint32_t seq = weft__park_begin(self, true);
 		int r = weft__timer_add(w, self, when, seq);
 		if (r) {
@@ -426,6 +444,26 @@ uint64_t weft_self_id(void)
 }
 
 uint64_t weft_task_id(const weft_task *t) { return t ? t->id : 0; }
+
+int weft_task_set_name(weft_task *t, const char *name)
+{
+	if (!t && !(t = weft__self(NULL)))
+		return -EINVAL;
+	/* acquire: pairs with spawn's seq_cst store of F_ALLOC */
+	if (!(atomic_load_explicit(&t->flags, memory_order_acquire) &
+	      WEFT__F_ALLOC))
+		return -EINVAL;
+	/* relaxed: the dump and the watchdog read it racily */
+	__atomic_store_n(&t->name, name, __ATOMIC_RELAXED);
+	return 0;
+}
+
+const char *weft_task_name(const weft_task *t)
+{
+	if (!t && !(t = weft__self(NULL)))
+		return NULL;
+	return __atomic_load_n(&t->name, __ATOMIC_RELAXED);
+}
 
 /* ---- deadline scopes --------------------------------------------------------- */
 

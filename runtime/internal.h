@@ -21,6 +21,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 
 #include "weft.h"
 
@@ -152,6 +153,7 @@ struct weft_task {
 	struct weft_task *next; /* link: inject queue, free lists (owner of list) */
 	_Atomic uint64_t park;  /* the park word */
 	_Atomic uint32_t flags;
+	_Atomic uint32_t wait_ms; /* dump.c: coarse ms clock at its last wait */
 	void *(*fn)(void *);
 	void *arg;
 	void *result;
@@ -161,16 +163,20 @@ struct weft_task {
 	/* timer: owned by timer_w's heap lock while heap_idx >= 0 */
 	int32_t heap_idx;
 	_Atomic uint32_t qtick; /* tick of its last push (deque.c fairness) */
+	_Atomic uint16_t last_worker; /* dump.c: the worker it last ran on */
 	uint64_t id;
 	struct weft__worker *timer_w;
 	uint64_t deadline; /* innermost deadline scope, 0: none */
 	const char *name;
+	/* dump.c: what its last wait waits on (weft__wait_note) */
+	_Atomic uint64_t wait;
 } __attribute__((aligned(WEFT__CACHELINE)));
 
 /* ---- slab (slab.c) -------------------------------------------------------- */
 struct weft__slab {
 	pthread_mutex_t lock;
 	size_t isz, link_off;
+	size_t side_sz; /* bytes of side data per item (weft__slab_side) */
 	void *chunks; /* newest first; the newest is being carved */
 	void *free;   /* under lock */
 	size_t nfree;
@@ -179,8 +185,8 @@ struct weft__slab_cache { /* per worker, owner only */
 	void *head;
 	size_t n;
 };
-void weft__slab_init(struct weft__slab *s, size_t isz,
-		     size_t link_off) WEFT__HIDDEN;
+void weft__slab_init(struct weft__slab *s, size_t isz, size_t link_off,
+		     size_t side_sz) WEFT__HIDDEN;
 void weft__slab_fini(struct weft__slab *s) WEFT__HIDDEN;
 void *weft__slab_get(struct weft__slab *s,
 		     struct weft__slab_cache *c) WEFT__HIDDEN;
@@ -188,6 +194,19 @@ void weft__slab_put(struct weft__slab *s, struct weft__slab_cache *c,
 		    void *p) WEFT__HIDDEN;
 void weft__slab_walk(struct weft__slab *s, void (*fn)(void *, void *),
 		     void *ctx) WEFT__HIDDEN;
+/* Side data: each chunk holds its items and then, apart, side_sz bytes per
+ * item for cold data (a fiber's spawn site), so the items stay small. The
+ * layout is fixed by these constants, so with constant isz and side_sz this
+ * is a mask, a shift and an add. */
+#define WEFT__SLAB_CHUNK (2u << 20)
+#define WEFT__SLAB_HDR WEFT__CACHELINE
+static inline void *weft__slab_side(void *item, size_t isz, size_t side_sz)
+{
+	uintptr_t c = (uintptr_t)item & ~(uintptr_t)(WEFT__SLAB_CHUNK - 1);
+	size_t cap = (WEFT__SLAB_CHUNK - WEFT__SLAB_HDR) / (isz + side_sz);
+	size_t idx = ((uintptr_t)item - c - WEFT__SLAB_HDR) / isz;
+	return (char *)c + WEFT__SLAB_HDR + cap * isz + idx * side_sz;
+}
 
 /* ---- deque: the per-worker stealable ring (deque.c) ---------------------- */
 struct weft__deque {
@@ -326,6 +345,23 @@ struct weft__worker {
 	/* counters, written by the owner (release), summed by anyone */
 	_Atomic uint64_t spawned, exited;
 
+	/* ---- observability (metrics.c, dump.c) ----------------------------
+	 * Counters written by the owner only, as a relaxed load + store
+	 * (WEFT__BUMP: no RMW, no bus lock on the hot path), read by anyone
+	 * with relaxed loads: weft_metrics_get sums them, the watchdog
+	 * samples m_polls. */
+	_Atomic uint64_t m_polls;   /* fibers resumed (and lone yields) */
+	_Atomic uint64_t m_steals;  /* successful steals from other workers */
+	_Atomic uint64_t m_stolen;  /* fibers those steals moved here */
+	_Atomic uint64_t m_parks;   /* times it went to sleep (park) */
+	_Atomic uint64_t m_unparks; /* times another thread woke it */
+	_Atomic uint64_t m_io_sub, m_io_done; /* ring ops submitted, reaped */
+	_Atomic uint64_t m_busy_ns;    /* time awake before m_busy_since */
+	_Atomic uint64_t m_busy_since; /* weft__clock() when it woke, 0 asleep */
+	/* the fiber it runs now, NULL in its scheduler: release store at each
+	 * switch, paired with the acquire loads of the watchdog and the dump */
+	_Atomic(weft_task *) running;
+
 	pthread_t thread;
 	int start_err;
 	void *altstack_save;
@@ -373,6 +409,13 @@ struct weft__rt {
 	pthread_cond_t gate_cond;
 	unsigned gate_arrived, gate_expected;
 	void *main_result;
+
+	/* ---- observability (dump.c), set by weft_run before any worker */
+	unsigned slow_ms;          /* slow-fiber watchdog threshold, 0: off */
+	int dump_signal;           /* the signal that dumps, 0: none */
+	bool unjoined_report;      /* report never-joined tasks at the end */
+	uint64_t start_ns;         /* weft__clock() at start */
+	struct weft__monitor *mon; /* watchdog / dump-signal thread, or NULL */
 };
 
 /* the one running runtime (NULL when none); set by weft_run */
@@ -402,8 +445,8 @@ void weft__worker_set(struct weft__worker *w) WEFT__HIDDEN;
 void weft__cancel_all(struct weft__rt *rt) WEFT__HIDDEN;
 void weft__fiber_finish(struct weft__worker *w, weft_task *f) WEFT__HIDDEN;
 bool weft__fiber_start(struct weft__worker *w, weft_task *f) WEFT__HIDDEN;
-weft_task *weft__spawn_flags(void *(*fn)(void *), void *arg,
-			     uint32_t extra) WEFT__HIDDEN;
+weft_task *weft__spawn_flags(void *(*fn)(void *), void *arg, uint32_t extra,
+			     const void *site) WEFT__HIDDEN;
 
 /* sched.c: parking ("the park handshake") */
 uint32_t weft__park_begin(weft_task *self, bool cancellable) WEFT__HIDDEN;
@@ -497,5 +540,95 @@ static inline uint64_t weft__rand(struct weft__worker *w)
 }
 
 void weft__die(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2))) WEFT__HIDDEN;
+
+/* ---- observability (metrics.c, dump.c) ------------------------------------ */
+
+/* An owner-only counter: a relaxed load and store, not an RMW (readers
+ * sum with relaxed loads; a count may lag, never tear). */
+#define WEFT__BUMP(a, n)                                                    \
+	atomic_store_explicit(                                              \
+		&(a), atomic_load_explicit(&(a), memory_order_relaxed) + (n), \
+		memory_order_relaxed)
+
+/* ms of CLOCK_MONOTONIC_COARSE, low 32 bits (wraps after 49 days; only
+ * differences are used). ~3 ns: no clock read, one vDSO variable. */
+static inline uint32_t weft__coarse_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+	return (uint32_t)((uint64_t)ts.tv_sec * 1000u +
+			  (uint64_t)ts.tv_nsec / 1000000u);
+}
+
+/* What a parked fiber waits on (dump.c prints it). */
+enum weft__wait_kind {
+	WEFT__W_NONE = 0,
+	WEFT__W_SLEEP,     /* obj: the sleep's length in ms */
+	WEFT__W_JOIN,      /* obj: id of the task joined */
+	WEFT__W_WAIT_ANY,  /* obj: number of tasks */
+	WEFT__W_CHAN_SEND, /* obj: the channel */
+	WEFT__W_CHAN_RECV,
+	WEFT__W_SELECT,    /* obj: number of cases */
+	WEFT__W_MUTEX,     /* obj: the object, for these five */
+	WEFT__W_COND,
+	WEFT__W_SEM,
+	WEFT__W_WG,
+	WEFT__W_EVENT,
+	WEFT__W_GROUP,
+	WEFT__W_BLOCKING,  /* obj: the function run on the pool */
+	WEFT__W_IO,        /* op: io_uring opcode, obj: the fd */
+	WEFT__W_NKINDS
+};
+/* Record what f (the caller) is about to wait on, and since when: called
+ * before every park_begin. Relaxed: the dump reads it racily and says so. */
+static inline void weft__wait_note(weft_task *f, unsigned kind, unsigned op,
+				   uint64_t obj)
+{
+	atomic_store_explicit(&f->wait,
+			      (uint64_t)kind << 56 | (uint64_t)(op & 0xff) << 48 |
+				      (obj & 0xffffffffffffull),
+			      memory_order_relaxed);
+	atomic_store_explicit(&f->wait_ms, weft__coarse_ms(),
+			      memory_order_relaxed);
+}
+#define WEFT__WAIT_KIND(w) ((unsigned)((w) >> 56))
+#define WEFT__WAIT_OP(w) ((unsigned)((w) >> 48) & 0xff)
+#define WEFT__WAIT_OBJ(w) ((w)&0xffffffffffffull)
+
+/* io/uring.c's one-line hooks: an op queued by f on w's ring (counted,
+ * and noted as f's wait), an op's completion reaped */
+#define WEFT__M_IO_SUBMIT(w, f, sqe)                                        \
+	(WEFT__BUMP((w)->m_io_sub, 1),                                      \
+	 weft__wait_note((f), WEFT__W_IO, (sqe)->opcode, (uint32_t)(sqe)->fd))
+#define WEFT__M_IO_DONE(w) WEFT__BUMP((w)->m_io_done, 1)
+
+/* a fiber's cold data, in its slab chunk's side area (slab.c) */
+struct weft__task_side {
+	const void *spawn_site; /* return address of the spawn call */
+};
+static inline struct weft__task_side *weft__task_side(weft_task *t)
+{
+	return weft__slab_side(t, sizeof(weft_task),
+			       sizeof(struct weft__task_side));
+}
+
+/* the calling fiber resumed on w (sched.c, at every switch to a fiber) */
+static inline void weft__m_resume(struct weft__worker *w, weft_task *t)
+{
+	WEFT__BUMP(w->m_polls, 1);
+	atomic_store_explicit(&t->last_worker, (uint16_t)w->index,
+			      memory_order_relaxed);
+	atomic_store_explicit(&w->running, t, memory_order_release);
+}
+
+/* dump.c */
+int weft__monitor_start(struct weft__rt *rt) WEFT__HIDDEN;
+void weft__monitor_stop(struct weft__rt *rt) WEFT__HIDDEN;
+void weft__report_unjoined(struct weft__rt *rt) WEFT__HIDDEN;
+/* timer.c: timers pending in w's heap, read under its lock */
+uint32_t weft__timers_len(struct weft__worker *w) WEFT__HIDDEN;
+/* blocking.c: the pool's gauges, read under its lock */
+void weft__blocking_stats(struct weft__rt *rt, unsigned *threads,
+			  unsigned *idle, unsigned *queued) WEFT__HIDDEN;
 
 #endif

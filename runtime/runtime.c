@@ -15,6 +15,7 @@
 #include <limits.h>
 #include <pthread.h>
 #include <sched.h>
+#include <signal.h>
 #include <stddef.h>
 #include <string.h>
 #include <time.h>
@@ -70,6 +71,48 @@ static int parse_size(const char *s, uint64_t *out)
 	if (*s || (shift && v > (UINT64_MAX >> shift)))
 		return -EINVAL;
 	*out = v << shift;
+	return 0;
+}
+
+/* the observability knobs (dump.c): config first, then the environment */
+static int debug_config(weft_config *c)
+{
+	const char *e;
+	uint64_t v;
+	if (c->slow_ms == 0 && (e = getenv("WEFT_SLOW_MS")) && *e) {
+		if (parse_size(e, &v) || v > UINT_MAX)
+			return -EINVAL;
+		c->slow_ms = (unsigned)v;
+	}
+	if (c->dump_signal == 0 && (e = getenv("WEFT_DUMP_SIGNAL")) && *e) {
+		if (!strncmp(e, "SIG", 3))
+			e += 3;
+		if (!strcmp(e, "QUIT"))
+			c->dump_signal = SIGQUIT;
+		else if (!strcmp(e, "USR1"))
+			c->dump_signal = SIGUSR1;
+		else if (!strcmp(e, "USR2"))
+			c->dump_signal = SIGUSR2;
+		else if (!parse_size(e, &v) && v < (uint64_t)SIGRTMIN)
+			c->dump_signal = (int)v;
+		else
+			return -EINVAL;
+	}
+	if (c->dump_signal < -1 || c->dump_signal == SIGKILL ||
+	    c->dump_signal == SIGSTOP || c->dump_signal == SIGSEGV ||
+	    c->dump_signal == SIGBUS || c->dump_signal >= SIGRTMIN)
+		return -EINVAL;
+	if (c->unjoined_report == 0 && (e = getenv("WEFT_UNJOINED_REPORT")) &&
+	    *e) {
+		if (!strcmp(e, "0"))
+			c->unjoined_report = -1;
+		else if (!strcmp(e, "1"))
+			c->unjoined_report = 1;
+		else
+			return -EINVAL;
+	}
+	if (c->unjoined_report < -1 || c->unjoined_report > 1)
+		return -EINVAL;
 	return 0;
 }
 
@@ -205,6 +248,9 @@ int weft_run(const weft_config *cfg, void *(*main_fn)(void *), void *arg,
 	}
 	if (c.stack_size < WEFT__STACK_MIN || c.stack_size > WEFT__STACK_MAX)
 		return -EINVAL;
+	int dr = debug_config(&c);
+	if (dr)
+		return dr;
 	if (c.ring_entries == 0)
 		c.ring_entries = 256;
 	if (c.ring_entries < 4) /* an op and its linked timeout go in one submit */
@@ -244,13 +290,17 @@ int weft_run(const weft_config *cfg, void *(*main_fn)(void *), void *arg,
 		goto out_running;
 	rt->nworkers = c.workers;
 	rt->ring_entries = c.ring_entries;
+	rt->slow_ms = c.slow_ms;
+	rt->dump_signal = c.dump_signal > 0 ? c.dump_signal : 0;
+	rt->unjoined_report = c.unjoined_report >= 0;
+	rt->start_ns = weft__clock();
 	rt->blocking_threads = c.blocking_threads;
 	rt->blocking_queue = c.blocking_queue;
 	rt->conn_buffers = c.conn_buffers;
 	rt->conn_buffer_size = c.conn_buffer_size;
 	weft__inject_init(&rt->inject);
 	weft__slab_init(&rt->fibers, sizeof(weft_task),
-			offsetof(weft_task, next));
+			offsetof(weft_task, next), sizeof(struct weft__task_side));
 	pthread_mutex_init(&rt->gate_lock, NULL);
 	pthread_cond_init(&rt->gate_cond, NULL);
 	rt->gate_expected = c.workers;
@@ -274,6 +324,10 @@ int weft_run(const weft_config *cfg, void *(*main_fn)(void *), void *arg,
 		goto out_rt;
 	if ((err = weft__blocking_init(rt)))
 		goto out_rt;
+	if ((err = weft__monitor_start(rt))) {
+		weft__blocking_fini(rt);
+		goto out_rt;
+	}
 
 	struct weft__worker *w0 = &rt->workers[0];
 	/* publish before any thread starts (acquire in weft_spawn) */
@@ -296,7 +350,8 @@ int weft_run(const weft_config *cfg, void *(*main_fn)(void *), void *arg,
 	w0->start_err = worker_setup(w0);
 	if (!w0->start_err && !err) {
 		weft__worker_set(w0);
-		if (!weft__spawn_flags(main_fn, arg, WEFT__F_MAIN))
+		if (!weft__spawn_flags(main_fn, arg, WEFT__F_MAIN,
+				       __builtin_return_address(0)))
 			w0->start_err = -ENOMEM;
 	}
 	gate_arrive(rt);
@@ -306,6 +361,7 @@ int weft_run(const weft_config *cfg, void *(*main_fn)(void *), void *arg,
 	worker_teardown(w0);
 	for (unsigned i = 1; i < started; i++)
 		pthread_join(rt->workers[i].thread, NULL);
+	weft__monitor_stop(rt);
 	weft__blocking_fini(rt);
 	if (!err && result)
 		*result = rt->main_result;
@@ -315,6 +371,8 @@ int weft_run(const weft_config *cfg, void *(*main_fn)(void *), void *arg,
 	atomic_store(&weft__rt_cur, NULL);
 	while (atomic_load(&weft__foreign_busy))
 		sched_yield();
+	if (!err && rt->unjoined_report)
+		weft__report_unjoined(rt);
 	for (unsigned i = 0; i < rt->nworkers; i++)
 		weft__ring_fini(&rt->workers[i]);
 out_rt:

@@ -207,6 +207,10 @@ void weft__switch_out(struct weft__worker *w, weft_task *self, int action)
 	weft_task *next = next_ready(w);
 	struct weft__ctx *to = next ? &next->ctx : &w->sched;
 	w->cur = next;
+	if (next)
+		weft__m_resume(w, next);
+	else /* release: pairs with the watchdog's acquire (dump.c) */
+		atomic_store_explicit(&w->running, NULL, memory_order_release);
 	ctx_jump(&self->ctx, to, action == WEFT__ACT_EXIT);
 	/* resumed, maybe on another worker: re-read the TLS */
 	weft__after_switch(weft__worker_self());
@@ -298,6 +302,9 @@ int weft__park_commit(weft_task *self)
 	/* NOTIFIED before we left, or RUNNABLE after */
 	atomic_store_explicit(&self->park, WEFT__PW(seq, 0, 0, WEFT__RUNNING),
 			      memory_order_relaxed);
+	/* the wait is over: a later park without a note reads "unknown" in
+	 * the dump, not this one (relaxed: the dump reads it racily) */
+	atomic_store_explicit(&self->wait, 0, memory_order_relaxed);
 	return WEFT__PW_REASON(s);
 }
 
@@ -368,6 +375,14 @@ bool weft__wake_ex(weft_task *f, uint32_t seq, int reason, bool fifo)
 
 /* ---- the scheduler context ------------------------------------------------- */
 
+/* A steal moved t, and what is now in w's (empty before) ring, to w. */
+static weft_task *stolen(struct weft__worker *w, weft_task *t)
+{
+	WEFT__BUMP(w->m_steals, 1);
+	WEFT__BUMP(w->m_stolen, 1 + weft__dq_len(&w->dq));
+	return t;
+}
+
 static weft_task *steal_any(struct weft__worker *w)
 {
 	struct weft__rt *rt = w->rt;
@@ -388,14 +403,14 @@ static weft_task *steal_any(struct weft__worker *w)
 		uint64_t word = weft__dq_word(&v->dq);
 		unsigned len = weft__dq_word_len(word);
 		if (len >= 2 && (t = weft__dq_steal(&v->dq, &w->dq, NULL)))
-			return t;
+			return stolen(w, t);
 		if (len == 1) {
 			/* a lone task: only once it has sat there since our
 			 * last look (deque.c, "Lone tasks") */
 			if (w->lone_victim == vi + 1 && w->lone_word == word &&
 			    w->lone_pops == pops &&
 			    (t = weft__dq_steal(&v->dq, &w->dq, &word)))
-				return t;
+				return stolen(w, t);
 			w->lone_victim = vi + 1;
 			w->lone_word = word;
 			w->lone_pops = pops;
@@ -452,10 +467,33 @@ static void end_search(struct weft__worker *w)
 		weft__idle_notify(w->rt); /* the relay */
 }
 
+/* Busy time (metrics.c): a worker is busy from a wake to its next park.
+ * Its owner adds each busy stretch to m_busy_ns as it parks; readers add
+ * the current one from m_busy_since (release: pairs with metrics.c). */
+static void busy_end(struct weft__worker *w)
+{
+	uint64_t since = atomic_load_explicit(&w->m_busy_since,
+					      memory_order_relaxed);
+	if (since)
+		WEFT__BUMP(w->m_busy_ns, weft__clock() - since);
+	atomic_store_explicit(&w->m_busy_since, 0, memory_order_release);
+}
+
+static bool busy_begin(struct weft__worker *w, bool notified)
+{
+	if (notified)
+		WEFT__BUMP(w->m_unparks, 1);
+	atomic_store_explicit(&w->m_busy_since, weft__clock(),
+			      memory_order_release);
+	return true;
+}
+
 /* Park until there may be work. Returns false when the runtime ends. */
 static bool park(struct weft__worker *w)
 {
 	struct weft__rt *rt = w->rt;
+	WEFT__BUMP(w->m_parks, 1);
+	busy_end(w);
 	bool last = weft__idle_to_parked(rt, w, w->searching);
 	w->searching = false;
 	if (last && any_work_visible(rt))
@@ -473,14 +511,16 @@ static bool park(struct weft__worker *w)
 		maintenance(w);
 		if (atomic_exchange(&w->notified, 0)) {
 			w->searching = true; /* the notifier counted us */
-			return true;
+			return busy_begin(w, true);
 		}
 		if (local_has_work(w)) {
+			bool notified = false;
 			if (!weft__idle_from_parked(rt, w)) {
 				atomic_store(&w->notified, 0);
 				w->searching = true;
+				notified = true;
 			}
-			return true;
+			return busy_begin(w, notified);
 		}
 	}
 }
@@ -529,6 +569,8 @@ static weft_task *find_work(struct weft__worker *w)
 
 void weft__worker_loop(struct weft__worker *w)
 {
+	atomic_store_explicit(&w->m_busy_since, weft__clock(),
+			      memory_order_release);
 	for (;;) {
 		weft_task *t = find_work(w);
 		if (!t)
@@ -538,6 +580,7 @@ void weft__worker_loop(struct weft__worker *w)
 			continue;
 		}
 		w->cur = t;
+		weft__m_resume(w, t);
 		ctx_jump(&w->sched, &t->ctx, false);
 		weft__after_switch(w); /* the scheduler never migrates */
 	}

@@ -11,13 +11,17 @@
  * takes REFILL from it (or carves them from the newest chunk). Free items
  * are linked through a pointer at offset link_off. Fresh chunks read as
  * zero, so items never handed out have flags 0 ("not live").
+ *
+ * Side data (weft__slab_side, internal.h): after its cap items a chunk
+ * keeps side_sz bytes per item, for what is written once and read rarely
+ * (a fiber's spawn site), so the items themselves stay within their lines.
  */
 #include <string.h>
 #include <sys/mman.h>
 
 #include "internal.h"
 
-#define CHUNK_BYTES (2u << 20)
+#define CHUNK_BYTES WEFT__SLAB_CHUNK
 #define CACHE_MAX 256
 #define REFILL 64
 
@@ -27,13 +31,17 @@ struct chunk {
 	char pad[WEFT__CACHELINE - 3 * sizeof(size_t)];
 	char items[];
 };
+_Static_assert(sizeof(struct chunk) == WEFT__SLAB_HDR,
+	       "weft__slab_side assumes the chunk header size");
 
-void weft__slab_init(struct weft__slab *s, size_t isz, size_t link_off)
+void weft__slab_init(struct weft__slab *s, size_t isz, size_t link_off,
+		     size_t side_sz)
 {
 	memset(s, 0, sizeof *s);
 	pthread_mutex_init(&s->lock, NULL);
 	s->isz = isz;
 	s->link_off = link_off;
+	s->side_sz = side_sz;
 }
 
 void weft__slab_fini(struct weft__slab *s)
@@ -68,7 +76,7 @@ static struct chunk *chunk_new(struct weft__slab *s)
 		munmap(a + CHUNK_BYTES, (size_t)(p + len - (a + CHUNK_BYTES)));
 	madvise(a, CHUNK_BYTES, MADV_HUGEPAGE);
 	struct chunk *c = (struct chunk *)a;
-	c->cap = (CHUNK_BYTES - sizeof *c) / s->isz;
+	c->cap = (CHUNK_BYTES - sizeof *c) / (s->isz + s->side_sz);
 	return c;
 }
 

@@ -173,3 +173,13 @@ uint64_t weft__timers_next(struct weft__worker *w)
 	unlock(t);
 	return when;
 }
+
+/* Timers pending in w's heap (weft_metrics_get, any thread). */
+uint32_t weft__timers_len(struct weft__worker *w)
+{
+	struct weft__timers *t = &w->timers;
+	lock(t);
+	uint32_t n = t->len;
+	unlock(t);
+	return n;
+}

@@ -18,6 +18,15 @@ typedef struct weft_config {
 	unsigned ring_entries; /* SQ entries per worker ring; 0: 256, min 4 */
 	uint64_t seed;         /* != 0: deterministic simulation (not yet:
 	                          weft_run returns -ENOTSUP) */
+	/* observability (weft/debug.h, docs/env.md) */
+	unsigned slow_ms;      /* report a fiber that runs this long without
+	                          yielding; 0: env WEFT_SLOW_MS, else off */
+	int dump_signal;       /* on this signal (SIGQUIT, SIGUSR1, ...) dump
+	                          every fiber to stderr; 0: env
+	                          WEFT_DUMP_SIGNAL, else none; -1: none */
+	int unjoined_report;   /* list tasks never joined nor detached at the
+	                          end: 1 yes, -1 no; 0: env
+	                          WEFT_UNJOINED_REPORT (0/1), else yes */
 	unsigned blocking_threads; /* blocking pool size; 0: env
 	                              WEFT_BLOCKING_THREADS, else 64 */
 	unsigned blocking_queue;   /* queued blocking calls; 0: 4096 */
@@ -36,6 +45,10 @@ WEFT_API void weft_config_init(weft_config *cfg);
  *             4096, blocking_queue > 2^20, conn_buffers not a power
  *             of 2 or > 32768, conn_buffer_size > 1 MiB, or a malformed WEFT_WORKERS /
  *             WEFT_STACK_SIZE / WEFT_BLOCKING_THREADS;
+ *             also: dump_signal < -1, SIGKILL, SIGSTOP, SIGSEGV, SIGBUS or a
+ *             real-time signal, unjoined_report outside [-1, 1], or a
+ *             malformed WEFT_SLOW_MS / WEFT_DUMP_SIGNAL /
+ *             WEFT_UNJOINED_REPORT;
  *   -EBUSY    a runtime is already running in this process (nested or
  *             concurrent weft_run);
  *   -ENOTSUP  seed != 0 (deterministic mode is not built yet);

@@ -147,6 +147,8 @@ static int chan_op(weft_chan *c, void *elem, bool send, bool block)
 		return -EINVAL;
 	}
 	struct weft__waiter me = {.f = self, .data = elem};
+	weft__wait_note(self, send ? WEFT__W_CHAN_SEND : WEFT__W_CHAN_RECV, 0,
+			(uintptr_t)c);
 	me.seq = weft__park_begin(self, true);
 	weft__wl_push(send ? &c->sendq : &c->recvq, &me);
 	return weft__wl_wait(&c->lock, send ? &c->sendq : &c->recvq, &me);
@@ -254,6 +256,7 @@ int weft_select(weft_select_case *cs, size_t n, int nowait)
 
 	struct weft__sel sel = {0};
 	struct weft__waiter rec[SELECT_MAX];
+	weft__wait_note(self, WEFT__W_SELECT, 0, n);
 	uint32_t seq = weft__park_begin(self, true);
 	for (size_t i = 0; i < n; i++) {
 		rec[i] = (struct weft__waiter){.f = self, .seq = seq,

@@ -86,7 +86,8 @@ int weft_group_spawn(weft_group *g, int (*fn)(void *), void *arg)
 	int err = g->freeing     ? -EINVAL
 		  : g->cancelled || g->first_err ? -ECANCELED
 						 : 0;
-	if (!err && !(c->t = weft_spawn(child_main, c)))
+	if (!err && !(c->t = weft__spawn_flags(child_main, c, 0,
+					       __builtin_return_address(0))))
 		err = -ENOMEM;
 	if (err) {
 		weft__spin_unlock(&g->lock);
@@ -132,6 +133,7 @@ static int wait_empty(weft_group *g, weft_task *self, bool cancellable)
 			return r;
 		}
 		struct weft__waiter me = {.f = self};
+		weft__wait_note(self, WEFT__W_GROUP, 0, (uintptr_t)g);
 		me.seq = weft__park_begin(self, cancellable);
 		weft__wl_push(&g->waiters, &me);
 		int r;
@@ -201,6 +203,7 @@ int weft_wait_any(weft_task *const *t, size_t n)
 			if (atomic_load_explicit(&t[i]->join_word,
 						 memory_order_acquire) == DONE)
 				return (int)i;
+		weft__wait_note(self, WEFT__W_WAIT_ANY, 0, n);
 		uint32_t seq = weft__park_begin(self, true);
 		size_t reg = 0;
 		int found = -1;

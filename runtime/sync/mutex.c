@@ -114,6 +114,7 @@ static int lock_slow(weft_mutex *m, weft_task *self, bool cancellable)
 				break;
 			}
 		}
+		weft__wait_note(self, WEFT__W_MUTEX, 0, (uintptr_t)m);
 		me.seq = weft__park_begin(self, cancellable);
 		if (requeue)
 			weft__wl_push_head(l, &me);
@@ -221,6 +222,7 @@ int weft_cond_wait(weft_cond *c, weft_mutex *m)
 	struct weft__wlist *l = weft__wq_list(&c->_q);
 	struct weft__waiter me = {.f = self};
 	weft__spin_lock(&c->_q._lock);
+	weft__wait_note(self, WEFT__W_COND, 0, (uintptr_t)c);
 	me.seq = weft__park_begin(self, true);
 	weft__wl_push(l, &me);
 	weft__spin_unlock(&c->_q._lock);

@@ -57,6 +57,7 @@ int weft_sem_acquire(weft_sem *s)
 		weft__spin_unlock(&s->_q._lock);
 		return 0;
 	}
+	weft__wait_note(self, WEFT__W_SEM, 0, (uintptr_t)s);
 	me.seq = weft__park_begin(self, true);
 	weft__wl_push(weft__wq_list(&s->_q), &me);
 	return weft__wl_wait(&s->_q._lock, weft__wq_list(&s->_q), &me);
@@ -127,6 +128,7 @@ int weft_wg_wait(weft_wg *wg)
 		weft__spin_unlock(&wg->_q._lock);
 		return 0;
 	}
+	weft__wait_note(self, WEFT__W_WG, 0, (uintptr_t)wg);
 	me.seq = weft__park_begin(self, true);
 	weft__wl_push(weft__wq_list(&wg->_q), &me);
 	return weft__wl_wait(&wg->_q._lock, weft__wq_list(&wg->_q), &me);
@@ -172,6 +174,7 @@ int weft_event_wait(weft_event *e)
 		weft__spin_unlock(&e->_q._lock);
 		return 0;
 	}
+	weft__wait_note(self, WEFT__W_EVENT, 0, (uintptr_t)e);
 	me.seq = weft__park_begin(self, true);
 	weft__wl_push(weft__wq_list(&e->_q), &me);
 	return weft__wl_wait(&e->_q._lock, weft__wq_list(&e->_q), &me);

@@ -153,7 +153,8 @@ struct weft_task {
 	struct weft_task *next; /* link: inject queue, free lists (owner of list) */
 	_Atomic uint64_t park;  /* the park word */
 	_Atomic uint32_t flags;
-	_Atomic uint32_t wait_ms; /* dump.c: coarse ms clock at its last wait */
+	_Atomic uint16_t last_worker; /* dump.c: the worker it last ran on
+	                                 (line 0: a resume writes only it) */
 	void *(*fn)(void *);
 	void *arg;
 	void *result;
@@ -163,7 +164,7 @@ struct weft_task {
 	/* timer: owned by timer_w's heap lock while heap_idx >= 0 */
 	int32_t heap_idx;
 	_Atomic uint32_t qtick; /* tick of its last push (deque.c fairness) */
-	_Atomic uint16_t last_worker; /* dump.c: the worker it last ran on */
+	_Atomic uint32_t wait_ms; /* dump.c: coarse ms clock at its last wait */
 	uint64_t id;
 	struct weft__worker *timer_w;
 	uint64_t deadline; /* innermost deadline scope, 0: none */
@@ -311,6 +312,10 @@ struct weft__worker {
 	weft_task *cur;         /* fiber running now, NULL in the scheduler */
 	weft_task *prev;        /* the fiber that just switched out ... */
 	int prev_action;        /* ... and what to do with it (sched.c) */
+	/* observability: written at every switch, so on the line of cur
+	 * (metrics.c, dump.c; see the observability block below) */
+	_Atomic uint64_t m_polls;      /* fibers resumed (and lone yields) */
+	_Atomic(weft_task *) running;  /* cur, for other threads */
 	uint64_t rng;
 	bool searching;
 	uint64_t next_id;
@@ -349,8 +354,10 @@ struct weft__worker {
 	 * Counters written by the owner only, as a relaxed load + store
 	 * (WEFT__BUMP: no RMW, no bus lock on the hot path), read by anyone
 	 * with relaxed loads: weft_metrics_get sums them, the watchdog
-	 * samples m_polls. */
-	_Atomic uint64_t m_polls;   /* fibers resumed (and lone yields) */
+	 * samples m_polls. `running` is the fiber it runs now, NULL in its
+	 * scheduler: a release store at each switch, paired with the acquire
+	 * loads of the watchdog and the dump. */
+	/* m_polls and running: next to cur, above */
 	_Atomic uint64_t m_steals;  /* successful steals from other workers */
 	_Atomic uint64_t m_stolen;  /* fibers those steals moved here */
 	_Atomic uint64_t m_parks;   /* times it went to sleep (park) */
@@ -358,9 +365,6 @@ struct weft__worker {
 	_Atomic uint64_t m_io_sub, m_io_done; /* ring ops submitted, reaped */
 	_Atomic uint64_t m_busy_ns;    /* time awake before m_busy_since */
 	_Atomic uint64_t m_busy_since; /* weft__clock() when it woke, 0 asleep */
-	/* the fiber it runs now, NULL in its scheduler: release store at each
-	 * switch, paired with the acquire loads of the watchdog and the dump */
-	_Atomic(weft_task *) running;
 
 	pthread_t thread;
 	int start_err;

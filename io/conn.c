@@ -354,7 +354,7 @@ ssize_t weft_conn_recv(weft_conn *c, void *buf, size_t n)
 			}
 			continue; /* the lock was dropped: look again */
 		}
-		int r = weft__mshot_wait(&c->m, self);
+		int r = weft__mshot_wait(&c->m, self, IORING_OP_RECV, c->fd);
 		if (r != WEFT__R_WOKEN) {
 			weft__spin_unlock(&c->m.lock);
 			return weft__reason_err(r); /* data stays queued */

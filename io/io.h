@@ -77,7 +77,8 @@ weft_task *weft__mshot_seen(struct weft__mshot *m, bool more, bool pressure,
 			    uint32_t *seq) WEFT__HIDDEN;
 /* fiber, lock held: wait for the next CQE; returns the park reason with
  * the lock held again */
-int weft__mshot_wait(struct weft__mshot *m, weft_task *self) WEFT__HIDDEN;
+int weft__mshot_wait(struct weft__mshot *m, weft_task *self, unsigned op,
+		     int fd) WEFT__HIDDEN;
 /* fiber, lock NOT held: cancel, wait (not cancellably) until !armed;
  * -EBUSY if a fiber waits on m. Then nothing else touches m. */
 int weft__mshot_stop(struct weft__mshot *m, weft_task *self) WEFT__HIDDEN;

@@ -57,6 +57,7 @@ uint64_t weft__mshot_arm(struct weft__mshot *m, struct weft__worker *me)
 void weft__mshot_queued(struct weft__worker *me)
 {
 	me->inflight++;
+	WEFT__BUMP(me->m_io_sub, 1); /* metrics: one submission, many CQEs */
 	me->io_dirty = true;
 }
 
@@ -76,8 +77,10 @@ weft_task *weft__mshot_seen(struct weft__mshot *m, bool more, bool pressure,
 	return f;
 }
 
-int weft__mshot_wait(struct weft__mshot *m, weft_task *self)
+int weft__mshot_wait(struct weft__mshot *m, weft_task *self, unsigned op,
+		     int fd)
 {
+	weft__wait_note(self, WEFT__W_IO, op, (uint32_t)fd); /* for the dump */
 	m->wseq = weft__park_begin(self, true);
 	m->waiter = self;
 	weft__spin_unlock(&m->lock);
@@ -243,7 +246,7 @@ int weft_listener_accept(weft_listener *l, struct sockaddr *sa,
 			weft__spin_lock(&m->lock);
 			continue;
 		}
-		int r = weft__mshot_wait(m, self);
+		int r = weft__mshot_wait(m, self, IORING_OP_ACCEPT, l->lfd);
 		if (r != WEFT__R_WOKEN) {
 			weft__spin_unlock(&m->lock);
 			return weft__reason_err(r); /* a connection stays queued */

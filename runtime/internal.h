@@ -47,6 +47,9 @@ static inline void weft__cpu_relax(void)
 #ifndef WEFT_GLOBAL_INTERVAL
 #define WEFT_GLOBAL_INTERVAL 61 /* ticks between global-queue polls */
 #endif
+#ifndef WEFT_TIMER_STEAL_NS
+#define WEFT_TIMER_STEAL_NS 2000000ull /* others fire a heap 2 ms overdue */
+#endif
 #ifndef WEFT_EVENT_INTERVAL
 #define WEFT_EVENT_INTERVAL 61 /* ticks between ring/timer polls */
 #endif
@@ -291,6 +294,9 @@ struct weft__timers {
 	atomic_flag lock; /* spin: owner fires, any worker may remove */
 	struct weft__timer_ent *heap;
 	uint32_t len, cap;
+	/* heap[0].when, UINT64_MAX if empty: stored under the lock, read
+	 * without it by workers looking for overdue timers to steal */
+	_Atomic uint64_t next_when;
 };
 void weft__timers_init(struct weft__timers *t) WEFT__HIDDEN;
 void weft__timers_fini(struct weft__timers *t) WEFT__HIDDEN;
@@ -299,6 +305,8 @@ int weft__timer_add(struct weft__worker *w, weft_task *f, uint64_t when,
 void weft__timer_del(weft_task *f) WEFT__HIDDEN;
 uint64_t weft__timers_fire(struct weft__worker *w, uint64_t now) WEFT__HIDDEN;
 uint64_t weft__timers_next(struct weft__worker *w) WEFT__HIDDEN;
+uint64_t weft__timers_steal(struct weft__worker *w, uint64_t now) WEFT__HIDDEN;
+uint64_t weft__timers_steal_next(struct weft__worker *w) WEFT__HIDDEN;
 
 /* ---- worker -------------------------------------------------------------- */
 struct weft__worker {
@@ -345,6 +353,7 @@ struct weft__worker {
 	_Atomic int cancel_len;       /* hint: cancel_head non-empty */
 
 	_Atomic int notified; /* set by a notifier under idle.lock */
+	_Atomic int asleep;   /* in its park wait (a hint: timer_watcher) */
 	bool parked;          /* in idle.sleepers (under idle.lock) */
 
 	/* counters, written by the owner (release), summed by anyone */

@@ -488,6 +488,19 @@ static bool busy_begin(struct weft__worker *w, bool notified)
 	return true;
 }
 
+/* The parked worker with the lowest index watches the other workers'
+ * timers (timer.c, "Stuck owners"): one watcher, not a herd. Racy by
+ * design: a stale answer costs one early wake-up or one late watch. */
+static bool timer_watcher(struct weft__worker *w)
+{
+	struct weft__rt *rt = w->rt;
+	for (unsigned i = 0; i < w->index; i++)
+		if (atomic_load_explicit(&rt->workers[i].asleep,
+					 memory_order_relaxed))
+			return false;
+	return rt->nworkers > 1;
+}
+
 /* Park until there may be work. Returns false when the runtime ends. */
 static bool park(struct weft__worker *w)
 {
@@ -502,13 +515,22 @@ static bool park(struct weft__worker *w)
 		if (check_termination(rt))
 			return false;
 		uint64_t next = weft__timers_next(w), timeout = UINT64_MAX;
+		atomic_store_explicit(&w->asleep, 1, memory_order_relaxed);
+		bool watch = timer_watcher(w);
+		if (watch) {
+			uint64_t s = weft__timers_steal_next(w);
+			next = s < next ? s : next;
+		}
 		if (next != UINT64_MAX) {
 			uint64_t now = weft__clock();
 			timeout = next > now ? next - now : 0;
 		}
 		if (timeout)
 			weft__ring_wait(w, timeout);
+		atomic_store_explicit(&w->asleep, 0, memory_order_relaxed);
 		maintenance(w);
+		if (watch)
+			weft__timers_steal(w, weft__clock());
 		if (atomic_exchange(&w->notified, 0)) {
 			w->searching = true; /* the notifier counted us */
 			return busy_begin(w, true);
@@ -546,6 +568,10 @@ static weft_task *find_work(struct weft__worker *w)
 				if ((t = steal_any(w)))
 					break;
 				uint64_t now = weft__clock();
+				/* overdue timers of a stuck worker (timer.c) */
+				if (weft__timers_steal(w, now) &&
+				    (t = pick_local(w)))
+					break;
 				if (!until)
 					until = now + WEFT_SPIN_NS;
 				else if (now >= until)

@@ -14,6 +14,16 @@
  *   common sleep is fired by the owner and removes nothing).
  *   f->heap_idx and f->timer_w change only under the lock of timer_w.
  *
+ * Stuck owners. A fiber that computes (or makes a blocking call) without
+ * yielding keeps its worker from firing its heap. Other workers therefore
+ * fire a heap whose earliest entry is overdue by more than
+ * WEFT_TIMER_STEAL_NS (weft__timers_steal: from the search loop, and from
+ * the park of the one idle worker that watches, see sched.c), as Go's Ps
+ * run each other's timers; the woken fibers go to the thief's queue. The
+ * grace keeps them off a healthy owner's heap, which fires at its next
+ * tick. (A stuck worker's ring cannot be reaped by others: its fibers
+ * waiting on I/O wait for it.)
+ *
  * Firing calls weft__wake(f, seq, TIMER): if the fiber was woken otherwise
  * in between, its park seq no longer matches and the wake is a no-op, so a
  * timer can never wake a later wait (see "the park handshake", sched.c).
@@ -51,6 +61,16 @@ void weft__timers_init(struct weft__timers *t)
 	atomic_flag_clear(&t->lock);
 	t->heap = NULL;
 	t->len = t->cap = 0;
+	atomic_store_explicit(&t->next_when, UINT64_MAX, memory_order_relaxed);
+}
+
+/* under the lock, after any change of heap[0] (relaxed: a hint for
+ * thieves; the lock orders the heap itself) */
+static void publish(struct weft__timers *t)
+{
+	atomic_store_explicit(&t->next_when,
+			      t->len ? t->heap[0].when : UINT64_MAX,
+			      memory_order_relaxed);
 }
 
 void weft__timers_fini(struct weft__timers *t)
@@ -130,6 +150,7 @@ int weft__timer_add(struct weft__worker *w, weft_task *f, uint64_t when,
 	t->heap[t->len] = (struct weft__timer_ent){when, f, seq};
 	t->len++;
 	sift_up(t, t->len - 1);
+	publish(t);
 	unlock(t);
 	return 0;
 }
@@ -140,8 +161,10 @@ void weft__timer_del(weft_task *f)
 	if (!w)
 		return;
 	lock(&w->timers);
-	if (f->heap_idx >= 0)
+	if (f->heap_idx >= 0) {
 		remove_at(&w->timers, (uint32_t)f->heap_idx);
+		publish(&w->timers);
+	}
 	f->timer_w = NULL;
 	unlock(&w->timers);
 }
@@ -158,8 +181,44 @@ uint64_t weft__timers_fire(struct weft__worker *w, uint64_t now)
 		weft__wake_ex(e.f, e.seq, WEFT__R_TIMER, true);
 		n++;
 	}
+	publish(t);
 	unlock(t);
 	return n;
+}
+
+/* Fire the heaps of other workers whose earliest entry is overdue by more
+ * than WEFT_TIMER_STEAL_NS (their owner is stuck in a fiber). The woken
+ * fibers go to w's queue. Returns how many. */
+uint64_t weft__timers_steal(struct weft__worker *w, uint64_t now)
+{
+	struct weft__rt *rt = w->rt;
+	uint64_t n = 0;
+	for (unsigned i = 0; i < rt->nworkers; i++) {
+		struct weft__worker *v = &rt->workers[i];
+		uint64_t when = atomic_load_explicit(&v->timers.next_when,
+						     memory_order_relaxed);
+		if (v != w && when != UINT64_MAX &&
+		    when + WEFT_TIMER_STEAL_NS <= now)
+			n += weft__timers_fire(v, now);
+	}
+	return n;
+}
+
+/* When weft__timers_steal would next find something (UINT64_MAX: never,
+ * as things stand). */
+uint64_t weft__timers_steal_next(struct weft__worker *w)
+{
+	struct weft__rt *rt = w->rt;
+	uint64_t next = UINT64_MAX;
+	for (unsigned i = 0; i < rt->nworkers; i++) {
+		struct weft__worker *v = &rt->workers[i];
+		uint64_t when = atomic_load_explicit(&v->timers.next_when,
+						     memory_order_relaxed);
+		if (v != w && when != UINT64_MAX &&
+		    when + WEFT_TIMER_STEAL_NS < next)
+			next = when + WEFT_TIMER_STEAL_NS;
+	}
+	return next;
 }
 
 /* Earliest deadline, UINT64_MAX if none. */

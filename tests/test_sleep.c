@@ -8,7 +8,11 @@
  *   at least 200 ms each, spread over 100 ms): all wake, none early,
  *   and the process RSS read from /proc/self/status by a monitor fiber
  *   while they sleep stays under 1 GiB;
- * - timers still fire while a flood of spawns keeps the global queue busy.
+ * - timers still fire while a flood of spawns keeps the global queue busy;
+ * - a stuck worker: a fiber sleeps 20 ms on worker X, then another fiber
+ *   computes on X for 300 ms without yielding; the sleeper still wakes
+ *   after >= 20 ms and < 150 ms (the other worker fires X's overdue
+ *   timers), on 2 workers; the placement is retried until it happens.
  *
  * Fibers never call assert_* (cmocka longjmps): they record into globals and
  * the test function checks after weft_run returns. Counts scale with env
@@ -369,6 +373,74 @@ static void test_sleep_timers_not_starved(void **state)
 	assert_true(F.sleeps_during_feed >= 30);
 }
 
+/* ---- a stuck worker's timers --------------------------------------------- */
+
+struct stuck {
+	atomic_int sleeping;
+	atomic_uint sleeper_w;
+	uint64_t slept;
+};
+
+static void *stuck_sleeper(void *arg)
+{
+	struct stuck *s = arg;
+	atomic_store(&s->sleeper_w, weft_worker_id());
+	atomic_store(&s->sleeping, 1);
+	uint64_t t0 = weft_now();
+	CHECK_EQ(weft_sleep(20 * MS), 0);
+	s->slept = weft_now() - t0;
+	return NULL;
+}
+
+/* 1: a valid run (slept recorded), 0: the placement did not happen */
+static void *stuck_attempt(void *arg)
+{
+	struct stuck *s = arg;
+	weft_task *t = weft_spawn(stuck_sleeper, s);
+	weft_yield(); /* let it start sleeping here */
+	unsigned me = weft_worker_id();
+	int valid = atomic_load(&s->sleeping) && atomic_load(&s->sleeper_w) == me;
+	if (valid) {
+		uint64_t t0 = weft_now();
+		while (weft_now() - t0 < 300 * MS)
+			; /* compute without yielding: worker `me` is stuck */
+	}
+	weft_join(t, NULL);
+	return (void *)(intptr_t)valid;
+}
+
+static uint64_t stuck_slept[8];
+static int stuck_valid;
+
+static void *stuck_main(void *arg)
+{
+	(void)arg;
+	stuck_valid = 0;
+	for (int i = 0; i < 40 && stuck_valid < 3; i++) {
+		struct stuck s;
+		memset(&s, 0, sizeof s);
+		void *r = NULL;
+		weft_task *t = weft_spawn(stuck_attempt, &s);
+		weft_join(t, &r);
+		if (r)
+			stuck_slept[stuck_valid++] = s.slept;
+	}
+	return NULL;
+}
+
+static void test_sleep_stuck_worker(void **state)
+{
+	(void)state;
+	run(2, stuck_main, NULL);
+	assert_true(stuck_valid >= 1);
+	for (int i = 0; i < stuck_valid; i++) {
+		print_message("  stuck worker: sleep(20 ms) took %.1f ms\n",
+			      (double)stuck_slept[i] / 1e6);
+		assert_true(stuck_slept[i] >= 20 * MS);
+		assert_true(stuck_slept[i] < 150 * MS);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -377,6 +449,7 @@ int main(void)
 		cmocka_unit_test(test_sleep_zero),
 		cmocka_unit_test(test_sleep_100k),
 		cmocka_unit_test(test_sleep_timers_not_starved),
+		cmocka_unit_test(test_sleep_stuck_worker),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,13 +1,15 @@
 /* 05_blocking.c — the Python tour, part e: a blocking call inside a fiber.
  *
- * A "ticker" fiber works in 1 ms slices, yielding between them, and prints
- * a tick every 50 ms. After 100 ms a "blocker" fiber calls usleep(300 ms):
+ * A "ticker" fiber sleeps until the next multiple of 50 ms and prints a
+ * tick. After 100 ms a "blocker" fiber calls usleep(300 ms):
  * a plain blocking call (a legacy library, a slow computation, a
  * time.sleep() in Python) that never gives its worker back.
  *
  * On one worker that freezes everything, as it freezes asyncio's loop: no
  * tick for 300 ms. On two workers it freezes only the blocker's worker; the
- * other one steals the ticker and it goes on ticking. Either way the
+ * other one goes on ticking: it steals the runnable fibers of the stuck
+ * worker and fires its timers once they are 2 ms overdue (a ticker that
+ * went to sleep on the stuck worker wakes on the other one). Either way the
  * slow-fiber watchdog (on here: WEFT_SLOW_MS=100, or weft_config.slow_ms)
  * names the culprit on stderr while it blocks:
  *
@@ -15,10 +17,8 @@
  *
  * The cure is weft_blocking() (loop.run_in_executor): the call runs on the
  * blocking pool and only the calling fiber waits.
- *
- * Sleeping fibers are different: a timer belongs to the worker the fiber
- * slept on, and fires when that worker is free again. This is why the
- * ticker here yields rather than sleeps between ticks.
+ * (What no other worker can take over is the stuck worker's io_uring: a
+ * fiber waiting there for I/O waits for the worker.)
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -43,21 +43,18 @@ static double now_s(void)
 
 static void *ticker(void *arg)
 {
-	uint64_t end = t0 + 600 * MS, next = t0 + 50 * MS;
+	(void)arg;
+	uint64_t end = t0 + 600 * MS;
 	while (weft_now() < end && nticks < MAX_TICKS) {
-		uint64_t slice = weft_now() + 1 * MS;
-		while (weft_now() < slice)
-			; /* 1 ms of work */
-		if (weft_now() >= next) {
-			tick_at[nticks] = now_s();
-			tick_worker[nticks] = weft_worker_id();
-			printf("  tick %2d at %.3f s on worker %u\n", nticks + 1,
-			       tick_at[nticks], tick_worker[nticks]);
-			nticks++;
-			/* the next multiple of 50 ms (no burst after a stall) */
-			next = t0 + ((weft_now() - t0) / (50 * MS) + 1) * 50 * MS;
-		}
-		weft_yield();
+		/* sleep to the next multiple of 50 ms (no burst after a stall) */
+		uint64_t next = t0 + ((weft_now() - t0) / (50 * MS) + 1) * 50 * MS;
+		if (weft_sleep(next - weft_now()) < 0)
+			break;
+		tick_at[nticks] = now_s();
+		tick_worker[nticks] = weft_worker_id();
+		printf("  tick %2d at %.3f s on worker %u\n", nticks + 1,
+		       tick_at[nticks], tick_worker[nticks]);
+		nticks++;
 	}
 	return NULL;
 }

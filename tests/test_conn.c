@@ -37,23 +37,6 @@
 
 #include "testutil.h"
 
-static uint64_t rnd(uint64_t *s)
-{
-	uint64_t x = *s;
-	x ^= x >> 12;
-	x ^= x << 25;
-	x ^= x >> 27;
-	*s = x;
-	return x * 0x2545F4914F6CDD1Dull;
-}
-
-static unsigned char pat(uint64_t seed, uint64_t off)
-{
-	uint64_t x = (off + 1) * 0x9E3779B97F4A7C15ull ^ (seed * 0x100000001b3ull);
-	x ^= x >> 29;
-	return (unsigned char)x;
-}
-
 static int fds_open(void)
 {
 	return count_dir_entries("/proc/self/fd");

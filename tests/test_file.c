@@ -41,57 +41,8 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-#include <cmocka.h>
-#include <weft.h>
+#include "testutil.h"
 
-#define MS 1000000ull
-#define SEC 1000000000ull
-
-static double test_scale(void)
-{
-	const char *e = getenv("WEFT_TEST_SCALE");
-	if (!e || !*e)
-		return 1.0;
-	char *end;
-	double v = strtod(e, &end);
-	if (end == e || *end || !(v > 0.0) || v > 1000.0)
-		return 1.0;
-	return v;
-}
-
-/* n scaled by WEFT_TEST_SCALE, at least lo */
-static size_t scaled(size_t n, size_t lo)
-{
-	size_t m = (size_t)((double)n * test_scale());
-	return m < lo ? lo : m;
-}
-
-static weft_config cfg_workers(unsigned n)
-{
-	weft_config c;
-	weft_config_init(&c);
-	c.workers = n;
-	return c;
-}
-
-/* xorshift64*: deterministic per seed, never 0 state */
-static uint64_t rnd(uint64_t *s)
-{
-	uint64_t x = *s;
-	x ^= x >> 12;
-	x ^= x << 25;
-	x ^= x >> 27;
-	*s = x;
-	return x * 0x2545F4914F6CDD1Dull;
-}
-
-/* the byte every test writes at file offset `off` for pattern `seed` */
-static unsigned char pat(uint64_t seed, uint64_t off)
-{
-	uint64_t x = (off + 1) * 0x9E3779B97F4A7C15ull ^ seed;
-	x ^= x >> 29;
-	return (unsigned char)(x * 0xBF58476D1CE4E5B9ull >> 56);
-}
 
 static int count_fds(void)
 {

@@ -7,6 +7,7 @@
  *
  * - time units (US, MS, SEC in ns) and WEFT_TEST_SCALE scaling;
  * - cfg_workers: a default config with a worker count;
+ * - rnd, pat: a seeded PRNG and a seeded byte pattern for data checks;
  * - failure recording for fibers and helper threads (CHECK, CHECK_EQ,
  *   assert_no_fails), since fibers must never call assert_* (cmocka
  *   longjmps), and run(), which runs a main fiber and checks the record;
@@ -63,6 +64,27 @@ static inline size_t scaled(size_t n, size_t lo)
 {
 	size_t m = (size_t)((double)n * test_scale());
 	return m < lo ? lo : m;
+}
+
+/* ---- deterministic data -------------------------------------------------- */
+
+/* xorshift64*: deterministic per seed (*s must not be 0) */
+static inline uint64_t rnd(uint64_t *s)
+{
+	uint64_t x = *s;
+	x ^= x >> 12;
+	x ^= x << 25;
+	x ^= x >> 27;
+	*s = x;
+	return x * 0x2545F4914F6CDD1Dull;
+}
+
+/* the byte at offset off of the data stream numbered seed */
+static inline unsigned char pat(uint64_t seed, uint64_t off)
+{
+	uint64_t x = (off + 1) * 0x9E3779B97F4A7C15ull ^ (seed * 0x100000001b3ull);
+	x ^= x >> 29;
+	return (unsigned char)(x * 0xBF58476D1CE4E5B9ull >> 56);
 }
 
 /* ---- configuration ------------------------------------------------------- */

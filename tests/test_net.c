@@ -96,16 +96,7 @@
 
 static int count_fds(void)
 {
-	DIR *d = opendir("/proc/self/fd");
-	if (!d)
-		return -1;
-	int n = 0;
-	struct dirent *e;
-	while ((e = readdir(d)))
-		if (e->d_name[0] != '.')
-			n++;
-	closedir(d);
-	return n - 1; /* the DIR's own fd */
+	return count_dir_entries("/proc/self/fd") - 1; /* the DIR's own fd */
 }
 
 static int fds_before;

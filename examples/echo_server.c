@@ -3,8 +3,9 @@
  *     echo_server [PORT [conn|recv]]   (default 7000 conn; WEFT_WORKERS
  *                                       picks the workers)
  *
- * conn: each connection is a weft_conn (one multishot receive into the
- * worker's buffer ring, armed once); recv: plain weft_recv per message.
+ * conn: connections come from a weft_listener (multishot accept), each is
+ * a weft_conn (one multishot receive into the worker's buffer ring, armed
+ * once); recv: weft_accept, and plain weft_recv per message.
  *
  * Python's asyncio version is the same shape (start_server + a coroutine
  * per client); here the handler is a plain function and the fibers run on
@@ -57,8 +58,10 @@ static void *main_fiber(void *arg)
 	}
 	fprintf(stderr, "echo_server: port %u, %u workers\n", port,
 		weft_worker_count());
+	weft_listener *l = use_conn ? weft_listener_open(lfd, NULL) : NULL;
 	for (;;) {
-		int fd = weft_accept(lfd, NULL, NULL);
+		int fd = l ? weft_listener_accept(l, NULL, NULL)
+			   : weft_accept(lfd, NULL, NULL);
 		if (fd == -EMFILE || fd == -ENFILE) {
 			weft_sleep(10 * 1000000); /* out of fds: wait, go on */
 			continue;
@@ -71,7 +74,10 @@ static void *main_fiber(void *arg)
 		else
 			close(fd);
 	}
-	close(lfd);
+	if (l)
+		weft_listener_close(l); /* closes lfd */
+	else
+		close(lfd);
 	return NULL;
 }
 

@@ -19,6 +19,8 @@
 #   go2     the same with WEFT_WORKERS=2
 #   weft    BUILD_DIR/examples/http_server PORT, WEFT_WORKERS=1
 #   weft2   the same with WEFT_WORKERS=2      (weft: skipped if not built)
+#   weftc   http_server PORT conn: a weft_listener + weft_conn instead of
+#           weft_accept + weft_recv (not in the default IMPLS)
 #
 # Missing Debian packages (nginx, wrk, golang-go) are installed with apt-get
 # (needs root). Per run: start the server (under `timeout`, so it dies by
@@ -56,7 +58,7 @@ server_pin=() wrk_pin=()
 [ -z "$SERVER_CPUS" ] || server_pin=(taskset -c "$SERVER_CPUS")
 [ -z "$WRK_CPUS" ] || wrk_pin=(taskset -c "$WRK_CPUS")
 for impl in $IMPLS; do
-    case $impl in nginx | go | go2 | weft | weft2) ;; *) die "unknown impl '$impl' in IMPLS" ;; esac
+    case $impl in nginx | go | go2 | weft | weft2 | weftc) ;; *) die "unknown impl '$impl' in IMPLS" ;; esac
 done
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -121,11 +123,13 @@ trap 'exit 130' INT TERM
 clk_tck=$(getconf CLK_TCK 2>/dev/null || echo 100)
 
 # --- helpers ---------------------------------------------------------------------
-# free_port: a port on 127.0.0.1 that refuses connections (nobody listens).
+# free_port: a port on 127.0.0.1 that refuses connections (nobody listens),
+# below the ephemeral range, so that an outgoing connection cannot take it
+# between the check and the listen (seen: "Address already in use").
 free_port() {
     local p i
     for ((i = 0; i < 200; i++)); do
-        p=$((20000 + RANDOM % 40000))
+        p=$((20000 + RANDOM % 12000)) # below the ephemeral range (32768+): a client port cannot hold it
         if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
             echo "$p"
             return 0
@@ -173,6 +177,7 @@ server_cmd() {
     go2) printf '%s\n' env WEFT_WORKERS=2 "$gobin" http_server "$port" ;;
     weft) printf '%s\n' env WEFT_WORKERS=1 "$weftbin" "$port" ;;
     weft2) printf '%s\n' env WEFT_WORKERS=2 "$weftbin" "$port" ;;
+    weftc) printf '%s\n' env WEFT_WORKERS=1 "$weftbin" "$port" conn ;;
     esac
 }
 
@@ -314,7 +319,7 @@ for impl in $IMPLS; do
     case $impl in
     nginx) [ "$have_nginx" = 1 ] || SKIP[$impl]="nginx not installed" ;;
     go | go2) [ "$have_go" = 1 ] || SKIP[$impl]="Go peer not built" ;;
-    weft | weft2) [ -x "$weftbin" ] || SKIP[$impl]="$weftbin not found (build examples/http_server)" ;;
+    weft | weft2 | weftc) [ -x "$weftbin" ] || SKIP[$impl]="$weftbin not found (build examples/http_server)" ;;
     esac
     [ -z "${SKIP[$impl]:-}" ] || note "skipping $impl: ${SKIP[$impl]}"
 done
@@ -339,7 +344,7 @@ row ------ ------- ---------- -------- ---------- ------------ -------- --------
 ngx_rps=$(median "${RPS[nginx]:-}")
 ngx_cpu=$(median "${CPU[nginx]:-}")
 for impl in $IMPLS; do
-    case $impl in nginx | go | weft) w=1 ;; *) w=2 ;; esac
+    case $impl in nginx | go | weft | weftc) w=1 ;; *) w=2 ;; esac
     if [ -n "${SKIP[$impl]:-}" ]; then row "$impl" "$w" skipped - - - - - - -; continue; fi
     if [ -n "${FAILED[$impl]:-}" ] && [ -z "${RPS[$impl]:-}" ]; then row "$impl" "$w" FAILED - - - - - - -; continue; fi
     rps=$(median "${RPS[$impl]:-}")

@@ -6,8 +6,9 @@
  *   by WEFT_TEST_SCALE) each send 8 KiB in chunks of random size and check
  *   every echoed byte, then shut down their write side: the server's
  *   weft_recv returns 0 and it closes, so the client's returns 0 too. The
- *   connection fibers run on more than one worker (workers = 2); again with
- *   one worker;
+ *   connection fibers run on more than one worker (workers = 2; in one of
+ *   up to 3 runs, as a loaded machine may not schedule a worker's thread
+ *   during a whole run); again with one worker;
  * - peer close: weft_recv returns the data, then 0, then 0; sends to a
  *   closed peer end in -EPIPE (or -ECONNRESET, see test_net_reset);
  * - refused connect -> -ECONNREFUSED (a bound port with no listener);
@@ -379,7 +380,8 @@ static void *echo_main(void *arg)
 	return NULL;
 }
 
-static void run_echo(unsigned workers, size_t n, unsigned ring)
+/* returns how many workers ran connection fibers */
+static int run_echo(unsigned workers, size_t n, unsigned ring)
 {
 	reset_err();
 	server_reset();
@@ -406,15 +408,22 @@ static void run_echo(unsigned workers, size_t n, unsigned ring)
 		      n, ECHO_BYTES, (double)E.elapsed / 1e6, workers, ring,
 		      atomic_load(&S.per_worker[0]),
 		      atomic_load(&S.per_worker[1]));
-	if (workers == 2 && n >= 500)
-		assert_true(__builtin_popcount(mask) > 1);
 	check_no_leak();
+	return __builtin_popcount(mask);
 }
 
 static void test_net_echo_1000_two_workers(void **state)
 {
 	(void)state;
-	run_echo(2, scaled(1000, 20), 0);
+	/* the connections spread over both workers; a run on a machine that
+	 * other processes keep busy may leave one worker's thread unscheduled
+	 * for the whole run (seen once under ctest -j3), so: one of 3 runs */
+	size_t n = scaled(1000, 20);
+	int spread = 0;
+	for (int i = 0; i < 3 && spread < 2; i++)
+		spread = run_echo(2, n, 0);
+	if (n >= 500)
+		assert_true(spread > 1);
 }
 
 static void test_net_echo_one_worker(void **state)

@@ -26,7 +26,10 @@
  *   cancel / deadline of a fiber in weft_listener_accept, and a connection
  *   made afterwards is accepted by the next call; under RLIMIT_NOFILE the
  *   accept returns -EMFILE once and, with fds freed, serves again; close
- *   with connections queued closes them (no fd leaks); bad input.
+ *   with connections queued closes them (no fd leaks); bad input;
+ * - shutdown: 50 readers blocked in weft_conn_recv and one acceptor in
+ *   weft_listener_accept when main returns get -ECANCELED, close, and
+ *   weft_run returns with no fd left open.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -657,6 +660,67 @@ static void test_listener_bad_input(void **state)
 	assert_int_equal(fds_open(), fds0);
 }
 
+/* ---- shutdown with blocked readers ------------------------------------------ */
+
+static atomic_int sd_cancelled, sd_started;
+static int sd_peer[64];
+
+static void *sd_reader(void *arg)
+{
+	weft_conn *c = arg;
+	char buf[16];
+	atomic_fetch_add(&sd_started, 1);
+	ssize_t r = weft_conn_recv(c, buf, sizeof buf);
+	if (r == -ECANCELED)
+		atomic_fetch_add(&sd_cancelled, 1);
+	CHECK_EQ(weft_conn_close(c), 0);
+	return NULL;
+}
+
+static void *sd_acceptor(void *arg)
+{
+	weft_listener *l = arg;
+	atomic_fetch_add(&sd_started, 1);
+	if (weft_listener_accept(l, NULL, NULL) == -ECANCELED)
+		atomic_fetch_add(&sd_cancelled, 1);
+	CHECK_EQ(weft_listener_close(l), 0);
+	return NULL;
+}
+
+static void *shutdown_main(void *arg)
+{
+	(void)arg;
+	int n = 50;
+	for (int i = 0; i < n; i++) {
+		struct pair p = {-1, -1};
+		CHECK_EQ(make_pair(&p), 0);
+		sd_peer[i] = p.b;
+		weft_detach(weft_spawn(sd_reader, weft_conn_open(p.a, NULL)));
+	}
+	int lfd = weft_tcp_listen("127.0.0.1", 0, 16);
+	weft_detach(weft_spawn(sd_acceptor, weft_listener_open(lfd, NULL)));
+	await_at_least(&sd_started, n + 1);
+	weft_sleep(20 * MS); /* all parked in the kernel's hands */
+	return NULL;          /* weft_run cancels them */
+}
+
+static void test_conn_shutdown(void **state)
+{
+	(void)state;
+	int fds0 = fds_open();
+	atomic_store(&sd_cancelled, 0);
+	atomic_store(&sd_started, 0);
+	weft_config c = cfg_workers(2);
+	c.unjoined_report = -1;
+	reset_fails();
+	assert_int_equal(weft_run(&c, shutdown_main, NULL, NULL), 0);
+	assert_no_fails();
+	assert_int_equal(atomic_load(&sd_cancelled), 51);
+	for (int i = 0; i < 50; i++)
+		close(sd_peer[i]);
+	assert_int_equal(fds_open(), fds0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -669,6 +733,7 @@ int main(void)
 		cmocka_unit_test(test_conn_bad_input),
 		cmocka_unit_test(test_listener),
 		cmocka_unit_test(test_listener_bad_input),
+		cmocka_unit_test(test_conn_shutdown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -186,6 +186,16 @@ uint64_t weft__timers_fire(struct weft__worker *w, uint64_t now)
 	return n;
 }
 
+/* When w may fire v's heap: its earliest deadline plus the grace
+ * (UINT64_MAX: never, as things stand, or v is w). */
+static uint64_t steal_at(struct weft__worker *w, struct weft__worker *v)
+{
+	uint64_t when = atomic_load_explicit(&v->timers.next_when,
+					     memory_order_relaxed);
+	return v == w || when == UINT64_MAX ? UINT64_MAX
+					    : when + WEFT_TIMER_STEAL_NS;
+}
+
 /* Fire the heaps of other workers whose earliest entry is overdue by more
  * than WEFT_TIMER_STEAL_NS (their owner is stuck in a fiber). The woken
  * fibers go to w's queue. Returns how many. */
@@ -193,14 +203,9 @@ uint64_t weft__timers_steal(struct weft__worker *w, uint64_t now)
 {
 	struct weft__rt *rt = w->rt;
 	uint64_t n = 0;
-	for (unsigned i = 0; i < rt->nworkers; i++) {
-		struct weft__worker *v = &rt->workers[i];
-		uint64_t when = atomic_load_explicit(&v->timers.next_when,
-						     memory_order_relaxed);
-		if (v != w && when != UINT64_MAX &&
-		    when + WEFT_TIMER_STEAL_NS <= now)
-			n += weft__timers_fire(v, now);
-	}
+	for (unsigned i = 0; i < rt->nworkers; i++)
+		if (steal_at(w, &rt->workers[i]) <= now)
+			n += weft__timers_fire(&rt->workers[i], now);
 	return n;
 }
 
@@ -211,26 +216,21 @@ uint64_t weft__timers_steal_next(struct weft__worker *w)
 	struct weft__rt *rt = w->rt;
 	uint64_t next = UINT64_MAX;
 	for (unsigned i = 0; i < rt->nworkers; i++) {
-		struct weft__worker *v = &rt->workers[i];
-		uint64_t when = atomic_load_explicit(&v->timers.next_when,
-						     memory_order_relaxed);
-		if (v != w && when != UINT64_MAX &&
-		    when + WEFT_TIMER_STEAL_NS < next)
-			next = when + WEFT_TIMER_STEAL_NS;
+		uint64_t at = steal_at(w, &rt->workers[i]);
+		next = at < next ? at : next;
 	}
 	return next;
 }
 
-/* Earliest deadline, UINT64_MAX if none. */
+/* Earliest deadline of w's own heap, UINT64_MAX if none: the published
+ * copy, without the lock. Only the owner adds to its heap (sleep and
+ * park_wait add to the caller's worker), so the owner never reads a value
+ * later than the truth; others only remove (a cancelled fiber, a thief),
+ * which at worst leaves an earlier value: one wake-up or fire that finds
+ * nothing. */
 uint64_t weft__timers_next(struct weft__worker *w)
 {
-	struct weft__timers *t = &w->timers;
-	uint64_t when = UINT64_MAX;
-	lock(t);
-	if (t->len)
-		when = t->heap[0].when;
-	unlock(t);
-	return when;
+	return atomic_load_explicit(&w->timers.next_when, memory_order_relaxed);
 }
 
 /* Timers pending in w's heap (weft_metrics_get, any thread). */

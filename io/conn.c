@@ -267,15 +267,10 @@ static bool arm(weft_conn *c, struct weft__worker *me)
 			c->plain = true;
 		return false;
 	}
-	uint64_t ud = weft__mshot_arm(&c->m, me);
-	weft__spin_unlock(&c->m.lock);
-	/* no CQE can come before the next submit, which is ours or later */
-	struct io_uring_sqe *sqe = weft__io_sqe(me);
+	struct io_uring_sqe *sqe = weft__mshot_arm(&c->m, me);
 	io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
 	sqe->flags |= IOSQE_BUFFER_SELECT;
 	sqe->buf_group = 0;
-	io_uring_sqe_set_data64(sqe, ud);
-	weft__mshot_queued(me);
 	weft__spin_lock(&c->m.lock);
 	return true;
 }

@@ -66,11 +66,12 @@ struct weft__mshot {
 	uint32_t wseq;
 	struct weft__op cop; /* w (cop.w), user_data, the cancel-list link */
 };
-/* lock held, !armed: arm on me (drops and retakes the lock); the caller
- * then preps the SQE with the returned user_data and calls mshot_queued */
-uint64_t weft__mshot_arm(struct weft__mshot *m,
-			 struct weft__worker *me) WEFT__HIDDEN;
-void weft__mshot_queued(struct weft__worker *me) WEFT__HIDDEN;
+/* lock held, !armed: mark m armed on me and return, with the lock
+ * DROPPED, an SQE on me's ring carrying m's user_data and counted in
+ * flight; the caller preps it (liburing's prep helpers leave user_data
+ * alone) and takes the lock again */
+struct io_uring_sqe *weft__mshot_arm(struct weft__mshot *m,
+				     struct weft__worker *me) WEFT__HIDDEN;
 /* reaper, lock held: a CQE seen; pressure: cancel now (back-pressure).
  * Returns the waiter to wake after unlocking (and its seq in *seq). */
 weft_task *weft__mshot_seen(struct weft__mshot *m, bool more, bool pressure,

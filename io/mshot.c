@@ -39,7 +39,8 @@ void weft__mshot_cqe(struct weft__worker *w, struct io_uring_cqe *cqe)
 	m->cqe(w, m, cqe);
 }
 
-uint64_t weft__mshot_arm(struct weft__mshot *m, struct weft__worker *me)
+struct io_uring_sqe *weft__mshot_arm(struct weft__mshot *m,
+				     struct weft__worker *me)
 {
 	/* an old deferred cancel must not hit the new arming */
 	if (m->cop.w) {
@@ -51,14 +52,15 @@ uint64_t weft__mshot_arm(struct weft__mshot *m, struct weft__worker *me)
 	m->cancelling = false;
 	m->cop.w = me;
 	m->cop.ud = weft__io_new_ud(me, m) | WEFT__UD_MSHOT;
-	return m->cop.ud;
-}
-
-void weft__mshot_queued(struct weft__worker *me)
-{
+	uint64_t ud = m->cop.ud;
+	weft__spin_unlock(&m->lock);
+	/* no CQE can come before the next submit, which is ours or later */
+	struct io_uring_sqe *sqe = weft__io_sqe(me);
+	io_uring_sqe_set_data64(sqe, ud);
 	me->inflight++;
 	WEFT__BUMP(me->m_io_sub, 1); /* metrics: one submission, many CQEs */
 	me->io_dirty = true;
+	return sqe;
 }
 
 weft_task *weft__mshot_seen(struct weft__mshot *m, bool more, bool pressure,
@@ -235,16 +237,11 @@ int weft_listener_accept(weft_listener *l, struct sockaddr *sa,
 			return -EBUSY;
 		}
 		if (!m->armed) {
-			uint64_t ud = weft__mshot_arm(m, me);
-			weft__spin_unlock(&m->lock);
-			/* no CQE can come before the next submit */
-			struct io_uring_sqe *sqe = weft__io_sqe(me);
-			io_uring_prep_multishot_accept(sqe, l->lfd, NULL, NULL,
+			io_uring_prep_multishot_accept(weft__mshot_arm(m, me),
+						       l->lfd, NULL, NULL,
 						       SOCK_CLOEXEC);
-			io_uring_sqe_set_data64(sqe, ud);
-			weft__mshot_queued(me);
 			weft__spin_lock(&m->lock);
-			continue;
+			continue; /* the lock was dropped: look again */
 		}
 		int r = weft__mshot_wait(m, self, IORING_OP_ACCEPT, l->lfd);
 		if (r != WEFT__R_WOKEN) {

@@ -15,5 +15,6 @@
 #include "weft/io.h"
 #include "weft/net.h"
 #include "weft/conn.h"
+#include "weft/sim.h"
 
 #endif

@@ -18,6 +18,7 @@ ssize_t weft_read(int fd, void *buf, size_t n, int64_t off)
 		return -EFAULT;
 	if (n > 0x7ffff000)
 		n = 0x7ffff000; /* what read(2) does at most */
+	n = weft__fault_short(fd, n); /* seeded runs (weft/sim.h) */
 	WEFT__IO(io_uring_prep_read(sqe, fd, buf, (unsigned)n, off_of(off)));
 }
 
@@ -44,6 +45,7 @@ static ssize_t write_once(int fd, const void *buf, size_t n, int64_t off)
 {
 	if (n > 0x7ffff000)
 		n = 0x7ffff000;
+	n = weft__fault_short(fd, n);
 	WEFT__IO(io_uring_prep_write(sqe, fd, buf, (unsigned)n, off_of(off)));
 }
 

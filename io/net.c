@@ -71,6 +71,10 @@ ssize_t weft_recv(int fd, void *buf, size_t n, int flags)
 		return -EBADF;
 	if (!buf && n)
 		return -EFAULT;
+	/* seeded runs (weft/sim.h): a reset or a short receive */
+	if (weft__fault(WEFT_FAULT_RESET))
+		return -ECONNRESET;
+	n = weft__fault_short(fd, n);
 	for (;;) {
 		int r;
 		/* POLL_FIRST: a server's recv usually waits for the peer, so
@@ -91,6 +95,9 @@ static ssize_t send_once(int fd, const void *buf, size_t n, int flags)
 	 * parks nor waits for a CQE. Only a full buffer goes to the ring. A
 	 * cancelled fiber or a passed deadline still fails first. */
 	weft_task *self = weft__self(NULL);
+	if (weft__fault(WEFT_FAULT_RESET)) /* seeded runs (weft/sim.h) */
+		return -ECONNRESET;
+	n = weft__fault_short(fd, n);
 	if (self && !(flags & MSG_DONTWAIT)) {
 		int e = weft__io_check(self);
 		if (e)

@@ -123,11 +123,11 @@ void weft__ring_fini(struct weft__worker *w)
  * CLOCK_MONOTONIC): the kernel cancels the op; no timer of ours races it.
  */
 
-static void op_complete(struct weft__op *op, struct io_uring_cqe *cqe)
+void weft__io_complete(struct weft__op *op, int res, unsigned flags)
 {
 	weft_task *f = op->f;
-	op->res = cqe->res;
-	op->cflags = cqe->flags;
+	op->res = res;
+	op->cflags = flags;
 	/* seq_cst: first half of the op handshake */
 	atomic_store(&op->done, 1);
 	uint32_t seq = atomic_load(&op->seq);
@@ -215,7 +215,7 @@ void weft__io_unlist(struct weft__op *op)
 void weft__io_request_cancel(struct weft__op *op)
 {
 	struct weft__worker *me = weft__worker_self(), *w = op->w;
-	if (me == w) {
+	if (me == w || (me && me->sim)) { /* seeded: one thread owns all */
 		prep_cancel(w, op);
 		io_uring_submit(&w->ring);
 		return;
@@ -260,7 +260,7 @@ int weft__io_submit_wait(struct weft__worker *w, weft_task *self,
 	op->ud = weft__io_new_ud(w, op);
 	io_uring_sqe_set_data64(sqe, op->ud);
 	uint64_t dl = self->deadline;
-	if (dl) {
+	if (dl && !w->sim) { /* seeded: a virtual-time timer instead */
 		sqe->flags |= IOSQE_IO_LINK;
 		op->ts.tv_sec = (long long)(dl / 1000000000ull);
 		op->ts.tv_nsec = (long long)(dl % 1000000000ull);
@@ -272,8 +272,9 @@ int weft__io_submit_wait(struct weft__worker *w, weft_task *self,
 	WEFT__M_IO_SUBMIT(w, self, sqe); /* metrics and dump (internal.h) */
 	w->io_dirty = true;
 	atomic_store(&op->seq, weft__park_begin(self, true));
-	int r = weft__park_commit(self);
-	if (r == WEFT__R_CANCEL &&
+	/* seeded: park_wait adds the deadline's timer (virtual time) */
+	int r = w->sim ? weft__park_wait(self) : weft__park_commit(self);
+	if (r != WEFT__R_WOKEN &&
 	    atomic_load_explicit(&op->done, memory_order_acquire) == 0) {
 		weft__io_request_cancel(op);
 		/* re-park until the CQE, not cancellable */
@@ -286,7 +287,7 @@ int weft__io_submit_wait(struct weft__worker *w, weft_task *self,
 	}
 	while (atomic_load_explicit(&op->done, memory_order_acquire) != 2)
 		weft__cpu_relax(); /* the reaper is between two stores */
-	if (r == WEFT__R_CANCEL)
+	if (r != WEFT__R_WOKEN)
 		weft__io_unlist(op);
 	int res = op->res;
 	/* a cancelled op running in io-wq (a blocking file or pipe read) ends
@@ -352,12 +353,13 @@ static void reap_n(struct weft__worker *w, unsigned room)
 				w->inflight--;
 				WEFT__M_IO_DONE(w); /* metrics (internal.h) */
 			}
+			struct weft__op *op =
+				(struct weft__op *)(uintptr_t)(ud & WEFT__UD_ADDR);
 			if (ud & WEFT__UD_MSHOT)
 				weft__mshot_cqe(w, cqe);
-			else
-				op_complete((struct weft__op *)(uintptr_t)(ud &
-								WEFT__UD_ADDR),
-					    cqe);
+			else if (!w->sim || !weft__sim_delay(w, op, cqe->res,
+							     cqe->flags))
+				weft__io_complete(op, cqe->res, cqe->flags);
 		}
 	}
 	io_uring_cq_advance(&w->ring, n);

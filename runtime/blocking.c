@@ -135,6 +135,8 @@ struct weft__blocking {
 	unsigned nthreads;         /* live threads: started, not retired */
 	unsigned idle;             /* live threads inside their wait loop */
 	unsigned max_threads, max_queued; /* from rt; read-only */
+	unsigned running;          /* calls in fn now */
+	pthread_cond_t quiet;      /* signalled when none queued or running */
 	bool stop;                 /* set by fini: every thread exits */
 	struct bthread *threads;   /* live list */
 	struct bthread *retired;   /* retired, not yet joined (the chain) */
@@ -214,6 +216,7 @@ static void *pool_thread(void *arg)
 		struct breq *r = p->head;
 		q_unlink(p, r);
 		r->state = BREQ_RUNNING;
+		p->running++;
 		void *(*fn)(void *) = r->fn;
 		void *fa = r->arg;
 		pthread_mutex_unlock(&p->lock);
@@ -223,6 +226,8 @@ static void *pool_thread(void *arg)
 		pthread_mutex_lock(&p->lock);
 		r->result = res;
 		r->state = BREQ_DONE;
+		if (--p->running == 0 && !p->queued)
+			pthread_cond_broadcast(&p->quiet);
 		/* under the lock: the fiber cannot leave weft_blocking (and the
 		 * runtime cannot end) until this wake has returned ("the wake
 		 * rule"); once we unlock, r may be gone */
@@ -279,6 +284,7 @@ int weft__blocking_init(struct weft__rt *rt)
 		free(p);
 		return -e;
 	}
+	pthread_cond_init(&p->quiet, NULL);
 	pthread_mutex_init(&p->lock, NULL);
 	rt->blocking = p;
 	return 0;
@@ -310,6 +316,7 @@ void weft__blocking_fini(struct weft__rt *rt)
 		free(retired);
 	}
 	pthread_cond_destroy(&p->cond);
+	pthread_cond_destroy(&p->quiet);
 	pthread_mutex_destroy(&p->lock);
 	free(p);
 	rt->blocking = NULL;
@@ -378,6 +385,18 @@ int weft_blocking(void *(*fn)(void *), void *arg, void **result)
 		pthread_mutex_unlock(&p->lock);
 		r = weft__park_commit(self);
 	}
+}
+
+/* Seeded runs (sim.c): wait until no call is queued or running, so that
+ * a call's wake-up comes at a step the seed fixes, not when the pool
+ * thread happens to finish. */
+void weft__blocking_quiesce(struct weft__rt *rt)
+{
+	struct weft__blocking *p = rt->blocking;
+	pthread_mutex_lock(&p->lock);
+	while (p->queued || p->running)
+		pthread_cond_wait(&p->quiet, &p->lock);
+	pthread_mutex_unlock(&p->lock);
 }
 
 /* Gauges for weft_metrics_get (metrics.c), under the pool's lock. */

@@ -78,6 +78,8 @@ static void fiber_main(void *p, void *unused)
 /* Give f its stack and first frame. False if no stack could be had. */
 bool weft__fiber_start(struct weft__worker *w, weft_task *f)
 {
+	if (weft__fault(WEFT_FAULT_NOMEM) && !(atomic_load(&f->flags) & WEFT__F_MAIN))
+		return false; /* seeded: as if no stack could be mapped */
 	void *lo = weft__stack_get(w);
 	if (!lo)
 		return false;
@@ -182,6 +184,8 @@ weft_task *weft__spawn_flags(void *(*fn)(void *), void *arg, uint32_t extra,
 						   memory_order_acquire);
 	if (!rt || !fn || atomic_load(&rt->terminate))
 		return NULL;
+	if (!(extra & WEFT__F_MAIN) && weft__fault(WEFT_FAULT_NOMEM))
+		return NULL; /* seeded: as if the slab could not grow */
 	struct weft__worker *w = weft__worker_self();
 	if (w && w->rt != rt)
 		w = NULL;
@@ -363,7 +367,8 @@ void weft_yield(void)
 	weft_task *self = self_fiber(&w);
 	if (!self)
 		return;
-	if (weft__dq_len(&w->dq) == 0 && weft__inject_empty(&w->rt->inject)) {
+	if (!w->sim && weft__dq_len(&w->dq) == 0 &&
+	    weft__inject_empty(&w->rt->inject)) {
 		/* alone: only the ring and timers could make work */
 		if (++w->dq.tick % WEFT_EVENT_INTERVAL == 0) {
 			if (weft__timers_next(w) != UINT64_MAX)

@@ -174,6 +174,7 @@ struct weft_task {
 	const char *name;
 	/* dump.c: what its last wait waits on (weft__wait_note) */
 	_Atomic uint64_t wait;
+	uint64_t sim_prio; /* sim.c: PCT priority, 0 until first queued */
 } __attribute__((aligned(WEFT__CACHELINE)));
 
 /* ---- slab (slab.c) -------------------------------------------------------- */
@@ -344,6 +345,7 @@ struct weft__worker {
 	uint64_t efd_buf;
 	unsigned inflight; /* ops in the ring awaiting a CQE (not efd read) */
 	bool io_dirty;     /* SQEs queued since the last submit */
+	bool sim;          /* deterministic mode: the master picks (sim.c) */
 	uint16_t op_gen;   /* high bits of op user_data (owner only) */
 	struct weft__pbuf *pbuf; /* weft_conn's buffer ring, lazily (conn.c) */
 	bool pbuf_failed;        /* the kernel refused it: plain receives */
@@ -429,6 +431,7 @@ struct weft__rt {
 	bool unjoined_report;      /* report never-joined tasks at the end */
 	uint64_t start_ns;         /* weft__clock() at start */
 	struct weft__monitor *mon; /* watchdog / dump-signal thread, or NULL */
+	struct weft__sim *sim;     /* deterministic mode (sim.c), or NULL */
 };
 
 /* the one running runtime (NULL when none); set by weft_run */
@@ -540,6 +543,7 @@ void weft__ring_poll(struct weft__worker *w) WEFT__HIDDEN;
 void weft__ring_wake(struct weft__worker *target) WEFT__HIDDEN;
 
 uint64_t weft__clock(void) WEFT__HIDDEN;
+uint64_t weft__clock_real(void) WEFT__HIDDEN;
 
 static inline uint64_t weft__rand(struct weft__worker *w)
 {
@@ -643,5 +647,51 @@ uint32_t weft__timers_len(struct weft__worker *w) WEFT__HIDDEN;
 /* blocking.c: the pool's gauges, read under its lock */
 void weft__blocking_stats(struct weft__rt *rt, unsigned *threads,
 			  unsigned *idle, unsigned *queued) WEFT__HIDDEN;
+
+/* ---- deterministic simulation (sim.c) ------------------------------------ */
+struct weft__op;
+/* virtual time is on (weft__clock reads weft__vclock) */
+extern _Atomic int weft__sim_on WEFT__HIDDEN;
+extern _Atomic uint64_t weft__vclock WEFT__HIDDEN;
+int weft__sim_new(struct weft__rt *rt, uint64_t seed, const char *faults,
+		  unsigned pct) WEFT__HIDDEN;
+void weft__sim_free(struct weft__rt *rt) WEFT__HIDDEN;
+int weft__sim_faults_check(const char *spec) WEFT__HIDDEN; /* 0, -EINVAL */
+void weft__sim_loop(struct weft__rt *rt) WEFT__HIDDEN;
+int weft__sim_result(struct weft__rt *rt) WEFT__HIDDEN; /* 0 or -EDEADLK */
+/* make f runnable (weft__schedule in sim mode); yield: it gave way */
+void weft__sim_push(struct weft__rt *rt, struct weft__worker *w, weft_task *f,
+		    bool yield) WEFT__HIDDEN;
+/* hold an I/O completion back (WEFT_FAULT_DELAY); false: deliver it now */
+bool weft__sim_delay(struct weft__worker *w, struct weft__op *op, int res,
+		     unsigned flags) WEFT__HIDDEN;
+bool weft__sim_fault_slow(int kind) WEFT__HIDDEN;
+/* a seeded fault of this kind (weft/sim.h) hits the caller now; only on a
+ * simulated worker, never on another thread */
+static inline bool weft__fault(int kind)
+{
+	if (__builtin_expect(!atomic_load_explicit(&weft__sim_on,
+						   memory_order_relaxed), 1))
+		return false;
+	return weft__sim_fault_slow(kind);
+}
+/* WEFT_FAULT_SHORT: n, or (a seeded fault hit) a shorter length, on
+ * descriptors where a short transfer is legal */
+size_t weft__sim_short(int fd, size_t n) WEFT__HIDDEN;
+static inline size_t weft__fault_short(int fd, size_t n)
+{
+	if (__builtin_expect(!atomic_load_explicit(&weft__sim_on,
+						   memory_order_relaxed), 1))
+		return n;
+	return weft__sim_short(fd, n);
+}
+/* seeded draw in [0, n) for a fault's size (sim only) */
+uint64_t weft__sim_rand(uint64_t n) WEFT__HIDDEN;
+/* sched.c: run t on w until it gives w up (worker loop and sim master) */
+void weft__run_on(struct weft__worker *w, weft_task *t) WEFT__HIDDEN;
+/* io/uring.c: deliver an op's completion (what the reaper does) */
+void weft__io_complete(struct weft__op *op, int res, unsigned flags) WEFT__HIDDEN;
+/* blocking.c: wait until no call is queued or running (sim master) */
+void weft__blocking_quiesce(struct weft__rt *rt) WEFT__HIDDEN;
 
 #endif

@@ -121,7 +121,8 @@ static void *worker_thread(void *p);
 static int worker_setup(struct weft__worker *w)
 {
 	weft__worker_set(w);
-	int r = weft__altstack_push(&w->altstack_save);
+	/* seeded: one thread hosts every worker; one alternate stack */
+	int r = w->sim && w->index ? 0 : weft__altstack_push(&w->altstack_save);
 	if (r)
 		return r;
 	/* the scheduler context runs on this thread's own stack */
@@ -192,6 +193,26 @@ static void *worker_thread(void *p)
 	return NULL;
 }
 
+/* A seeded run: every worker lives on this thread and the master loop
+ * (sim.c) picks what runs where. */
+static int sim_run(struct weft__rt *rt, void *(*main_fn)(void *), void *arg)
+{
+	int err = 0;
+	for (unsigned i = 0; i < rt->nworkers && !err; i++)
+		err = rt->workers[i].start_err = worker_setup(&rt->workers[i]);
+	struct weft__worker *w0 = &rt->workers[0];
+	weft__worker_set(w0);
+	if (!err && !weft__spawn_flags(main_fn, arg, WEFT__F_MAIN,
+				       __builtin_return_address(0)))
+		err = -ENOMEM;
+	if (!err) {
+		weft__sim_loop(rt);
+		err = weft__sim_result(rt);
+	}
+	worker_teardown(w0);
+	return err;
+}
+
 static void rt_free(struct weft__rt *rt)
 {
 	if (rt->workers) {
@@ -217,8 +238,31 @@ int weft_run(const weft_config *cfg, void *(*main_fn)(void *), void *arg,
 		c = *cfg;
 	if (!main_fn)
 		return -EINVAL;
-	if (c.seed)
-		return -ENOTSUP;
+	/* deterministic simulation (sim.c): config first, then the env */
+	const char *e;
+	uint64_t v;
+	if (c.seed == 0 && (e = getenv("WEFT_SEED")) && *e) {
+		if (parse_size(e, &v) || v == 0)
+			return -EINVAL;
+		c.seed = v;
+	}
+	if (!c.faults && (e = getenv("WEFT_FAULTS")) && *e)
+		c.faults = e;
+	if (c.pct == 0 && (e = getenv("WEFT_PCT")) && *e) {
+		if (parse_size(e, &v) || v > 64)
+			return -EINVAL;
+		c.pct = (unsigned)v;
+	}
+	if (c.pct > 64 || (c.faults && weft__sim_faults_check(c.faults)))
+		return -EINVAL;
+	if ((c.faults || c.pct) && !c.seed) {
+		/* faults and PCT are seeded: pick one, and say which */
+		c.seed = (weft__clock_real() ^ (uint64_t)getpid() << 32) %
+				 1000000000ull +
+			 1;
+		fprintf(stderr, "weft: WEFT_SEED=%llu\n",
+			(unsigned long long)c.seed);
+	}
 	if (c.workers == 0) {
 		const char *e = getenv("WEFT_WORKERS");
 		uint64_t v;
@@ -329,9 +373,21 @@ int weft_run(const weft_config *cfg, void *(*main_fn)(void *), void *arg,
 		goto out_rt;
 	}
 
+	if (c.seed && (err = weft__sim_new(rt, c.seed, c.faults, c.pct))) {
+		weft__monitor_stop(rt);
+		weft__blocking_fini(rt);
+		goto out_rt;
+	}
+	if (rt->sim) /* virtual time from here on */
+		rt->start_ns = weft__clock();
+
 	struct weft__worker *w0 = &rt->workers[0];
 	/* publish before any thread starts (acquire in weft_spawn) */
 	atomic_store_explicit(&weft__rt_cur, rt, memory_order_release);
+	if (rt->sim) {
+		err = sim_run(rt, main_fn, arg);
+		goto ended;
+	}
 	unsigned started = 1;
 	err = 0;
 	for (; started < rt->nworkers; started++) {
@@ -361,9 +417,10 @@ int weft_run(const weft_config *cfg, void *(*main_fn)(void *), void *arg,
 	worker_teardown(w0);
 	for (unsigned i = 1; i < started; i++)
 		pthread_join(rt->workers[i].thread, NULL);
+ended:
 	weft__monitor_stop(rt);
 	weft__blocking_fini(rt);
-	if (!err && result)
+	if ((!err || err == -EDEADLK) && result)
 		*result = rt->main_result;
 	/* foreign callers: a thread that entered before this store may still
 	 * be using rt; one that enters after it sees NULL. seq_cst on both
@@ -376,6 +433,7 @@ int weft_run(const weft_config *cfg, void *(*main_fn)(void *), void *arg,
 	for (unsigned i = 0; i < rt->nworkers; i++)
 		weft__ring_fini(&rt->workers[i]);
 out_rt:
+	weft__sim_free(rt);
 	rt_free(rt);
 out_running:
 	atomic_store(&running, 0);

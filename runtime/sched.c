@@ -114,6 +114,10 @@ static inline void ctx_jump(struct weft__ctx *from, struct weft__ctx *to,
 void weft__schedule(struct weft__worker *w, weft_task *f, bool front)
 {
 	struct weft__rt *rt;
+	if (w && w->sim) { /* deterministic mode: the master picks (sim.c) */
+		weft__sim_push(w->rt, w, f, false);
+		return;
+	}
 	if (!w)
 		weft__foreign_enter();
 	if (w && !front) {
@@ -125,6 +129,11 @@ void weft__schedule(struct weft__worker *w, weft_task *f, bool front)
 		rt = w ? w->rt
 		       : atomic_load_explicit(&weft__rt_cur,
 					      memory_order_acquire);
+		if (!w && rt->sim) { /* another thread, seeded run: inbox */
+			weft__sim_push(rt, NULL, f, false);
+			weft__foreign_exit();
+			return;
+		}
 		if (f->ctx.stack_lo && !front) {
 			weft__inject_push_head(&rt->inject, f); /* woken */
 		} else {
@@ -204,7 +213,8 @@ void weft__switch_out(struct weft__worker *w, weft_task *self, int action)
 {
 	w->prev = self;
 	w->prev_action = action;
-	weft_task *next = next_ready(w);
+	/* seeded: back to the master, which picks (no direct hand-off) */
+	weft_task *next = w->sim ? NULL : next_ready(w);
 	struct weft__ctx *to = next ? &next->ctx : &w->sched;
 	w->cur = next;
 	if (next)
@@ -224,7 +234,10 @@ void weft__after_switch(struct weft__worker *w)
 	w->prev = NULL;
 	switch (w->prev_action) {
 	case WEFT__ACT_YIELD:
-		weft__schedule(w, p, true);
+		if (w->sim)
+			weft__sim_push(w->rt, w, p, true);
+		else
+			weft__schedule(w, p, true);
 		break;
 	case WEFT__ACT_PARK: {
 		/* acquire (here and on CAS failure): a waker that found p
@@ -601,15 +614,20 @@ void weft__worker_loop(struct weft__worker *w)
 		weft_task *t = find_work(w);
 		if (!t)
 			break;
-		if (!t->ctx.stack_lo && !weft__fiber_start(w, t)) {
-			fail_nostack(w, t);
-			continue;
-		}
-		w->cur = t;
-		weft__m_resume(w, t);
-		ctx_jump(&w->sched, &t->ctx, false);
-		weft__after_switch(w); /* the scheduler never migrates */
+		weft__run_on(w, t);
 	}
+}
+
+void weft__run_on(struct weft__worker *w, weft_task *t)
+{
+	if (!t->ctx.stack_lo && !weft__fiber_start(w, t)) {
+		fail_nostack(w, t);
+		return;
+	}
+	w->cur = t;
+	weft__m_resume(w, t);
+	ctx_jump(&w->sched, &t->ctx, false);
+	weft__after_switch(w); /* the scheduler never migrates */
 }
 
 void weft__begin_shutdown(struct weft__rt *rt)

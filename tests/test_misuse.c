@@ -8,7 +8,7 @@
  *   -EINVAL; weft_cancel(NULL) or of a joined task -> -EINVAL;
  *   weft_spawn(NULL fn) -> NULL;
  * - weft_run: NULL main -> -EINVAL, nested or concurrent -> -EBUSY, bad
- *   config fields -> -EINVAL, seed -> -ENOTSUP, malformed WEFT_WORKERS /
+ *   config fields -> -EINVAL (faults, pct too), malformed WEFT_WORKERS /
  *   WEFT_STACK_SIZE / WEFT_BLOCKING_THREADS -> -EINVAL (and nothing ran);
  *   explicit config fields win over the environment;
  * - weft_gather with a NULL entry -> -EINVAL and no task joined;
@@ -164,12 +164,20 @@ static void test_run_bad_args(void **state)
 	c.blocking_queue = (1u << 20) + 1;
 	expect_run_fails(&c, -EINVAL);
 
+	/* seeded runs (weft/sim.h): malformed faults, PCT too deep */
 	weft_config_init(&c);
 	c.seed = 1;
-	expect_run_fails(&c, -ENOTSUP);
-	c.seed = 0xdeadbeef;
-	c.workers = 2;
-	expect_run_fails(&c, -ENOTSUP);
+	c.faults = "short=2";
+	expect_run_fails(&c, -EINVAL);
+	c.faults = "bogus=0.1";
+	expect_run_fails(&c, -EINVAL);
+	c.faults = "short=0.1,";
+	expect_run_fails(&c, -EINVAL);
+	c.faults = "0.5x";
+	expect_run_fails(&c, -EINVAL);
+	c.faults = NULL;
+	c.pct = 65;
+	expect_run_fails(&c, -EINVAL);
 
 	/* the smallest stack allowed works, fibers and all */
 	weft_config_init(&c);
@@ -237,6 +245,14 @@ static void test_env_bad(void **state)
 	const char *bad_blocking[] = {"abc", "0", "4097", "-3"};
 	for (size_t i = 0; i < sizeof bad_blocking / sizeof *bad_blocking; i++)
 		expect_env("WEFT_BLOCKING_THREADS", bad_blocking[i], -EINVAL);
+
+	const char *bad_seed[] = {"abc", "0", "-1", "1x"};
+	for (size_t i = 0; i < sizeof bad_seed / sizeof *bad_seed; i++)
+		expect_env("WEFT_SEED", bad_seed[i], -EINVAL);
+	expect_env("WEFT_PCT", "65", -EINVAL);
+	expect_env("WEFT_PCT", "x", -EINVAL);
+	expect_env("WEFT_FAULTS", "short=-1", -EINVAL);
+	expect_env("WEFT_FAULTS", "nope=0.1", -EINVAL);
 
 	/* well-formed values work and take effect */
 	expect_env("WEFT_STACK_SIZE", "32k", 0);

@@ -16,8 +16,8 @@ typedef struct weft_config {
 	size_t stack_size;     /* usable bytes per fiber stack; 0: env
 	                          WEFT_STACK_SIZE, else 64 KiB */
 	unsigned ring_entries; /* SQ entries per worker ring; 0: 256, min 4 */
-	uint64_t seed;         /* != 0: deterministic simulation (not yet:
-	                          weft_run returns -ENOTSUP) */
+	uint64_t seed;         /* != 0: deterministic simulation (weft/sim.h);
+	                          0: env WEFT_SEED, else off */
 	/* observability (weft/debug.h, docs/env.md) */
 	unsigned slow_ms;      /* report a fiber that runs this long without
 	                          yielding; 0: env WEFT_SLOW_MS, else off */
@@ -33,6 +33,12 @@ typedef struct weft_config {
 	unsigned conn_buffers;     /* weft_conn receive buffers per worker, a
 	                              power of 2 <= 32768; 0: 1024 */
 	unsigned conn_buffer_size; /* bytes each, <= 1 MiB; 0: 4096 */
+	/* deterministic simulation (weft/sim.h, docs/testing.md) */
+	const char *faults;    /* seeded faults, "kind=p,...": short reset nomem
+	                          delay spurious all; NULL: env WEFT_FAULTS.
+	                          Faults without a seed pick one and print it */
+	unsigned pct;          /* PCT depth (priority schedules, small tests);
+	                          0: env WEFT_PCT, else a random walk */
 } weft_config;
 
 /* Fill every field with its default (all zero: "choose for me"). */
@@ -40,6 +46,9 @@ WEFT_API void weft_config_init(weft_config *cfg);
 
 /* Run main_fn(arg) as the first fiber; *result (if non-NULL) gets its return.
  * Returns 0 once every fiber has finished, or
+ *   -EDEADLK  (seeded runs) every fiber was parked with no timer, I/O or
+ *             blocking call pending: the wait graph went to stderr, every
+ *             fiber was cancelled and ran to its end;
  *   -EINVAL   main_fn NULL, workers > 1024, stack_size outside
  *             [16 KiB, 1 GiB], ring_entries > 32768, blocking_threads >
  *             4096, blocking_queue > 2^20, conn_buffers not a power
@@ -48,17 +57,18 @@ WEFT_API void weft_config_init(weft_config *cfg);
  *             also: dump_signal < -1, SIGKILL, SIGSTOP, SIGSEGV, SIGBUS or a
  *             real-time signal, unjoined_report outside [-1, 1], or a
  *             malformed WEFT_SLOW_MS / WEFT_DUMP_SIGNAL /
- *             WEFT_UNJOINED_REPORT;
+ *             WEFT_UNJOINED_REPORT; a malformed faults / WEFT_FAULTS /
+ *             WEFT_SEED / WEFT_PCT, or pct > 64;
  *   -EBUSY    a runtime is already running in this process (nested or
  *             concurrent weft_run);
- *   -ENOTSUP  seed != 0 (deterministic mode is not built yet);
  *   -ENOMEM   out of memory; or a negative errno from io_uring_setup
  *             (-ENOSYS, -EPERM) or pthread_create (-EAGAIN).
  * On error nothing ran and nothing is left behind. */
 WEFT_API int weft_run(const weft_config *cfg, void *(*main_fn)(void *),
 		      void *arg, void **result);
 
-/* Monotonic time in nanoseconds (CLOCK_MONOTONIC). Callable anywhere. */
+/* Monotonic time in nanoseconds (CLOCK_MONOTONIC; virtual in a seeded
+ * run, starting at 1 s). Callable anywhere. */
 WEFT_API uint64_t weft_now(void);
 
 /* Index of the worker running the caller now, 0 .. workers-1; it can change

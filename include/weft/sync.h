@@ -37,7 +37,9 @@ typedef struct weft_cond {
 } weft_cond;
 WEFT_API void weft_cond_init(weft_cond *c);
 /* Unlock m, wait for a signal, lock m again (always, even on error).
- * 0, -ECANCELED, -ETIMEDOUT, -EINVAL, -EPERM (m not held by caller). */
+ * May return 0 without a signal (a spurious wake-up, as with pthreads;
+ * WEFT_FAULTS=spurious=p makes them happen): wait in a loop on your
+ * condition. 0, -ECANCELED, -ETIMEDOUT, -EINVAL, -EPERM (m not held). */
 WEFT_API int weft_cond_wait(weft_cond *c, weft_mutex *m);
 WEFT_API void weft_cond_signal(weft_cond *c);
 WEFT_API void weft_cond_broadcast(weft_cond *c);

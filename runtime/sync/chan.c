@@ -43,6 +43,8 @@ weft_chan *weft_chan_new(size_t capacity, size_t elem_size)
 {
 	if (elem_size == 0 || elem_size > 65536 || capacity > (1u << 24))
 		return NULL;
+	if (weft__fault(WEFT_FAULT_NOMEM))
+		return NULL; /* seeded: as if calloc failed */
 	weft_chan *c = calloc(1, sizeof *c);
 	if (!c)
 		return NULL;

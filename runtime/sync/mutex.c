@@ -166,7 +166,7 @@ int weft_mutex_lock(weft_mutex *m)
 		return 0;
 	}
 	/* spin briefly while another worker may be about to unlock */
-	if (w->rt->nworkers > 1) {
+	if (w->rt->nworkers > 1 && !w->sim) {
 		for (int i = 0; i < 64; i++) {
 			weft__cpu_relax();
 			s = ld(m);
@@ -219,6 +219,13 @@ int weft_cond_wait(weft_cond *c, weft_mutex *m)
 		return -EINVAL;
 	if (owner(m) != self)
 		return -EPERM;
+	if (weft__fault(WEFT_FAULT_SPURIOUS)) {
+		/* seeded runs: a wake-up with no signal, as the API allows */
+		weft_mutex_unlock(m);
+		weft_yield();
+		mutex_lock_nocancel(m, self);
+		return 0;
+	}
 	struct weft__wlist *l = weft__wq_list(&c->_q);
 	struct weft__waiter me = {.f = self};
 	weft__spin_lock(&c->_q._lock);

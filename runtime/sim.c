@@ -1,0 +1,733 @@
+/* sim.c — deterministic simulation: seeded scheduling, virtual time, seeded
+ * faults, deadlock detection, and the seed explorer.
+ *
+ * With a seed, weft_run starts no worker threads. The calling thread is the
+ * master: it owns every worker's ring and timer heap and resumes fibers one
+ * at a time, each on a worker it picks, until the fiber gives the worker up
+ * (a fiber never hands off to the next directly in this mode: sched.c). So
+ * every choice the threaded runtime leaves to races is a draw from one
+ * PRNG seeded with the seed:
+ *   - which runnable fiber runs next: the newest queued one (the LIFO slot)
+ *     or one drawn uniformly from all of them; under PCT (pct = depth d),
+ *     the one of highest priority, priorities random at first queueing and
+ *     lowered at d-1 random steps (Burckhardt et al., ASPLOS 2010);
+ *   - on which worker: the one it was queued on, or a random one (a steal);
+ *   - when timers fire and when which ring is submitted to and reaped;
+ *   - which faults hit (weft__fault) and how (short lengths, delays).
+ * Runnable fibers sit in one array (the run set), not in the workers'
+ * deques: this mode tests the program, not weft's lock-free queues (their
+ * own stress tests and the sanitizers cover those).
+ *
+ * Virtual time (weft__vclock, read by weft__clock) starts at 1 s and moves
+ * 100-500 ns per step. When nothing can run, the master submits and reaps
+ * every ring, fires due timers, and if still nothing can run: waits for a
+ * blocking call or an I/O completion (real ones, up to WAIT_REAL_MS of real
+ * time while a timer is pending), else jumps the clock to the earliest timer
+ * or held-back completion. It also jumps when every runnable fiber has done
+ * nothing but yield for YIELD_STREAK steps and no I/O is in flight (a
+ * polling loop waiting for a timer). With nothing pending anywhere and
+ * fibers alive, that is a deadlock: it says so, dumps the wait graph, and
+ * cancels every fiber; weft_run returns -EDEADLK.
+ *
+ * Determinism holds as long as the program's own inputs do (no real clock,
+ * no other threads, no outside peers): real I/O completions are reaped at
+ * seeded moments, but whether one has arrived by then is up to the kernel.
+ * The blocking pool is made deterministic by waiting for it: after a fiber
+ * hands a call to the pool the master runs nothing else until the pool is
+ * idle (weft__blocking_quiesce), so the call's wake-up lands at a fixed step.
+ * Wakes from other threads (a pool thread, the user's own threads) go
+ * through the inbox, under a lock; the master takes them in at each step.
+ *
+ * The trace hash folds in, in order, every resume (fiber id, worker, virtual
+ * time), every fault and every clock jump. Equal hashes: equal runs.
+ */
+#include <signal.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+#define STEP_NS_MIN 100
+#define STEP_NS_SPAN 400
+#define WAIT_REAL_MS 5          /* real wait for I/O before a clock jump */
+#define FOREIGN_GRACE_MS 100    /* real wait for other threads' wakes */
+#define YIELD_STREAK 64
+#define DELAY_MAX_NS 10000000ull /* WEFT_FAULT_DELAY: up to 10 ms */
+#define VCLOCK_START 1000000000ull
+
+_Atomic int weft__sim_on;
+_Atomic uint64_t weft__vclock;
+
+struct ent {
+	weft_task *f;
+	unsigned w;
+	bool yield;
+};
+
+struct held { /* a held-back completion (WEFT_FAULT_DELAY) */
+	struct weft__worker *w;
+	struct weft__op *op;
+	int res;
+	unsigned flags;
+	uint64_t due;
+};
+
+struct weft__sim {
+	uint64_t seed, rng, trace;
+	weft_sim_report rep;
+	unsigned pct;
+	uint64_t pct_at[64]; /* steps at which the running fiber drops */
+	uint64_t pct_steps;  /* the horizon the change points fall in */
+	struct ent *run;
+	size_t n, cap, nyield;
+	unsigned yield_streak;
+	struct held *held;
+	size_t nheld, capheld;
+	uint32_t fault_p[WEFT_FAULT_COUNT]; /* probability * 2^32 */
+	pthread_mutex_t lock; /* the inbox: wakes from other threads */
+	pthread_cond_t cond;
+	struct ent *inbox;
+	size_t nin, capin;
+	int deadlocks;
+};
+
+/* the report of the last seeded run (weft_sim_report_get) */
+static pthread_mutex_t last_lock = PTHREAD_MUTEX_INITIALIZER;
+static weft_sim_report last;
+static bool have_last;
+
+/* ---- randomness and the trace -------------------------------------------- */
+
+static uint64_t splitmix(uint64_t *s)
+{
+	uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
+	z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+	z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+	return z ^ (z >> 31);
+}
+
+static uint64_t rnd(struct weft__sim *s) { return splitmix(&s->rng); }
+static uint64_t below(struct weft__sim *s, uint64_t n)
+{
+	return n ? rnd(s) % n : 0;
+}
+
+static void mix(struct weft__sim *s, uint64_t v)
+{
+	s->trace ^= v;
+	s->trace *= 0x100000001B3ull;
+	s->trace ^= s->trace >> 29;
+}
+
+static struct weft__sim *cur_sim(void)
+{
+	struct weft__rt *rt = atomic_load_explicit(&weft__rt_cur,
+						   memory_order_acquire);
+	return rt ? rt->sim : NULL;
+}
+
+uint64_t weft__sim_rand(uint64_t n)
+{
+	struct weft__sim *s = cur_sim();
+	return s ? below(s, n) : 0;
+}
+
+bool weft__sim_fault_slow(int kind)
+{
+	struct weft__sim *s = cur_sim();
+	/* the master thread only: another thread's draw would race */
+	if (!s || !s->fault_p[kind] || !weft__worker_self())
+		return false;
+	if ((uint32_t)rnd(s) >= s->fault_p[kind])
+		return false;
+	s->rep.faults[kind]++;
+	mix(s, 0xFA000000ull + (uint64_t)kind);
+	return true;
+}
+
+/* Whether a short transfer is legal on fd: files, pipes, stream sockets
+ * (not datagrams, eventfds, ...: cutting those changes their meaning). */
+static bool stream_fd(int fd)
+{
+	struct stat st;
+	if (fstat(fd, &st))
+		return false;
+	if (S_ISREG(st.st_mode) || S_ISFIFO(st.st_mode))
+		return true;
+	int type = 0;
+	socklen_t len = sizeof type;
+	return S_ISSOCK(st.st_mode) &&
+	       !getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) &&
+	       type == SOCK_STREAM;
+}
+
+size_t weft__sim_short(int fd, size_t n)
+{
+	if (n < 2 || !stream_fd(fd) || !weft__fault(WEFT_FAULT_SHORT))
+		return n;
+	return 1 + (size_t)weft__sim_rand(n - 1);
+}
+
+/* ---- set-up ----------------------------------------------------------- */
+
+static const char *const fault_names[WEFT_FAULT_COUNT] = {
+	"short", "reset", "nomem", "delay", "spurious"};
+
+/* "kind=p,kind=p" with p a decimal in [0, 1]; "all=p"; a bare "p" = all */
+static int parse_faults(const char *spec, uint32_t *p)
+{
+	char buf[256];
+	size_t len = strlen(spec);
+	if (len >= sizeof buf ||
+	    (len && (spec[0] == ',' || spec[len - 1] == ',')) ||
+	    strstr(spec, ",,"))
+		return -EINVAL;
+	strcpy(buf, spec);
+	char *save = NULL;
+	for (char *tok = strtok_r(buf, ",", &save); tok;
+	     tok = strtok_r(NULL, ",", &save)) {
+		char *eq = strchr(tok, '=');
+		const char *name = eq ? tok : "all", *val = eq ? eq + 1 : tok;
+		if (eq)
+			*eq = 0;
+		char *end;
+		double v = strtod(val, &end);
+		if (end == val || *end || !(v >= 0.0 && v <= 1.0))
+			return -EINVAL;
+		uint32_t q = v >= 1.0 ? UINT32_MAX : (uint32_t)(v * 4294967296.0);
+		int k;
+		for (k = 0; k < WEFT_FAULT_COUNT; k++)
+			if (!strcmp(name, fault_names[k]))
+				break;
+		if (k < WEFT_FAULT_COUNT)
+			p[k] = q;
+		else if (!strcmp(name, "all"))
+			for (k = 0; k < WEFT_FAULT_COUNT; k++)
+				p[k] = q;
+		else
+			return -EINVAL;
+	}
+	return 0;
+}
+
+int weft__sim_faults_check(const char *spec)
+{
+	uint32_t p[WEFT_FAULT_COUNT];
+	return parse_faults(spec, p);
+}
+
+int weft__sim_new(struct weft__rt *rt, uint64_t seed, const char *faults,
+		  unsigned pct)
+{
+	struct weft__sim *s = calloc(1, sizeof *s);
+	if (!s)
+		return -ENOMEM;
+	if (faults && parse_faults(faults, s->fault_p)) {
+		free(s);
+		return -EINVAL;
+	}
+	s->seed = seed;
+	s->rng = seed;
+	s->trace = 0xCBF29CE484222325ull ^ seed;
+	s->rep.seed = seed;
+	s->pct = pct;
+	const char *e = getenv("WEFT_PCT_STEPS");
+	s->pct_steps = e && *e ? strtoull(e, NULL, 10) : 0;
+	if (!s->pct_steps)
+		s->pct_steps = 1000;
+	for (unsigned i = 1; i < pct; i++)
+		s->pct_at[i] = 1 + below(s, s->pct_steps);
+	pthread_mutex_init(&s->lock, NULL);
+	pthread_cond_init(&s->cond, NULL);
+	rt->sim = s;
+	for (unsigned i = 0; i < rt->nworkers; i++) {
+		rt->workers[i].sim = true;
+		uint64_t x = seed ^ (0x51ED270B27ull * (i + 1));
+		rt->workers[i].rng = splitmix(&x) | 1;
+	}
+	atomic_store(&weft__vclock, VCLOCK_START);
+	atomic_store(&weft__sim_on, 1);
+	return 0;
+}
+
+static void save_report(struct weft__sim *s)
+{
+	s->rep.trace = s->trace;
+	s->rep.virtual_ns = atomic_load(&weft__vclock) - VCLOCK_START;
+	s->rep.deadlock = s->deadlocks > 0;
+	pthread_mutex_lock(&last_lock);
+	last = s->rep;
+	have_last = true;
+	pthread_mutex_unlock(&last_lock);
+}
+
+void weft__sim_free(struct weft__rt *rt)
+{
+	struct weft__sim *s = rt->sim;
+	if (!s)
+		return;
+	save_report(s);
+	const char *e = getenv("WEFT_SIM_REPORT");
+	if (e && *e && strcmp(e, "0")) {
+		fprintf(stderr,
+			"weft: seed %llu trace %016llx steps %llu steals %llu "
+			"virtual %.6f s faults",
+			(unsigned long long)s->seed,
+			(unsigned long long)s->rep.trace,
+			(unsigned long long)s->rep.steps,
+			(unsigned long long)s->rep.steals,
+			(double)s->rep.virtual_ns / 1e9);
+		for (int k = 0; k < WEFT_FAULT_COUNT; k++)
+			fprintf(stderr, " %s=%llu", fault_names[k],
+				(unsigned long long)s->rep.faults[k]);
+		fprintf(stderr, "%s\n", s->deadlocks ? " DEADLOCK" : "");
+	}
+	atomic_store(&weft__sim_on, 0);
+	pthread_cond_destroy(&s->cond);
+	pthread_mutex_destroy(&s->lock);
+	free(s->run);
+	free(s->held);
+	free(s->inbox);
+	free(s);
+	rt->sim = NULL;
+}
+
+int weft__sim_result(struct weft__rt *rt)
+{
+	return rt->sim && rt->sim->deadlocks ? -EDEADLK : 0;
+}
+
+int weft_sim_report_get(weft_sim_report *out)
+{
+	if (!out)
+		return -EINVAL;
+	struct weft__worker *w = weft__worker_self();
+	if (w && w->rt->sim) { /* a fiber of the seeded run itself */
+		struct weft__sim *s = w->rt->sim;
+		*out = s->rep;
+		out->trace = s->trace;
+		out->virtual_ns = atomic_load(&weft__vclock) - VCLOCK_START;
+		out->deadlock = s->deadlocks > 0;
+		return 0;
+	}
+	pthread_mutex_lock(&last_lock);
+	bool have = have_last;
+	if (have)
+		*out = last;
+	pthread_mutex_unlock(&last_lock);
+	return have ? 0 : -ENOENT;
+}
+
+/* ---- the run set ---------------------------------------------------------- */
+
+static void grow(void **a, size_t *cap, size_t need, size_t esz)
+{
+	if (need <= *cap)
+		return;
+	size_t nc = *cap ? *cap * 2 : 64;
+	while (nc < need)
+		nc *= 2;
+	void *p = realloc(*a, nc * esz);
+	if (!p)
+		weft__die("sim: out of memory for the run set");
+	*a = p;
+	*cap = nc;
+}
+
+static void run_add(struct weft__sim *s, weft_task *f, unsigned w, bool yield)
+{
+	if (s->pct && !f->sim_prio)
+		f->sim_prio = 64 + (rnd(s) >> 8); /* above every lowered one */
+	grow((void **)&s->run, &s->cap, s->n + 1, sizeof *s->run);
+	s->run[s->n++] = (struct ent){f, w, yield};
+	s->nyield += yield;
+}
+
+void weft__sim_push(struct weft__rt *rt, struct weft__worker *w, weft_task *f,
+		    bool yield)
+{
+	struct weft__sim *s = rt->sim;
+	if (w) {
+		run_add(s, f, w->index, yield);
+		return;
+	}
+	/* another thread: the inbox; the master takes it in at its next step */
+	pthread_mutex_lock(&s->lock);
+	grow((void **)&s->inbox, &s->capin, s->nin + 1, sizeof *s->inbox);
+	s->inbox[s->nin++] = (struct ent){f, 0, false};
+	pthread_cond_signal(&s->cond);
+	pthread_mutex_unlock(&s->lock);
+}
+
+static void take_inbox(struct weft__rt *rt, struct weft__sim *s)
+{
+	pthread_mutex_lock(&s->lock);
+	for (size_t i = 0; i < s->nin; i++) {
+		mix(s, 0x1B000000ull ^ s->inbox[i].f->id);
+		run_add(s, s->inbox[i].f, (unsigned)below(s, rt->nworkers),
+			false);
+	}
+	s->nin = 0;
+	pthread_mutex_unlock(&s->lock);
+}
+
+static struct ent run_take(struct weft__sim *s, size_t i)
+{
+	struct ent e = s->run[i];
+	s->run[i] = s->run[--s->n];
+	s->nyield -= e.yield;
+	return e;
+}
+
+static size_t pick(struct weft__sim *s)
+{
+	if (s->pct) {
+		for (unsigned k = 1; k < s->pct; k++)
+			if (s->pct_at[k] == s->rep.steps + 1) {
+				/* change point k: the fiber that would run
+				 * now drops below every other */
+				size_t best = 0;
+				for (size_t i = 1; i < s->n; i++)
+					if (s->run[i].f->sim_prio >
+					    s->run[best].f->sim_prio)
+						best = i;
+				s->run[best].f->sim_prio = s->pct - k;
+			}
+		size_t best = 0;
+		for (size_t i = 1; i < s->n; i++)
+			if (s->run[i].f->sim_prio > s->run[best].f->sim_prio)
+				best = i;
+		return best;
+	}
+	uint64_t r = rnd(s);
+	if ((r & 1) && !s->run[s->n - 1].yield)
+		return s->n - 1; /* the LIFO slot: the newest runs next */
+	return (size_t)((r >> 1) % s->n);
+}
+
+/* ---- events: timers, held completions, rings ----------------------------- */
+
+static uint64_t vnow(void) { return atomic_load_explicit(&weft__vclock, memory_order_relaxed); }
+
+static void fire_due(struct weft__rt *rt, struct weft__sim *s)
+{
+	uint64_t now = vnow();
+	for (unsigned i = 0; i < rt->nworkers; i++) {
+		struct weft__worker *w = &rt->workers[i];
+		if (weft__timers_next(w) <= now) {
+			weft__worker_set(w);
+			weft__timers_fire(w, now);
+		}
+	}
+	for (size_t i = 0; i < s->nheld;) {
+		if (s->held[i].due > now) {
+			i++;
+			continue;
+		}
+		struct held h = s->held[i];
+		memmove(&s->held[i], &s->held[i + 1],
+			(s->nheld - i - 1) * sizeof *s->held);
+		s->nheld--;
+		weft__worker_set(h.w);
+		weft__io_complete(h.op, h.res, h.flags);
+	}
+}
+
+bool weft__sim_delay(struct weft__worker *w, struct weft__op *op, int res,
+		     unsigned flags)
+{
+	struct weft__sim *s = w->rt->sim;
+	if (!weft__fault(WEFT_FAULT_DELAY))
+		return false;
+	grow((void **)&s->held, &s->capheld, s->nheld + 1, sizeof *s->held);
+	s->held[s->nheld++] = (struct held){w, op, res, flags,
+					    vnow() + 1000 + below(s, DELAY_MAX_NS)};
+	return true;
+}
+
+static void poll_ring(struct weft__worker *w)
+{
+	weft__worker_set(w);
+	weft__ring_poll(w);
+}
+
+static uint64_t next_event(struct weft__rt *rt, struct weft__sim *s)
+{
+	uint64_t next = UINT64_MAX;
+	for (unsigned i = 0; i < rt->nworkers; i++) {
+		uint64_t t = weft__timers_next(&rt->workers[i]);
+		if (t < next)
+			next = t;
+	}
+	for (size_t i = 0; i < s->nheld; i++)
+		if (s->held[i].due < next)
+			next = s->held[i].due;
+	return next;
+}
+
+static unsigned inflight(struct weft__rt *rt)
+{
+	unsigned n = 0;
+	for (unsigned i = 0; i < rt->nworkers; i++)
+		n += rt->workers[i].inflight;
+	return n;
+}
+
+/* Wait up to ms of real time (UINT64_MAX: until something) for a
+ * completion on any ring with ops in flight. True if anything became
+ * runnable. */
+static bool wait_io(struct weft__rt *rt, struct weft__sim *s, uint64_t ms)
+{
+	uint64_t until = ms == UINT64_MAX ? UINT64_MAX
+					  : weft__clock_real() + ms * 1000000ull;
+	for (;;) {
+		unsigned busy = 0;
+		for (unsigned i = 0; i < rt->nworkers; i++)
+			busy += rt->workers[i].inflight != 0;
+		for (unsigned i = 0; i < rt->nworkers; i++) {
+			struct weft__worker *w = &rt->workers[i];
+			if (!w->inflight)
+				continue;
+			weft__worker_set(w);
+			/* one ring busy: wait on it; several: take turns */
+			weft__ring_wait(w, busy == 1 ? 1000000ull : 200000ull);
+		}
+		take_inbox(rt, s);
+		if (s->n || !busy)
+			return s->n != 0;
+		if (weft__clock_real() >= until)
+			return false;
+	}
+}
+
+/* ---- deadlock ------------------------------------------------------------- */
+
+static void deadlock(struct weft__rt *rt, struct weft__sim *s)
+{
+	if (s->deadlocks++)
+		weft__die("sim (seed %llu): still deadlocked after cancelling "
+			  "every fiber",
+			  (unsigned long long)s->seed);
+	mix(s, 0xDEAD10CCull);
+	fprintf(stderr,
+		"weft: all fibers parked, no timers, no I/O: deadlock "
+		"(seed %llu, virtual time %.6f s)\n",
+		(unsigned long long)s->seed,
+		(double)(vnow() - VCLOCK_START) / 1e9);
+	weft__worker_set(NULL);
+	weft_dump(stderr);
+	weft__worker_set(&rt->workers[0]);
+	weft__begin_shutdown(rt); /* cancel all: they unwind and end */
+}
+
+/* Nothing is runnable. Make something runnable, or conclude. False when
+ * the run is over. */
+static bool idle(struct weft__rt *rt, struct weft__sim *s)
+{
+	for (unsigned i = 0; i < rt->nworkers; i++)
+		poll_ring(&rt->workers[i]);
+	fire_due(rt, s);
+	take_inbox(rt, s);
+	if (s->n)
+		return true;
+	if (atomic_load(&rt->shutdown) && weft__live_count(rt) == 0)
+		return false;
+	weft__blocking_quiesce(rt);
+	take_inbox(rt, s);
+	if (s->n)
+		return true;
+	uint64_t next = next_event(rt, s);
+	if (inflight(rt) &&
+	    wait_io(rt, s, next == UINT64_MAX ? UINT64_MAX : WAIT_REAL_MS))
+		return true;
+	if (next != UINT64_MAX) {
+		if (next > vnow())
+			atomic_store(&weft__vclock, next);
+		mix(s, 0x7100000000000000ull ^ next);
+		fire_due(rt, s);
+		return true;
+	}
+	if (inflight(rt))
+		return true; /* completions came but woke no one: look again */
+	/* other threads may still wake someone (weft_spawn, a channel) */
+	pthread_mutex_lock(&s->lock);
+	if (!s->nin) {
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += FOREIGN_GRACE_MS * 1000000l;
+		ts.tv_sec += ts.tv_nsec / 1000000000l;
+		ts.tv_nsec %= 1000000000l;
+		pthread_cond_timedwait(&s->cond, &s->lock, &ts);
+	}
+	bool got = s->nin != 0;
+	pthread_mutex_unlock(&s->lock);
+	if (got)
+		return true;
+	if (weft__live_count(rt) == 0) {
+		if (atomic_load(&rt->shutdown))
+			return false;
+		return true; /* main is being spawned from elsewhere? no: */
+	}
+	deadlock(rt, s);
+	return true;
+}
+
+/* ---- the master loop -------------------------------------------------------- */
+
+void weft__sim_loop(struct weft__rt *rt)
+{
+	struct weft__sim *s = rt->sim;
+	for (;;) {
+		if (atomic_load(&rt->terminate))
+			break;
+		take_inbox(rt, s);
+		atomic_store_explicit(&weft__vclock,
+				      vnow() + STEP_NS_MIN + below(s, STEP_NS_SPAN),
+				      memory_order_relaxed);
+		uint64_t r = rnd(s);
+		if (r & 1)
+			fire_due(rt, s);
+		if (((r >> 1) & 7) == 0)
+			poll_ring(&rt->workers[(r >> 4) % rt->nworkers]);
+		if (s->n && s->nyield == s->n && ++s->yield_streak > YIELD_STREAK &&
+		    !inflight(rt)) {
+			/* only yielders: a polling loop waits for time to pass */
+			uint64_t next = next_event(rt, s);
+			if (next != UINT64_MAX && next > vnow()) {
+				atomic_store(&weft__vclock, next);
+				mix(s, 0x7200000000000000ull ^ next);
+				fire_due(rt, s);
+			}
+			s->yield_streak = 0;
+		}
+		if (!s->n) {
+			s->yield_streak = 0;
+			if (!idle(rt, s))
+				break;
+			continue;
+		}
+		if (s->nyield != s->n)
+			s->yield_streak = 0;
+		struct ent e = run_take(s, pick(s));
+		unsigned wi = e.w;
+		if (rt->nworkers > 1 && below(s, 4) == 0) {
+			wi = (unsigned)below(s, rt->nworkers);
+			if (wi != e.w)
+				s->rep.steals++;
+		}
+		s->rep.steps++;
+		mix(s, e.f->id);
+		mix(s, ((uint64_t)wi << 40) ^ vnow());
+		struct weft__worker *w = &rt->workers[wi];
+		weft__worker_set(w);
+		weft__run_on(w, e.f);
+		if (w->io_dirty && below(s, 2))
+			poll_ring(w);
+	}
+	weft__worker_set(&rt->workers[0]);
+}
+
+/* ---- the explorer ---------------------------------------------------------- */
+
+/* the command line of this process, for the replay hint */
+static void print_cmdline(FILE *out)
+{
+	FILE *f = fopen("/proc/self/cmdline", "r");
+	if (!f)
+		return;
+	int c, prev = 0;
+	while ((c = fgetc(f)) != EOF) {
+		fputc(c ? c : ' ', out);
+		prev = c;
+	}
+	(void)prev;
+	fclose(f);
+}
+
+static int run_one(const weft_config *cfg, uint64_t seed, void *(*fn)(void *),
+		   void *arg)
+{
+	weft_config c;
+	if (cfg)
+		c = *cfg;
+	else
+		weft_config_init(&c);
+	c.seed = seed;
+	void *res = NULL;
+	int r = weft_run(&c, fn, arg, &res);
+	if (r == -EDEADLK)
+		return 3;
+	if (r)
+		return 2;
+	return res ? 1 : 0;
+}
+
+int64_t weft_sim_explore(const weft_config *cfg, uint64_t first,
+			 uint64_t count, unsigned timeout_ms,
+			 void *(*fn)(void *), void *arg)
+{
+	if (!fn || !first || !count || first + count < first ||
+	    first > INT64_MAX || first + count - 1 > INT64_MAX)
+		return -EINVAL;
+	const char *e = getenv("WEFT_SEED");
+	if (e && *e) { /* the replay: that seed, here */
+		uint64_t seed = strtoull(e, NULL, 0);
+		if (!seed || seed > INT64_MAX)
+			return -EINVAL;
+		return run_one(cfg, seed, fn, arg) ? (int64_t)seed : 0;
+	}
+	if (!timeout_ms)
+		timeout_ms = 60000;
+	for (uint64_t seed = first; seed - first < count; seed++) {
+		fflush(NULL);
+		pid_t pid = fork();
+		if (pid < 0)
+			return -errno;
+		if (pid == 0)
+			_exit(run_one(cfg, seed, fn, arg));
+		int st = 0;
+		uint64_t until = weft__clock_real() +
+				 (uint64_t)timeout_ms * 1000000ull;
+		pid_t got;
+		while ((got = waitpid(pid, &st, WNOHANG)) == 0 &&
+		       weft__clock_real() < until) {
+			struct timespec ts = {0, 1000000};
+			nanosleep(&ts, NULL);
+		}
+		const char *why = NULL;
+		char buf[64];
+		if (got == 0) {
+			kill(pid, SIGKILL);
+			waitpid(pid, &st, 0);
+			snprintf(buf, sizeof buf, "ran over %u ms", timeout_ms);
+			why = buf;
+		} else if (got < 0) {
+			return -errno;
+		} else if (WIFSIGNALED(st)) {
+			snprintf(buf, sizeof buf, "killed by signal %d (%s)",
+				 WTERMSIG(st), strsignal(WTERMSIG(st)));
+			why = buf;
+		} else if (WEXITSTATUS(st) == 1) {
+			why = "the test returned failure";
+		} else if (WEXITSTATUS(st) == 3) {
+			why = "deadlock";
+		} else if (WEXITSTATUS(st)) {
+			snprintf(buf, sizeof buf, "weft_run failed (exit %d)",
+				 WEXITSTATUS(st));
+			why = buf;
+		}
+		if (why) {
+			fprintf(stderr, "weft: seed %llu failed: %s\n"
+					"weft: replay: WEFT_SEED=%llu ",
+				(unsigned long long)seed, why,
+				(unsigned long long)seed);
+			print_cmdline(stderr);
+			fputc('\n', stderr);
+			return (int64_t)seed;
+		}
+	}
+	return 0;
+}

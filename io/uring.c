@@ -269,6 +269,8 @@ int weft__io_submit_wait(struct weft__worker *w, weft_task *self,
 		io_uring_sqe_set_data64(t, TAG_IGNORE);
 	}
 	w->inflight++;
+	op->sure = w->sim && weft__sim_sure(sqe);
+	w->sim_sure += op->sure;
 	WEFT__M_IO_SUBMIT(w, self, sqe); /* metrics and dump (internal.h) */
 	w->io_dirty = true;
 	atomic_store(&op->seq, weft__park_begin(self, true));
@@ -355,6 +357,8 @@ static void reap_n(struct weft__worker *w, unsigned room)
 			}
 			struct weft__op *op =
 				(struct weft__op *)(uintptr_t)(ud & WEFT__UD_ADDR);
+			if (!(ud & WEFT__UD_MSHOT) && op->sure)
+				w->sim_sure--; /* seeded runs (sim.c) */
 			if (ud & WEFT__UD_MSHOT)
 				weft__mshot_cqe(w, cqe);
 			else if (!w->sim || !weft__sim_delay(w, op, cqe->res,

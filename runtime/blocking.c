@@ -284,7 +284,11 @@ int weft__blocking_init(struct weft__rt *rt)
 		free(p);
 		return -e;
 	}
-	pthread_cond_init(&p->quiet, NULL);
+	pthread_condattr_t qa; /* CLOCK_MONOTONIC too (deadline_in) */
+	pthread_condattr_init(&qa);
+	pthread_condattr_setclock(&qa, CLOCK_MONOTONIC);
+	pthread_cond_init(&p->quiet, &qa);
+	pthread_condattr_destroy(&qa);
 	pthread_mutex_init(&p->lock, NULL);
 	rt->blocking = p;
 	return 0;
@@ -387,16 +391,21 @@ int weft_blocking(void *(*fn)(void *), void *arg, void **result)
 	}
 }
 
-/* Seeded runs (sim.c): wait until no call is queued or running, so that
- * a call's wake-up comes at a step the seed fixes, not when the pool
- * thread happens to finish. */
-void weft__blocking_quiesce(struct weft__rt *rt)
+/* Seeded runs (sim.c): wait up to ms until no call is queued or running,
+ * so that a call's wake-up comes at a step the seed fixes, not when the
+ * pool thread happens to finish. True if the pool is idle. */
+bool weft__blocking_quiesce(struct weft__rt *rt, unsigned ms)
 {
 	struct weft__blocking *p = rt->blocking;
+	struct timespec until;
+	deadline_in(&until, ms);
 	pthread_mutex_lock(&p->lock);
-	while (p->queued || p->running)
-		pthread_cond_wait(&p->quiet, &p->lock);
+	int e = 0;
+	while ((p->queued || p->running) && e != ETIMEDOUT)
+		e = pthread_cond_timedwait(&p->quiet, &p->lock, &until);
+	bool quiet = !p->queued && !p->running;
 	pthread_mutex_unlock(&p->lock);
+	return quiet;
 }
 
 /* Gauges for weft_metrics_get (metrics.c), under the pool's lock. */

@@ -248,11 +248,14 @@ weft_task *weft_spawn(void *(*fn)(void *), void *arg)
 	weft_task *f = weft__spawn_flags(fn, arg, 0, __builtin_return_address(0));
 	if (foreign)
 		weft__foreign_exit();
+	else
+		weft__sim_point(); /* seeded: the child may get in first */
 	return f;
 }
 
 int weft_join(weft_task *t, void **result)
 {
+	weft__sim_point();
 	struct weft__worker *w;
 	weft_task *self = self_fiber(&w);
 	if (!self || !t || t == self)

@@ -344,6 +344,7 @@ struct weft__worker {
 	int efd;           /* eventfd: wake-ups from non-worker threads */
 	uint64_t efd_buf;
 	unsigned inflight; /* ops in the ring awaiting a CQE (not efd read) */
+	unsigned sim_sure; /* seeded: of those, ops sure to complete alone */
 	bool io_dirty;     /* SQEs queued since the last submit */
 	bool sim;          /* deterministic mode: the master picks (sim.c) */
 	uint16_t op_gen;   /* high bits of op user_data (owner only) */
@@ -516,6 +517,7 @@ struct weft__op {
 	struct weft__op *cancel_next;
 	uint64_t ud; /* user_data: generation << 48 | address */
 	bool listed; /* on w's cancel list (under w->cancel_lock) */
+	bool sure;   /* seeded runs: completes without a peer (sim.c) */
 };
 struct io_uring_sqe *weft__io_sqe(struct weft__worker *w) WEFT__HIDDEN;
 int weft__io_submit_wait(struct weft__worker *w, weft_task *self,
@@ -657,11 +659,17 @@ int weft__sim_new(struct weft__rt *rt, uint64_t seed, const char *faults,
 		  unsigned pct) WEFT__HIDDEN;
 void weft__sim_free(struct weft__rt *rt) WEFT__HIDDEN;
 int weft__sim_faults_check(const char *spec) WEFT__HIDDEN; /* 0, -EINVAL */
+int weft__sim_parse_seed(const char *e, uint64_t *out) WEFT__HIDDEN;
+/* fibers queued on worker i (metrics; from the master thread) */
+size_t weft__sim_queued(struct weft__rt *rt, unsigned i) WEFT__HIDDEN;
 void weft__sim_loop(struct weft__rt *rt) WEFT__HIDDEN;
 int weft__sim_result(struct weft__rt *rt) WEFT__HIDDEN; /* 0 or -EDEADLK */
 /* make f runnable (weft__schedule in sim mode); yield: it gave way */
 void weft__sim_push(struct weft__rt *rt, struct weft__worker *w, weft_task *f,
 		    bool yield) WEFT__HIDDEN;
+/* whether an op completes with no peer acting (file ops): the clock
+ * must not jump while one is in flight */
+bool weft__sim_sure(const struct io_uring_sqe *sqe) WEFT__HIDDEN;
 /* hold an I/O completion back (WEFT_FAULT_DELAY); false: deliver it now */
 bool weft__sim_delay(struct weft__worker *w, struct weft__op *op, int res,
 		     unsigned flags) WEFT__HIDDEN;
@@ -685,13 +693,22 @@ static inline size_t weft__fault_short(int fd, size_t n)
 		return n;
 	return weft__sim_short(fd, n);
 }
+void weft__sim_preempt(void) WEFT__HIDDEN;
+/* seeded runs: a point where the seed may switch fibers (sim.c) */
+static inline void weft__sim_point(void)
+{
+	if (__builtin_expect(atomic_load_explicit(&weft__sim_on,
+						  memory_order_relaxed), 0))
+		weft__sim_preempt();
+}
 /* seeded draw in [0, n) for a fault's size (sim only) */
 uint64_t weft__sim_rand(uint64_t n) WEFT__HIDDEN;
 /* sched.c: run t on w until it gives w up (worker loop and sim master) */
 void weft__run_on(struct weft__worker *w, weft_task *t) WEFT__HIDDEN;
 /* io/uring.c: deliver an op's completion (what the reaper does) */
 void weft__io_complete(struct weft__op *op, int res, unsigned flags) WEFT__HIDDEN;
-/* blocking.c: wait until no call is queued or running (sim master) */
-void weft__blocking_quiesce(struct weft__rt *rt) WEFT__HIDDEN;
+/* blocking.c: wait up to ms until no call is queued or running (sim
+ * master); true if none is */
+bool weft__blocking_quiesce(struct weft__rt *rt, unsigned ms) WEFT__HIDDEN;
 
 #endif

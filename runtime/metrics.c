@@ -78,7 +78,8 @@ static void fill(struct weft__rt *rt, weft_metrics *m)
 		x.io_inflight = x.io_submitted > x.io_completed
 					? x.io_submitted - x.io_completed
 					: 0;
-		x.local_queue = weft__dq_len(&w->dq);
+		x.local_queue = rt->sim ? weft__sim_queued(rt, i)
+					: weft__dq_len(&w->dq);
 		x.timers = weft__timers_len(w);
 		x.busy_ns = busy_of(w, now);
 

@@ -37,7 +37,17 @@ void weft_config_init(weft_config *cfg)
 		memset(cfg, 0, sizeof *cfg);
 }
 
-uint64_t weft_now(void) { return weft__clock(); }
+uint64_t weft_now(void)
+{
+	weft__sim_point();
+	/* seeded: each read moves virtual time a little, so a fiber (or a
+	 * blocking call) that spins on the clock without yielding gets there */
+	if (atomic_load_explicit(&weft__sim_on, memory_order_relaxed))
+		return atomic_fetch_add_explicit(&weft__vclock, 20,
+						 memory_order_relaxed) +
+		       20;
+	return weft__clock();
+}
 
 unsigned weft_worker_id(void)
 {
@@ -198,8 +208,13 @@ static void *worker_thread(void *p)
 static int sim_run(struct weft__rt *rt, void *(*main_fn)(void *), void *arg)
 {
 	int err = 0;
-	for (unsigned i = 0; i < rt->nworkers && !err; i++)
-		err = rt->workers[i].start_err = worker_setup(&rt->workers[i]);
+	for (unsigned i = 0; i < rt->nworkers && !err; i++) {
+		struct weft__worker *w = &rt->workers[i];
+		err = w->start_err = worker_setup(w);
+		/* simulated workers never park: busy all along (metrics) */
+		atomic_store_explicit(&w->m_busy_since, weft__clock(),
+				      memory_order_release);
+	}
 	struct weft__worker *w0 = &rt->workers[0];
 	weft__worker_set(w0);
 	if (!err && !weft__spawn_flags(main_fn, arg, WEFT__F_MAIN,
@@ -241,13 +256,13 @@ int weft_run(const weft_config *cfg, void *(*main_fn)(void *), void *arg,
 	/* deterministic simulation (sim.c): config first, then the env */
 	const char *e;
 	uint64_t v;
-	if (c.seed == 0 && (e = getenv("WEFT_SEED")) && *e) {
-		if (parse_size(e, &v) || v == 0)
-			return -EINVAL;
-		c.seed = v;
-	}
+	if (c.seed == 0 && (e = getenv("WEFT_SEED")) && *e &&
+	    weft__sim_parse_seed(e, &c.seed))
+		return -EINVAL;
 	if (!c.faults && (e = getenv("WEFT_FAULTS")) && *e)
 		c.faults = e;
+	if (c.faults && !*c.faults)
+		c.faults = NULL; /* "": none */
 	if (c.pct == 0 && (e = getenv("WEFT_PCT")) && *e) {
 		if (parse_size(e, &v) || v > 64)
 			return -EINVAL;

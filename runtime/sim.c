@@ -57,6 +57,10 @@
 #define YIELD_STREAK 64
 #define DELAY_MAX_NS 10000000ull /* WEFT_FAULT_DELAY: up to 10 ms */
 #define VCLOCK_START 1000000000ull
+#define PCT_STEPS 100 /* PCT change points fall in the first 100 steps
+			 (env WEFT_PCT_STEPS: a test of about that length) */
+#define POOL_WAIT_MS 1000        /* a blocking call runs this long, then
+				    it is an outside event (pool_sync) */
 
 _Atomic int weft__sim_on;
 _Atomic uint64_t weft__vclock;
@@ -81,8 +85,12 @@ struct weft__sim {
 	unsigned pct;
 	uint64_t pct_at[64]; /* steps at which the running fiber drops */
 	uint64_t pct_steps;  /* the horizon the change points fall in */
-	struct ent *run;
-	size_t n, cap, nyield;
+	struct runq { /* the fibers queued on one worker */
+		struct ent *e;
+		size_t n, cap;
+	} *run;               /* one per worker */
+	unsigned nworkers;
+	size_t n, nyield;     /* runnable in all, of which yielders */
 	unsigned yield_streak;
 	struct held *held;
 	size_t nheld, capheld;
@@ -92,6 +100,7 @@ struct weft__sim {
 	struct ent *inbox;
 	size_t nin, capin;
 	int deadlocks;
+	bool pool_late, pool_warned; /* pool_sync */
 };
 
 /* the report of the last seeded run (weft_sim_report_get) */
@@ -164,11 +173,50 @@ static bool stream_fd(int fd)
 	       type == SOCK_STREAM;
 }
 
+bool weft__sim_sure(const struct io_uring_sqe *sqe)
+{
+	struct stat st;
+	switch (sqe->opcode) {
+	case IORING_OP_OPENAT:
+	case IORING_OP_CLOSE:
+	case IORING_OP_FSYNC:
+	case IORING_OP_STATX:
+	case IORING_OP_FALLOCATE:
+	case IORING_OP_UNLINKAT:
+	case IORING_OP_RENAMEAT:
+	case IORING_OP_MKDIRAT:
+		return true;
+	case IORING_OP_READ:
+	case IORING_OP_WRITE:
+	case IORING_OP_READV:
+	case IORING_OP_WRITEV:
+		return !fstat(sqe->fd, &st) &&
+		       (S_ISREG(st.st_mode) || S_ISBLK(st.st_mode));
+	default:
+		return false;
+	}
+}
+
 size_t weft__sim_short(int fd, size_t n)
 {
 	if (n < 2 || !stream_fd(fd) || !weft__fault(WEFT_FAULT_SHORT))
 		return n;
 	return 1 + (size_t)weft__sim_rand(n - 1);
+}
+
+/* A preemption point (weft__sim_point): the calls that synchronize give
+ * the seed a chance to switch fibers there, as another worker running at
+ * the same time could have got in between. One in four, from a running
+ * fiber that is not half-way into a park. */
+void weft__sim_preempt(void)
+{
+	struct weft__worker *w = weft__worker_self();
+	if (!w || !w->sim || !w->cur)
+		return;
+	uint64_t pw = atomic_load_explicit(&w->cur->park, memory_order_relaxed);
+	if (WEFT__PW_ST(pw) != WEFT__RUNNING || below(w->rt->sim, 4))
+		return;
+	weft_yield();
 }
 
 /* ---- set-up ----------------------------------------------------------- */
@@ -213,6 +261,23 @@ static int parse_faults(const char *spec, uint32_t *p)
 	return 0;
 }
 
+/* a seed: decimal digits, > 0 (WEFT_SEED, for weft_run and the explorer) */
+int weft__sim_parse_seed(const char *e, uint64_t *out)
+{
+	uint64_t v = 0;
+	if (!e || !*e)
+		return -EINVAL;
+	for (; *e; e++) {
+		if (*e < '0' || *e > '9' || v > (UINT64_MAX - 9) / 10)
+			return -EINVAL;
+		v = v * 10 + (uint64_t)(*e - '0');
+	}
+	if (!v)
+		return -EINVAL;
+	*out = v;
+	return 0;
+}
+
 int weft__sim_faults_check(const char *spec)
 {
 	uint32_t p[WEFT_FAULT_COUNT];
@@ -237,9 +302,15 @@ int weft__sim_new(struct weft__rt *rt, uint64_t seed, const char *faults,
 	const char *e = getenv("WEFT_PCT_STEPS");
 	s->pct_steps = e && *e ? strtoull(e, NULL, 10) : 0;
 	if (!s->pct_steps)
-		s->pct_steps = 1000;
+		s->pct_steps = PCT_STEPS;
 	for (unsigned i = 1; i < pct; i++)
 		s->pct_at[i] = 1 + below(s, s->pct_steps);
+	s->nworkers = rt->nworkers;
+	s->run = calloc(rt->nworkers, sizeof *s->run);
+	if (!s->run) {
+		free(s);
+		return -ENOMEM;
+	}
 	pthread_mutex_init(&s->lock, NULL);
 	pthread_cond_init(&s->cond, NULL);
 	rt->sim = s;
@@ -288,6 +359,8 @@ void weft__sim_free(struct weft__rt *rt)
 	atomic_store(&weft__sim_on, 0);
 	pthread_cond_destroy(&s->cond);
 	pthread_mutex_destroy(&s->lock);
+	for (unsigned i = 0; s->run && i < s->nworkers; i++)
+		free(s->run[i].e);
 	free(s->run);
 	free(s->held);
 	free(s->inbox);
@@ -339,10 +412,15 @@ static void grow(void **a, size_t *cap, size_t need, size_t esz)
 
 static void run_add(struct weft__sim *s, weft_task *f, unsigned w, bool yield)
 {
-	if (s->pct && !f->sim_prio)
-		f->sim_prio = 64 + (rnd(s) >> 8); /* above every lowered one */
-	grow((void **)&s->run, &s->cap, s->n + 1, sizeof *s->run);
-	s->run[s->n++] = (struct ent){f, w, yield};
+	/* PCT: a fresh random priority at first queueing, above every
+	 * lowered one; a yielder draws again (a fiber polling a flag with
+	 * weft_yield would otherwise keep the top and starve the setter) */
+	if (s->pct && (!f->sim_prio || yield))
+		f->sim_prio = 64 + (rnd(s) >> 8);
+	struct runq *q = &s->run[w];
+	grow((void **)&q->e, &q->cap, q->n + 1, sizeof *q->e);
+	q->e[q->n++] = (struct ent){f, w, yield};
+	s->n++;
 	s->nyield += yield;
 }
 
@@ -374,38 +452,71 @@ static void take_inbox(struct weft__rt *rt, struct weft__sim *s)
 	pthread_mutex_unlock(&s->lock);
 }
 
-static struct ent run_take(struct weft__sim *s, size_t i)
+size_t weft__sim_queued(struct weft__rt *rt, unsigned i)
 {
-	struct ent e = s->run[i];
-	s->run[i] = s->run[--s->n];
+	return rt->sim->run[i].n;
+}
+
+static struct ent run_take(struct weft__sim *s, unsigned w, size_t i)
+{
+	struct runq *q = &s->run[w];
+	struct ent e = q->e[i];
+	q->e[i] = q->e[--q->n];
+	s->n--;
 	s->nyield -= e.yield;
 	return e;
 }
 
-static size_t pick(struct weft__sim *s)
+/* PCT: the runnable fiber of highest priority (a scan: PCT is for small
+ * tests) */
+static void pct_best(struct weft__sim *s, unsigned *bw, size_t *bi)
+{
+	weft_task *best = NULL;
+	for (unsigned w = 0; w < s->nworkers; w++)
+		for (size_t i = 0; i < s->run[w].n; i++)
+			if (!best || s->run[w].e[i].f->sim_prio > best->sim_prio) {
+				best = s->run[w].e[i].f;
+				*bw = w;
+				*bi = i;
+			}
+}
+
+/* Choose the next fiber (its queue *qw and index *qi) and the worker *rw
+ * it runs on. Random walk: a worker at random; it runs one of its own
+ * queue, the newest (the LIFO slot) or any, or if its queue is empty,
+ * steals one from a random victim's. PCT: the highest priority fiber, on
+ * its own worker or (one in four) another. */
+static void pick(struct weft__sim *s, unsigned *qw, size_t *qi, unsigned *rw)
 {
 	if (s->pct) {
 		for (unsigned k = 1; k < s->pct; k++)
 			if (s->pct_at[k] == s->rep.steps + 1) {
 				/* change point k: the fiber that would run
 				 * now drops below every other */
-				size_t best = 0;
-				for (size_t i = 1; i < s->n; i++)
-					if (s->run[i].f->sim_prio >
-					    s->run[best].f->sim_prio)
-						best = i;
-				s->run[best].f->sim_prio = s->pct - k;
+				pct_best(s, qw, qi);
+				s->run[*qw].e[*qi].f->sim_prio = s->pct - k;
 			}
-		size_t best = 0;
-		for (size_t i = 1; i < s->n; i++)
-			if (s->run[i].f->sim_prio > s->run[best].f->sim_prio)
-				best = i;
-		return best;
+		pct_best(s, qw, qi);
+		*rw = s->nworkers > 1 && below(s, 4) == 0
+			      ? (unsigned)below(s, s->nworkers)
+			      : *qw;
+		return;
 	}
+	unsigned w = (unsigned)below(s, s->nworkers);
+	*rw = w;
+	if (!s->run[w].n) { /* steal: a random victim with work */
+		unsigned v = (unsigned)below(s, s->nworkers);
+		while (!s->run[v].n)
+			v = (v + 1) % s->nworkers;
+		w = v;
+	}
+	*qw = w;
+	struct runq *q = &s->run[w];
 	uint64_t r = rnd(s);
-	if ((r & 1) && !s->run[s->n - 1].yield)
-		return s->n - 1; /* the LIFO slot: the newest runs next */
-	return (size_t)((r >> 1) % s->n);
+	if ((r & 1) && !q->e[q->n - 1].yield)
+		*qi = q->n - 1; /* the LIFO slot: the newest runs next */
+	else
+		*qi = (size_t)((r >> 1) % q->n);
 }
 
 /* ---- events: timers, held completions, rings ----------------------------- */
@@ -503,6 +614,26 @@ static bool wait_io(struct weft__rt *rt, struct weft__sim *s, uint64_t ms)
 	}
 }
 
+/* The blocking pool: wait for it, so that a call's wake-up lands at a step
+ * the seed fixes. A call that runs over POOL_WAIT_MS (it may be waiting
+ * for a fiber) is left to finish when it does, as an outside event. */
+static void pool_sync(struct weft__rt *rt, struct weft__sim *s)
+{
+	if (weft__blocking_quiesce(rt, s->pool_late ? 0 : POOL_WAIT_MS)) {
+		s->pool_late = false;
+		return;
+	}
+	if (!s->pool_late && !s->pool_warned) {
+		fprintf(stderr,
+			"weft: seed %llu: a blocking call ran over %d ms; its "
+			"completion is an outside event from here (this run "
+			"may not replay exactly)\n",
+			(unsigned long long)s->seed, POOL_WAIT_MS);
+		s->pool_warned = true;
+	}
+	s->pool_late = true;
+}
+
 /* ---- deadlock ------------------------------------------------------------- */
 
 static void deadlock(struct weft__rt *rt, struct weft__sim *s)
@@ -535,13 +666,21 @@ static bool idle(struct weft__rt *rt, struct weft__sim *s)
 		return true;
 	if (atomic_load(&rt->shutdown) && weft__live_count(rt) == 0)
 		return false;
-	weft__blocking_quiesce(rt);
+	pool_sync(rt, s);
+	bool pool_quiet = !s->pool_late;
 	take_inbox(rt, s);
 	if (s->n)
 		return true;
 	uint64_t next = next_event(rt, s);
+	/* file ops complete by themselves: wait for them, however long;
+	 * the rest (a recv, an accept) may wait on a peer that is itself
+	 * waiting for the clock: give them WAIT_REAL_MS */
+	unsigned sure = 0;
+	for (unsigned i = 0; i < rt->nworkers; i++)
+		sure += rt->workers[i].sim_sure;
 	if (inflight(rt) &&
-	    wait_io(rt, s, next == UINT64_MAX ? UINT64_MAX : WAIT_REAL_MS))
+	    wait_io(rt, s, next == UINT64_MAX || sure ? UINT64_MAX
+						       : WAIT_REAL_MS))
 		return true;
 	if (next != UINT64_MAX) {
 		if (next > vnow())
@@ -564,8 +703,8 @@ static bool idle(struct weft__rt *rt, struct weft__sim *s)
 	}
 	bool got = s->nin != 0;
 	pthread_mutex_unlock(&s->lock);
-	if (got)
-		return true;
+	if (got || !pool_quiet)
+		return true; /* a blocking call still runs: it may wake one */
 	if (weft__live_count(rt) == 0) {
 		if (atomic_load(&rt->shutdown))
 			return false;
@@ -577,12 +716,14 @@ static bool idle(struct weft__rt *rt, struct weft__sim *s)
 
 /* ---- the master loop -------------------------------------------------------- */
 
+
 void weft__sim_loop(struct weft__rt *rt)
 {
 	struct weft__sim *s = rt->sim;
 	for (;;) {
 		if (atomic_load(&rt->terminate))
 			break;
+		pool_sync(rt, s);
 		take_inbox(rt, s);
 		atomic_store_explicit(&weft__vclock,
 				      vnow() + STEP_NS_MIN + below(s, STEP_NS_SPAN),
@@ -611,12 +752,14 @@ void weft__sim_loop(struct weft__rt *rt)
 		}
 		if (s->nyield != s->n)
 			s->yield_streak = 0;
-		struct ent e = run_take(s, pick(s));
-		unsigned wi = e.w;
-		if (rt->nworkers > 1 && below(s, 4) == 0) {
-			wi = (unsigned)below(s, rt->nworkers);
-			if (wi != e.w)
-				s->rep.steals++;
+		unsigned qw, wi;
+		size_t qi;
+		pick(s, &qw, &qi, &wi);
+		struct ent e = run_take(s, qw, qi);
+		if (wi != qw) { /* the metrics see a steal of one */
+			s->rep.steals++;
+			WEFT__BUMP(rt->workers[wi].m_steals, 1);
+			WEFT__BUMP(rt->workers[wi].m_stolen, 1);
 		}
 		s->rep.steps++;
 		mix(s, e.f->id);
@@ -632,18 +775,45 @@ void weft__sim_loop(struct weft__rt *rt)
 
 /* ---- the explorer ---------------------------------------------------------- */
 
-/* the command line of this process, for the replay hint */
+/* the command line of this process, for the replay hint; arguments with
+ * anything but [A-Za-z0-9_./=:,+-] in single quotes */
 static void print_cmdline(FILE *out)
 {
 	FILE *f = fopen("/proc/self/cmdline", "r");
 	if (!f)
 		return;
-	int c, prev = 0;
+	char arg[4096];
+	size_t n = 0;
+	bool first = true;
+	int c;
 	while ((c = fgetc(f)) != EOF) {
-		fputc(c ? c : ' ', out);
-		prev = c;
+		if (c && n < sizeof arg - 1) {
+			arg[n++] = (char)c;
+			continue;
+		}
+		if (c)
+			continue; /* too long: cut */
+		arg[n] = 0;
+		bool plain = n > 0;
+		for (size_t i = 0; i < n; i++)
+			if (!strchr("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+				    "0123456789_./=:,+-", arg[i]))
+				plain = false;
+		fputs(first ? "" : " ", out);
+		first = false;
+		if (plain) {
+			fputs(arg, out);
+		} else {
+			fputc('\'', out);
+			for (size_t i = 0; i < n; i++)
+				if (arg[i] == '\'')
+					fputs("'\\''", out);
+				else
+					fputc(arg[i], out);
+			fputc('\'', out);
+		}
+		n = 0;
 	}
-	(void)prev;
 	fclose(f);
 }
 
@@ -672,10 +842,13 @@ int64_t weft_sim_explore(const weft_config *cfg, uint64_t first,
 	if (!fn || !first || !count || first + count < first ||
 	    first > INT64_MAX || first + count - 1 > INT64_MAX)
 		return -EINVAL;
+	if (cfg && (cfg->pct > 64 ||
+		    (cfg->faults && weft__sim_faults_check(cfg->faults))))
+		return -EINVAL;
 	const char *e = getenv("WEFT_SEED");
 	if (e && *e) { /* the replay: that seed, here */
-		uint64_t seed = strtoull(e, NULL, 0);
-		if (!seed || seed > INT64_MAX)
+		uint64_t seed;
+		if (weft__sim_parse_seed(e, &seed) || seed > INT64_MAX)
 			return -EINVAL;
 		return run_one(cfg, seed, fn, arg) ? (int64_t)seed : 0;
 	}

@@ -194,12 +194,14 @@ static void run_progress(unsigned workers)
 static void test_progress_workers1(void **state)
 {
 	(void)state;
+	SKIP_IF_SEEDED("pool threads running beside the workers (seeded, the master waits for the pool)");
 	run_progress(1);
 }
 
 static void test_progress_workers2(void **state)
 {
 	(void)state;
+	SKIP_IF_SEEDED("pool threads running beside the workers (seeded, the master waits for the pool)");
 	run_progress(2);
 }
 
@@ -291,12 +293,14 @@ static void test_all_workers_free_1(void **state)
 static void test_all_workers_free_2(void **state)
 {
 	(void)state;
+	SKIP_IF_SEEDED("pool threads running beside the workers (seeded, the master waits for the pool)");
 	run_rendezvous(2);
 }
 
 static void test_all_workers_free_4(void **state)
 {
 	(void)state;
+	SKIP_IF_SEEDED("pool threads running beside the workers (seeded, the master waits for the pool)");
 	run_rendezvous(4);
 }
 
@@ -466,6 +470,7 @@ static void *conc_main(void *arg)
 static void test_concurrent_200_on_4(void **state)
 {
 	(void)state;
+	SKIP_IF_SEEDED("pool threads running beside the workers (seeded, the master waits for the pool)");
 	memset(&C, 0, sizeof C);
 	int before = count_tasks();
 	weft_config c = cfg(2, 4, 0);
@@ -538,6 +543,7 @@ static void *sat_main_w1(void *arg)
 static void test_saturation_workers1(void **state)
 {
 	(void)state;
+	SKIP_IF_SEEDED("pool threads running beside the workers (seeded, the master waits for the pool)");
 	memset(&S, 0, sizeof S);
 	gate_reset();
 	atomic_store(&mark_ran, 0);
@@ -708,6 +714,7 @@ static void *cancel_running_main(void *arg)
 static void test_cancel_running(void **state)
 {
 	(void)state;
+	SKIP_IF_SEEDED("pool threads running beside the workers (seeded, the master waits for the pool)");
 	memset(&U, 0, sizeof U);
 	atomic_store(&mark_ran, 0);
 	weft_config c = cfg(2, 1, 0);
@@ -787,6 +794,7 @@ static void *deadline_main(void *arg)
 static void test_deadline(void **state)
 {
 	(void)state;
+	SKIP_IF_SEEDED("pool threads running beside the workers (seeded, the master waits for the pool)");
 	memset(&D, 0, sizeof D);
 	memset(&U, 0, sizeof U);
 	gate_reset();
@@ -871,6 +879,7 @@ static void *threads_main(void *arg)
 static void test_threads_bounded_and_joined(void **state)
 {
 	(void)state;
+	SKIP_IF_SEEDED("pool threads running beside the workers (seeded, the master waits for the pool)");
 	int before = count_tasks();
 	assert_true(before >= 1);
 	for (int run = 0; run < 2; run++) {

@@ -333,6 +333,7 @@ static void *running_main(void *arg)
 static void dump_running(void **state)
 {
 	(void)state;
+	SKIP_IF_SEEDED("a fiber running while another thread dumps");
 	run(2, running_main, NULL);
 	assert_int_equal(dump_ret, 2);
 	char w[64];
@@ -375,6 +376,7 @@ static void sig_child(void *arg)
 static void dump_signal(void **state)
 {
 	(void)state;
+	SKIP_IF_SEEDED("the monitor thread works in real time");
 	static char err[16384];
 	/* by config */
 	sig_to_send = SIGUSR1;
@@ -480,6 +482,7 @@ static int count_slow(const char *err, const char *name, unsigned min_ms)
 static void watchdog(void **state)
 {
 	(void)state;
+	SKIP_IF_SEEDED("the monitor thread works in real time");
 	static char err[16384];
 	int st = run_in_child(watch_child, (void *)(uintptr_t)100, err,
 			      sizeof err);

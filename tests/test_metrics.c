@@ -176,6 +176,7 @@ static void *gauges_main(void *arg)
 static void metrics_gauges(void **state)
 {
 	(void)state;
+	SKIP_IF_SEEDED("the threaded scheduler's queue order (seeded, weft_spawn may switch)");
 	run(1, gauges_main, NULL);
 	assert_int_equal(r0 | r1, 0);
 	assert_int_equal(m0.local_queue, 10);
@@ -289,11 +290,13 @@ static void metrics_rough(void **state)
 	assert_true(m2.polls - m0.polls >= 1000);
 	assert_true(m1.steals >= 1);
 	assert_true(m1.stolen >= m1.steals);
-	assert_true(m1.parks >= 1);
+	if (!seeded()) /* simulated workers never park */
+		assert_true(m1.parks >= 1);
 	assert_true(m1.worker[0].busy_ns > 0 || m1.worker[1].busy_ns > 0);
 	/* 16 x 5 ms of spinning happened, and a worker is busy no longer
 	 * than the runtime has been up */
-	assert_true(m1.busy_ns >= 80 * MS);
+	if (!seeded()) /* seeded, the spinners overlap in virtual time */
+		assert_true(m1.busy_ns >= 80 * MS);
 	for (unsigned i = 0; i < m1.nworker; i++)
 		assert_true(m1.worker[i].busy_ns <= m1.uptime_ns + 10 * MS);
 }

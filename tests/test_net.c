@@ -2327,8 +2327,10 @@ static void test_net_resolve(void **state)
 	assert_true(atomic_load(&gai_calls) >= 4);
 	assert_int_equal(atomic_load(&gai_on_worker), 0);
 	assert_true(NR.slow_conn >= 0);
-	assert_true(NR.slow_ns >= 300 * MS);
-	assert_true(NR.max_gap < 150 * MS);
+	if (!seeded()) { /* the slow lookup sleeps in real time */
+		assert_true(NR.slow_ns >= 300 * MS);
+		assert_true(NR.max_gap < 150 * MS);
+	}
 #endif
 	check_no_leak();
 }

@@ -52,6 +52,12 @@ static void *spawner(void *arg)
 
 static void run_spread(unsigned workers)
 {
+	const char *seed = getenv("WEFT_SEED");
+	if (seed && *seed) { /* weft/sim.h: one thread simulates them all */
+		print_message("  skipped under WEFT_SEED: OS threads running "
+			      "at once\n");
+		skip();
+	}
 	atomic_store(&seen_mask, 0);
 	atomic_store(&overlap_max, 0);
 	weft_config cfg;

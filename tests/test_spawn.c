@@ -471,18 +471,21 @@ static void run_foreign(unsigned workers)
 static void test_foreign_spawn(void **state)
 {
 	(void)state;
+	SKIP_IF_SEEDED("a plain thread spawning on a real-time schedule");
 	run_foreign(0);
 }
 
 static void test_foreign_spawn_workers1(void **state)
 {
 	(void)state;
+	SKIP_IF_SEEDED("a plain thread spawning on a real-time schedule");
 	run_foreign(1);
 }
 
 static void test_foreign_spawn_workers2(void **state)
 {
 	(void)state;
+	SKIP_IF_SEEDED("a plain thread spawning on a real-time schedule");
 	run_foreign(2);
 }
 

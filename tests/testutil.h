@@ -15,7 +15,8 @@
  * - count_dir_entries: count threads (/proc/self/task) or fds;
  * - run_in_child: run a function in a forked child and get its status
  *   (and stderr);
- * - apply_test_filters: WEFT_TEST_FILTER / WEFT_TEST_SKIP.
+ * - apply_test_filters: WEFT_TEST_FILTER / WEFT_TEST_SKIP;
+ * - seeded, SKIP_IF_SEEDED: the suite under WEFT_SEED (weft/sim.h).
  */
 #ifndef WEFT_TESTUTIL_H
 #define WEFT_TESTUTIL_H
@@ -30,6 +31,7 @@
 #include <stdlib.h>
 #include <dirent.h>
 #include <signal.h>
+#include <time.h>
 #include <unistd.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
@@ -42,6 +44,26 @@
 #define US 1000ull
 #define MS 1000000ull
 #define SEC 1000000000ull
+
+/* ---- seeded runs ---------------------------------------------------------- */
+
+/* Under WEFT_SEED (weft/sim.h, docs/testing.md) every weft_run simulates
+ * its workers on one thread in virtual time. A test whose point is real OS
+ * threads running at once, the real clock against virtual time, or the
+ * threaded scheduler's own queues skips itself there and says why (CI runs
+ * the suite under a few fixed seeds). */
+static inline int seeded(void)
+{
+	const char *e = getenv("WEFT_SEED");
+	return e && *e;
+}
+#define SKIP_IF_SEEDED(why)                                                  \
+	do {                                                                 \
+		if (seeded()) {                                              \
+			print_message("  skipped under WEFT_SEED: %s\n", why); \
+			skip();                                              \
+		}                                                            \
+	} while (0)
 
 /* ---- scaling ------------------------------------------------------------- */
 
@@ -165,11 +187,20 @@ static inline uint64_t ms_since(uint64_t t0)
 
 /* From a fiber: wait (sleeping 1 ms steps, at most 10 s) until *flag.
  * 0 if it got there, -1 on timeout. */
+/* real time: the bounds below hold in seeded runs too, where weft_now is
+ * virtual and the flag may come from a plain thread */
+static inline uint64_t real_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * SEC + (uint64_t)ts.tv_nsec;
+}
+
 static inline int wait_flag(_Atomic int *flag)
 {
-	uint64_t until = weft_now() + 10 * SEC;
+	uint64_t until = real_ns() + 10 * SEC;
 	while (!atomic_load(flag)) {
-		if (weft_now() > until)
+		if (real_ns() > until)
 			return -1;
 		weft_sleep(1 * MS);
 	}
@@ -180,8 +211,8 @@ static inline int wait_flag(_Atomic int *flag)
  * a CHECK fails if it did not. */
 static inline void await_at_least(atomic_int *flag, int want)
 {
-	uint64_t t0 = weft_now();
-	while (atomic_load(flag) < want && weft_now() - t0 < 10 * SEC)
+	uint64_t t0 = real_ns();
+	while (atomic_load(flag) < want && real_ns() - t0 < 10 * SEC)
 		weft_sleep(1 * MS);
 	CHECK(atomic_load(flag) >= want);
 }

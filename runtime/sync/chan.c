@@ -158,23 +158,28 @@ static int chan_op(weft_chan *c, void *elem, bool send, bool block)
 
 int weft_chan_send(weft_chan *c, const void *elem)
 {
+	weft__sim_point();
 	return chan_op(c, (void *)elem, true, true);
 }
 int weft_chan_recv(weft_chan *c, void *elem)
 {
+	weft__sim_point();
 	return chan_op(c, elem, false, true);
 }
 int weft_chan_try_send(weft_chan *c, const void *elem)
 {
+	weft__sim_point();
 	return chan_op(c, (void *)elem, true, false);
 }
 int weft_chan_try_recv(weft_chan *c, void *elem)
 {
+	weft__sim_point();
 	return chan_op(c, elem, false, false);
 }
 
 void weft_chan_close(weft_chan *c)
 {
+	weft__sim_point();
 	if (!c)
 		return;
 	weft__spin_lock(&c->lock);
@@ -224,6 +229,7 @@ static void unlock_all(weft_chan **ord, size_t m)
 
 int weft_select(weft_select_case *cs, size_t n, int nowait)
 {
+	weft__sim_point();
 	if (!cs || n == 0 || n > SELECT_MAX)
 		return -EINVAL;
 	for (size_t i = 0; i < n; i++)

@@ -62,6 +62,7 @@ void weft_mutex_init(weft_mutex *m)
 
 int weft_mutex_trylock(weft_mutex *m)
 {
+	weft__sim_point();
 	if (!m)
 		return -EINVAL;
 	unsigned s = ld(m);
@@ -156,6 +157,7 @@ static int mutex_lock_nocancel(weft_mutex *m, weft_task *self)
 
 int weft_mutex_lock(weft_mutex *m)
 {
+	weft__sim_point();
 	struct weft__worker *w;
 	weft_task *self = weft__self(&w);
 	if (!m || !self)
@@ -183,6 +185,7 @@ int weft_mutex_lock(weft_mutex *m)
 
 int weft_mutex_unlock(weft_mutex *m)
 {
+	weft__sim_point();
 	if (!m)
 		return -EINVAL;
 	weft_task *self = weft__self(NULL);
@@ -244,6 +247,7 @@ int weft_cond_wait(weft_cond *c, weft_mutex *m)
 
 void weft_cond_signal(weft_cond *c)
 {
+	weft__sim_point();
 	if (!c)
 		return;
 	weft__spin_lock(&c->_q._lock);
@@ -256,6 +260,7 @@ void weft_cond_signal(weft_cond *c)
 
 void weft_cond_broadcast(weft_cond *c)
 {
+	weft__sim_point();
 	if (!c)
 		return;
 	weft__spin_lock(&c->_q._lock);

@@ -35,6 +35,7 @@ static bool take_unit(weft_sem *s)
 
 int weft_sem_try_acquire(weft_sem *s)
 {
+	weft__sim_point();
 	if (!s)
 		return -EINVAL;
 	if (!take_unit(s))
@@ -46,6 +47,7 @@ int weft_sem_try_acquire(weft_sem *s)
 
 int weft_sem_acquire(weft_sem *s)
 {
+	weft__sim_point();
 	weft_task *self = weft__self(NULL);
 	if (!s || !self)
 		return -EINVAL;
@@ -65,6 +67,7 @@ int weft_sem_acquire(weft_sem *s)
 
 int weft_sem_release(weft_sem *s, long n)
 {
+	weft__sim_point();
 	if (!s || n < 1)
 		return -EINVAL;
 	weft__spin_lock(&s->_q._lock);
@@ -90,6 +93,7 @@ void weft_wg_init(weft_wg *wg)
 
 int weft_wg_add(weft_wg *wg, long delta)
 {
+	weft__sim_point();
 	if (!wg)
 		return -EINVAL;
 	weft__spin_lock(&wg->_q._lock);
@@ -114,6 +118,7 @@ int weft_wg_done(weft_wg *wg) { return weft_wg_add(wg, -1); }
 
 int weft_wg_wait(weft_wg *wg)
 {
+	weft__sim_point();
 	weft_task *self = weft__self(NULL);
 	if (!wg || !self)
 		return -EINVAL;
@@ -144,6 +149,7 @@ void weft_event_init(weft_event *e)
 
 void weft_event_set(weft_event *e)
 {
+	weft__sim_point();
 	if (!e)
 		return;
 	weft__spin_lock(&e->_q._lock);
@@ -162,6 +168,7 @@ int weft_event_is_set(weft_event *e)
 
 int weft_event_wait(weft_event *e)
 {
+	weft__sim_point();
 	weft_task *self = weft__self(NULL);
 	if (!e || !self)
 		return -EINVAL;

@@ -23,6 +23,7 @@ CMAKE       ?= cmake
 CTEST       ?= ctest
 CMAKE_FLAGS ?=
 SKIP_DEPS   ?=
+SEEDS       ?= 1 2 3
 
 # Debian packages: what every build needs, and what `make bench` adds.
 DEPS       := build-essential cmake pkg-config liburing-dev libjemalloc-dev \
@@ -47,7 +48,7 @@ TSAN_TEST_SCALE ?= 0.05
 
 CTEST_RUN = $(CTEST) --test-dir $(1) --output-on-failure -j$(JOBS)
 
-.PHONY: help deps deps-bench build demo test bench asan tsan install clean
+.PHONY: help deps deps-bench build demo test test-seeds bench asan tsan install clean
 
 help:
 	@echo 'weft make targets:'
@@ -55,12 +56,13 @@ help:
 	@echo '  build     deps, then configure and build $(BUILD_DIR)/ (-DWEFT_WERROR=ON)'
 	@echo '  demo      build, then run $(DEMO)'
 	@echo '  test      build, then run the tests (ctest)'
+	@echo '  test-seeds  build, then the tests under WEFT_SEED=each of SEEDS (now $(SEEDS))'
 	@echo '  bench     Release build in $(RELEASE_DIR)/, then benches/run.sh (installs Go)'
 	@echo '  asan      ASan+UBSan build (gcc) in $(ASAN_DIR)/, run the tests'
 	@echo '  tsan      TSan build (clang) in $(TSAN_DIR)/, run the tests'
 	@echo '  install   build, then install into PREFIX (now $(PREFIX))'
 	@echo '  clean     remove the build directories (and .ci/run's logs)'
-	@echo 'variables: BUILD_DIR RELEASE_DIR ASAN_DIR TSAN_DIR PREFIX DEMO JOBS'
+	@echo 'variables: BUILD_DIR RELEASE_DIR ASAN_DIR TSAN_DIR PREFIX DEMO JOBS SEEDS'
 	@echo '           CMAKE_FLAGS SKIP_DEPS=1'
 
 # install_missing PACKAGES: apt-get install the packages dpkg does not list as
@@ -107,6 +109,14 @@ demo: build
 
 test: build
 	$(call CTEST_RUN,$(BUILD_DIR))
+
+# The whole suite again, each weft_run simulated under a fixed seed
+# (weft/sim.h, docs/testing.md); tests about real threads skip themselves.
+test-seeds: build
+	@set -e; for s in $(SEEDS); do \
+		echo "== WEFT_SEED=$$s"; \
+		WEFT_SEED=$$s $(call CTEST_RUN,$(BUILD_DIR)); \
+	done
 
 bench: deps-bench
 	$(CMAKE) -S . -B $(RELEASE_DIR) -DCMAKE_BUILD_TYPE=Release \

@@ -164,6 +164,19 @@ static void describe_wait(char *buf, size_t n, uint64_t wait)
 			[WEFT__W_EVENT] = "event", [WEFT__W_GROUP] = "group",
 		};
 		snprintf(buf, n, "%s 0x%" PRIx64, names[kind], obj);
+		/* seeded runs dump from the master, nothing runs meanwhile:
+		 * the mutex is there (its waiter is), and who holds it is
+		 * the other half of a lock-order deadlock */
+		if (kind == WEFT__W_MUTEX &&
+		    atomic_load_explicit(&weft__sim_on, memory_order_relaxed)) {
+			weft_mutex *m = (weft_mutex *)(uintptr_t)obj;
+			weft_task *o = __atomic_load_n(&m->_owner,
+						       __ATOMIC_RELAXED);
+			size_t l = strlen(buf);
+			if (o && l < n)
+				snprintf(buf + l, n - l,
+					 " held by fiber %" PRIu64, o->id);
+		}
 		break;
 	}
 	case WEFT__W_BLOCKING:

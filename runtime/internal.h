@@ -570,9 +570,17 @@ void weft__die(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 
 		memory_order_relaxed)
 
 /* ms of CLOCK_MONOTONIC_COARSE, low 32 bits (wraps after 49 days; only
- * differences are used). ~3 ns: no clock read, one vDSO variable. */
+ * differences are used). ~3 ns: no clock read, one vDSO variable. In a
+ * seeded run, virtual ms (a dump then replays exactly). */
+extern _Atomic int weft__sim_on WEFT__HIDDEN;
+extern _Atomic uint64_t weft__vclock WEFT__HIDDEN;
 static inline uint32_t weft__coarse_ms(void)
 {
+	if (__builtin_expect(atomic_load_explicit(&weft__sim_on,
+						  memory_order_relaxed), 0))
+		return (uint32_t)(atomic_load_explicit(&weft__vclock,
+						       memory_order_relaxed) /
+				  1000000u);
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
 	return (uint32_t)((uint64_t)ts.tv_sec * 1000u +

@@ -229,7 +229,10 @@ static void *states_main(void *arg)
 	snprintf(want[3], 160, " ms on chan recv %p,", (void *)c_recv);
 	snprintf(want[4], 160, " ms on chan send %p,", (void *)c_send);
 	snprintf(want[5], 160, " ms on select of 2 cases,");
-	snprintf(want[6], 160, " ms on mutex %p,", (void *)&mtx);
+	/* seeded runs also name the holder (dump from the master thread) */
+	snprintf(want[6], 160, seeded() ? " ms on mutex %p held by fiber "
+					: " ms on mutex %p,",
+		 (void *)&mtx);
 	snprintf(want[7], 160, " ms on cond %p,", (void *)&cond);
 	snprintf(want[8], 160, " ms on sem %p,", (void *)&sem);
 	snprintf(want[9], 160, " ms on wg %p,", (void *)&wg);

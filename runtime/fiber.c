@@ -204,6 +204,7 @@ weft_task *weft__spawn_flags(void *(*fn)(void *), void *arg, uint32_t extra,
 	__atomic_store_n(&f->name, NULL, __ATOMIC_RELAXED);
 	atomic_store_explicit(&f->wait, 0, memory_order_relaxed);
 	atomic_store_explicit(&f->last_worker, 0xffff, memory_order_relaxed);
+	weft__task_side(f)->sim_prio = 0; /* PCT (sim.c) */
 	__atomic_store_n(&weft__task_side(f)->spawn_site, site,
 			 __ATOMIC_RELAXED);
 	f->join_seq = 0;

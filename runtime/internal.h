@@ -174,7 +174,6 @@ struct weft_task {
 	const char *name;
 	/* dump.c: what its last wait waits on (weft__wait_note) */
 	_Atomic uint64_t wait;
-	uint64_t sim_prio; /* sim.c: PCT priority, 0 until first queued */
 } __attribute__((aligned(WEFT__CACHELINE)));
 
 /* ---- slab (slab.c) -------------------------------------------------------- */
@@ -632,6 +631,7 @@ static inline void weft__wait_note(weft_task *f, unsigned kind, unsigned op,
 /* a fiber's cold data, in its slab chunk's side area (slab.c) */
 struct weft__task_side {
 	const void *spawn_site; /* return address of the spawn call */
+	uint64_t sim_prio;      /* sim.c: PCT priority, 0 until first queued */
 };
 static inline struct weft__task_side *weft__task_side(weft_task *t)
 {
@@ -681,7 +681,7 @@ bool weft__sim_sure(const struct io_uring_sqe *sqe) WEFT__HIDDEN;
 /* hold an I/O completion back (WEFT_FAULT_DELAY); false: deliver it now */
 bool weft__sim_delay(struct weft__worker *w, struct weft__op *op, int res,
 		     unsigned flags) WEFT__HIDDEN;
-bool weft__sim_fault_slow(int kind) WEFT__HIDDEN;
+bool weft__sim_fault_slow(int kind) __attribute__((cold)) WEFT__HIDDEN;
 /* a seeded fault of this kind (weft/sim.h) hits the caller now; only on a
  * simulated worker, never on another thread */
 static inline bool weft__fault(int kind)
@@ -693,7 +693,7 @@ static inline bool weft__fault(int kind)
 }
 /* WEFT_FAULT_SHORT: n, or (a seeded fault hit) a shorter length, on
  * descriptors where a short transfer is legal */
-size_t weft__sim_short(int fd, size_t n) WEFT__HIDDEN;
+size_t weft__sim_short(int fd, size_t n) __attribute__((cold)) WEFT__HIDDEN;
 static inline size_t weft__fault_short(int fd, size_t n)
 {
 	if (__builtin_expect(!atomic_load_explicit(&weft__sim_on,
@@ -701,7 +701,7 @@ static inline size_t weft__fault_short(int fd, size_t n)
 		return n;
 	return weft__sim_short(fd, n);
 }
-void weft__sim_preempt(void) WEFT__HIDDEN;
+void weft__sim_preempt(void) __attribute__((cold)) WEFT__HIDDEN;
 /* seeded runs: a point where the seed may switch fibers (sim.c) */
 static inline void weft__sim_point(void)
 {

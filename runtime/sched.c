@@ -114,8 +114,9 @@ static inline void ctx_jump(struct weft__ctx *from, struct weft__ctx *to,
 void weft__schedule(struct weft__worker *w, weft_task *f, bool front)
 {
 	struct weft__rt *rt;
-	if (w && w->sim) { /* deterministic mode: the master picks (sim.c) */
-		weft__sim_push(w->rt, w, f, false);
+	if (w && w->sim) { /* deterministic mode: the master picks (sim.c);
+			      front: a yielder, or a completion in order */
+		weft__sim_push(w->rt, w, f, front);
 		return;
 	}
 	if (!w)
@@ -234,10 +235,7 @@ void weft__after_switch(struct weft__worker *w)
 	w->prev = NULL;
 	switch (w->prev_action) {
 	case WEFT__ACT_YIELD:
-		if (w->sim)
-			weft__sim_push(w->rt, w, p, true);
-		else
-			weft__schedule(w, p, true);
+		weft__schedule(w, p, true);
 		break;
 	case WEFT__ACT_PARK: {
 		/* acquire (here and on CAS failure): a waker that found p

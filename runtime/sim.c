@@ -415,8 +415,8 @@ static void run_add(struct weft__sim *s, weft_task *f, unsigned w, bool yield)
 	/* PCT: a fresh random priority at first queueing, above every
 	 * lowered one; a yielder draws again (a fiber polling a flag with
 	 * weft_yield would otherwise keep the top and starve the setter) */
-	if (s->pct && (!f->sim_prio || yield))
-		f->sim_prio = 64 + (rnd(s) >> 8);
+	if (s->pct && (!weft__task_side(f)->sim_prio || yield))
+		weft__task_side(f)->sim_prio = 64 + (rnd(s) >> 8);
 	struct runq *q = &s->run[w];
 	grow((void **)&q->e, &q->cap, q->n + 1, sizeof *q->e);
 	q->e[q->n++] = (struct ent){f, w, yield};
@@ -472,9 +472,12 @@ static struct ent run_take(struct weft__sim *s, unsigned w, size_t i)
 static void pct_best(struct weft__sim *s, unsigned *bw, size_t *bi)
 {
 	weft_task *best = NULL;
+	*bw = 0;
+	*bi = 0;
 	for (unsigned w = 0; w < s->nworkers; w++)
 		for (size_t i = 0; i < s->run[w].n; i++)
-			if (!best || s->run[w].e[i].f->sim_prio > best->sim_prio) {
+			if (!best || weft__task_side(s->run[w].e[i].f)->sim_prio >
+					     weft__task_side(best)->sim_prio) {
 				best = s->run[w].e[i].f;
 				*bw = w;
 				*bi = i;
@@ -494,7 +497,8 @@ static void pick(struct weft__sim *s, unsigned *qw, size_t *qi, unsigned *rw)
 				/* change point k: the fiber that would run
 				 * now drops below every other */
 				pct_best(s, qw, qi);
-				s->run[*qw].e[*qi].f->sim_prio = s->pct - k;
+				weft__task_side(s->run[*qw].e[*qi].f)->sim_prio =
+					s->pct - k;
 			}
 		pct_best(s, qw, qi);
 		*rw = s->nworkers > 1 && below(s, 4) == 0

@@ -19,10 +19,22 @@ static void *main_fiber(void *arg)
 {
 	weft_task *t[10];
 	void *res[10];
-	for (uintptr_t i = 0; i < 10; i++)
+	(void)arg;
+	for (uintptr_t i = 0; i < 10; i++) {
 		t[i] = weft_spawn(square, (void *)i);
+		if (!t[i]) { /* out of memory (or WEFT_FAULTS=nomem=...) */
+			fprintf(stderr, "weft_spawn: out of memory\n");
+			for (uintptr_t k = 0; k < i; k++)
+				weft_join(t[k], NULL);
+			return (void *)1;
+		}
+	}
 	int r = weft_gather(t, 10, res);
 	printf("gather: %s; squares in order:", weft_strerror(r));
+	if (r < 0) { /* a fiber could not start: its result is not there */
+		printf(" (none)\n");
+		return (void *)1;
+	}
 	for (int i = 0; i < 10; i++)
 		printf(" %" PRIuPTR, (uintptr_t)res[i]);
 	printf("\n");
@@ -31,8 +43,9 @@ static void *main_fiber(void *arg)
 
 int main(void)
 {
-	int r = weft_run(NULL, main_fiber, NULL, NULL);
+	void *failed = NULL;
+	int r = weft_run(NULL, main_fiber, NULL, &failed);
 	if (r < 0)
 		fprintf(stderr, "weft_run: %s\n", weft_strerror(r));
-	return r < 0;
+	return r < 0 || failed;
 }

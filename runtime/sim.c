@@ -1,30 +1,37 @@
 /* sim.c — deterministic simulation: seeded scheduling, virtual time, seeded
- * faults, deadlock detection, and the seed explorer.
+ * faults, deadlock detection, and the seed explorer. (docs/design.md,
+ * "Deterministic simulation"; the user's guide is docs/testing.md.)
  *
  * With a seed, weft_run starts no worker threads. The calling thread is the
  * master: it owns every worker's ring and timer heap and resumes fibers one
  * at a time, each on a worker it picks, until the fiber gives the worker up
  * (a fiber never hands off to the next directly in this mode: sched.c). So
  * every choice the threaded runtime leaves to races is a draw from one
- * PRNG seeded with the seed:
- *   - which runnable fiber runs next: the newest queued one (the LIFO slot)
- *     or one drawn uniformly from all of them; under PCT (pct = depth d),
- *     the one of highest priority, priorities random at first queueing and
- *     lowered at d-1 random steps (Burckhardt et al., ASPLOS 2010);
- *   - on which worker: the one it was queued on, or a random one (a steal);
+ * PRNG (splitmix64) seeded with the seed:
+ *   - which worker steps next, and which fiber it runs: one of its own
+ *     queue, the newest (the LIFO slot) or any; or, when its queue is empty
+ *     and one time in eight anyway, a fiber stolen from a random victim;
+ *     under PCT (pct = depth d) the fiber of highest priority, priorities
+ *     random at first queueing (and redrawn at each yield, so a polling loop
+ *     cannot starve its setter), the running one dropping below all at d-1
+ *     steps drawn among the first WEFT_PCT_STEPS (100) (Burckhardt et al.,
+ *     ASPLOS 2010);
+ *   - preemption points: the synchronizing calls (weft__sim_point) switch
+ *     fibers one time in four, as a fiber on another worker could get in;
  *   - when timers fire and when which ring is submitted to and reaped;
  *   - which faults hit (weft__fault) and how (short lengths, delays).
- * Runnable fibers sit in one array (the run set), not in the workers'
+ * Runnable fibers sit in one array per worker (the run set), not in the
  * deques: this mode tests the program, not weft's lock-free queues (their
  * own stress tests and the sanitizers cover those).
  *
  * Virtual time (weft__vclock, read by weft__clock) starts at 1 s and moves
- * 100-500 ns per step. When nothing can run, the master submits and reaps
- * every ring, fires due timers, and if still nothing can run: waits for a
- * blocking call or an I/O completion (real ones, up to WAIT_REAL_MS of real
- * time while a timer is pending), else jumps the clock to the earliest timer
- * or held-back completion. It also jumps when every runnable fiber has done
- * nothing but yield for YIELD_STREAK steps and no I/O is in flight (a
+ * 100-500 ns per step and 20 ns per weft_now(). When nothing can run, the
+ * master submits and reaps every ring, fires due timers, waits for the
+ * blocking pool, and if still nothing can run: waits for I/O completions
+ * (real ones; file ops, "sure ops", as long as they take, others up to
+ * WAIT_REAL_MS of real time while a timer is pending), else jumps the clock
+ * to the earliest timer or held-back completion. It also jumps when only
+ * yielders have run for YIELD_STREAK steps and no I/O is in flight (a
  * polling loop waiting for a timer). With nothing pending anywhere and
  * fibers alive, that is a deadlock: it says so, dumps the wait graph, and
  * cancels every fiber; weft_run returns -EDEADLK.
@@ -32,14 +39,15 @@
  * Determinism holds as long as the program's own inputs do (no real clock,
  * no other threads, no outside peers): real I/O completions are reaped at
  * seeded moments, but whether one has arrived by then is up to the kernel.
- * The blocking pool is made deterministic by waiting for it: after a fiber
- * hands a call to the pool the master runs nothing else until the pool is
- * idle (weft__blocking_quiesce), so the call's wake-up lands at a fixed step.
- * Wakes from other threads (a pool thread, the user's own threads) go
- * through the inbox, under a lock; the master takes them in at each step.
+ * The blocking pool is made deterministic by waiting for it (pool_sync):
+ * after each step the master waits until the pool is idle, so a call's
+ * wake-up lands at a fixed step; a call still running after POOL_WAIT_MS
+ * becomes an outside event. Wakes from other threads (a pool thread, the
+ * user's own threads) go through the inbox, under a lock; the master takes
+ * them in at each step.
  *
  * The trace hash folds in, in order, every resume (fiber id, worker, virtual
- * time), every fault and every clock jump. Equal hashes: equal runs.
+ * time), every fault, inbox arrival and clock jump. Equal hashes: equal runs.
  */
 #include <signal.h>
 #include <string.h>
@@ -268,9 +276,10 @@ int weft__sim_parse_seed(const char *e, uint64_t *out)
 	if (!e || !*e)
 		return -EINVAL;
 	for (; *e; e++) {
-		if (*e < '0' || *e > '9' || v > (UINT64_MAX - 9) / 10)
+		uint64_t d = (uint64_t)(*e - '0');
+		if (*e < '0' || *e > '9' || v > (UINT64_MAX - d) / 10)
 			return -EINVAL;
-		v = v * 10 + (uint64_t)(*e - '0');
+		v = v * 10 + d;
 	}
 	if (!v)
 		return -EINVAL;
@@ -486,8 +495,8 @@ static void pct_best(struct weft__sim *s, unsigned *bw, size_t *bi)
 
 /* Choose the next fiber (its queue *qw and index *qi) and the worker *rw
  * it runs on. Random walk: a worker at random; it runs one of its own
- * queue, the newest (the LIFO slot) or any, or if its queue is empty,
- * steals one from a random victim's. PCT: the highest priority fiber, on
+ * queue, the newest (the LIFO slot) or any, or if its queue is empty (or
+ * one time in eight), steals one from a random victim's. PCT: the highest priority fiber, on
  * its own worker or (one in four) another. */
 static void pick(struct weft__sim *s, unsigned *qw, size_t *qi, unsigned *rw)
 {
@@ -508,7 +517,10 @@ static void pick(struct weft__sim *s, unsigned *qw, size_t *qi, unsigned *rw)
 	}
 	unsigned w = (unsigned)below(s, s->nworkers);
 	*rw = w;
-	if (!s->run[w].n) { /* steal: a random victim with work */
+	/* steal: from a random victim with work, when w has none, and one
+	 * time in eight anyway (a worker that is never idle in this
+	 * schedule would otherwise never take from the others) */
+	if (!s->run[w].n || below(s, 8) == 0) {
 		unsigned v = (unsigned)below(s, s->nworkers);
 		while (!s->run[v].n)
 			v = (v + 1) % s->nworkers;
@@ -863,8 +875,11 @@ int64_t weft_sim_explore(const weft_config *cfg, uint64_t first,
 		pid_t pid = fork();
 		if (pid < 0)
 			return -errno;
-		if (pid == 0)
+		if (pid == 0) {
+			setpgid(0, 0); /* a timeout kills what it started too */
 			_exit(run_one(cfg, seed, fn, arg));
+		}
+		setpgid(pid, pid);
 		int st = 0;
 		uint64_t until = weft__clock_real() +
 				 (uint64_t)timeout_ms * 1000000ull;
@@ -877,7 +892,7 @@ int64_t weft_sim_explore(const weft_config *cfg, uint64_t first,
 		const char *why = NULL;
 		char buf[64];
 		if (got == 0) {
-			kill(pid, SIGKILL);
+			kill(-pid, SIGKILL);
 			waitpid(pid, &st, 0);
 			snprintf(buf, sizeof buf, "ran over %u ms", timeout_ms);
 			why = buf;
@@ -901,6 +916,15 @@ int64_t weft_sim_explore(const weft_config *cfg, uint64_t first,
 					"weft: replay: WEFT_SEED=%llu ",
 				(unsigned long long)seed, why,
 				(unsigned long long)seed);
+			/* what else the run read from the environment */
+			static const char *const vars[] = {
+				"WEFT_WORKERS", "WEFT_FAULTS", "WEFT_PCT",
+				"WEFT_PCT_STEPS", "WEFT_STACK_SIZE"};
+			for (size_t i = 0; i < sizeof vars / sizeof *vars; i++) {
+				const char *v = getenv(vars[i]);
+				if (v && *v)
+					fprintf(stderr, "%s='%s' ", vars[i], v);
+			}
 			print_cmdline(stderr);
 			fputc('\n', stderr);
 			return (int64_t)seed;

@@ -1,7 +1,7 @@
 /* weft/runtime.h — start and stop the runtime (asyncio.run).
  *
  * weft_run() turns the calling thread into worker 0, starts the other
- * workers, runs main_fn as the first fiber and returns once it has returned
+ * workers (seeded: simulates them all on this thread, weft/sim.h), runs main_fn as the first fiber and returns once it has returned
  * and every other fiber has finished: fibers still alive then are cancelled
  * (their waits return -ECANCELED) and run to their end first. One runtime at
  * a time per process; weft_run may be called again after it returned.

@@ -279,6 +279,10 @@ int weft__io_submit_wait(struct weft__worker *w, weft_task *self,
 	if (r != WEFT__R_WOKEN &&
 	    atomic_load_explicit(&op->done, memory_order_acquire) == 0) {
 		weft__io_request_cancel(op);
+		if (w->sim && !op->sure) { /* the kernel ends it now (sim.c) */
+			op->sure = true;
+			w->sim_sure++;
+		}
 		/* re-park until the CQE, not cancellable */
 		uint32_t seq = weft__park_begin(self, false);
 		atomic_store(&op->seq, seq); /* seq_cst: the op handshake */

@@ -488,8 +488,13 @@ static inline int weft__reason_err(int r)
 bool weft__wake(weft_task *f, uint32_t seq, int reason) WEFT__HIDDEN;
 bool weft__wake_ex(weft_task *f, uint32_t seq, int reason,
 		   bool fifo) WEFT__HIDDEN;
+/* front: 0 the back of the queue, WEFT__FRONT the front (a completion, in
+ * order), WEFT__FRONT_YIELD the front for a yielder (sim.c tells the two
+ * apart; the threaded runtime does not) */
+#define WEFT__FRONT 1
+#define WEFT__FRONT_YIELD 2
 void weft__schedule(struct weft__worker *w, weft_task *f,
-		    bool front) WEFT__HIDDEN;
+		    int front) WEFT__HIDDEN;
 void weft__worker_loop(struct weft__worker *w) WEFT__HIDDEN;
 void weft__switch_out(struct weft__worker *w, weft_task *self,
 		      int action) WEFT__HIDDEN;

@@ -111,12 +111,11 @@ static inline void ctx_jump(struct weft__ctx *from, struct weft__ctx *to,
  * (it runs after everything queued); from anywhere else, or when the front
  * is busy, the global queue. Then wake an idle worker if one should come
  * and help (idle.c). */
-void weft__schedule(struct weft__worker *w, weft_task *f, bool front)
+void weft__schedule(struct weft__worker *w, weft_task *f, int front)
 {
 	struct weft__rt *rt;
-	if (w && w->sim) { /* deterministic mode: the master picks (sim.c);
-			      front: a yielder, or a completion in order */
-		weft__sim_push(w->rt, w, f, front);
+	if (w && w->sim) { /* deterministic mode: the master picks (sim.c) */
+		weft__sim_push(w->rt, w, f, front == WEFT__FRONT_YIELD);
 		return;
 	}
 	if (!w)
@@ -235,7 +234,7 @@ void weft__after_switch(struct weft__worker *w)
 	w->prev = NULL;
 	switch (w->prev_action) {
 	case WEFT__ACT_YIELD:
-		weft__schedule(w, p, true);
+		weft__schedule(w, p, WEFT__FRONT_YIELD);
 		break;
 	case WEFT__ACT_PARK: {
 		/* acquire (here and on CAS failure): a waker that found p

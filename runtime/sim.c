@@ -215,11 +215,12 @@ size_t weft__sim_short(int fd, size_t n)
 /* A preemption point (weft__sim_point): the calls that synchronize give
  * the seed a chance to switch fibers there, as another worker running at
  * the same time could have got in between. One in four, from a running
- * fiber that is not half-way into a park. */
+ * fiber that is not half-way into a park; never with one worker, where
+ * nothing can get in between (a fiber runs until it suspends). */
 void weft__sim_preempt(void)
 {
 	struct weft__worker *w = weft__worker_self();
-	if (!w || !w->sim || !w->cur)
+	if (!w || !w->sim || !w->cur || w->rt->nworkers == 1)
 		return;
 	uint64_t pw = atomic_load_explicit(&w->cur->park, memory_order_relaxed);
 	if (WEFT__PW_ST(pw) != WEFT__RUNNING || below(w->rt->sim, 4))

@@ -6,8 +6,11 @@
 # reproduces the failure with the same trace.
 set -u
 X=$1 ST=$2 RACE=$3
-unset WEFT_SEED WEFT_PCT WEFT_FAULTS WEFT_WORKERS WEFT_SIM_REPORT \
-      WEFT_PCT_STEPS WEFT_TEST_X
+# every WEFT_* variable (the sanitizer targets set WEFT_TEST_SCALE, make
+# test-seeds WEFT_SEED): the replay lines checked below carry them all
+for v in $(env | sed -n 's/^\(WEFT_[A-Za-z0-9_]*\)=.*/\1/p'); do
+	unset "$v"
+done
 TMP=$(mktemp -d) || exit 1
 trap 'rm -rf "$TMP"' EXIT
 out= rc=0 n=0

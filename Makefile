@@ -58,7 +58,7 @@ help:
 	@echo '  test      build, then run the tests (ctest)'
 	@echo '  test-seeds  build, then the tests under WEFT_SEED=each of SEEDS (now $(SEEDS))'
 	@echo '  bench     Release build in $(RELEASE_DIR)/, then benches/run.sh (installs Go)'
-	@echo '  asan      ASan+UBSan build (gcc) in $(ASAN_DIR)/, run the tests'
+	@echo '  asan      ASan+UBSan build (gcc) in $(ASAN_DIR)/, run the tests (also seeded)'
 	@echo '  tsan      TSan build (clang) in $(TSAN_DIR)/, run the tests'
 	@echo '  install   build, then install into PREFIX (now $(PREFIX))'
 	@echo '  clean     remove the build directories (and .ci/run's logs)'
@@ -131,6 +131,9 @@ asan: deps
 	$(CMAKE) --build $(ASAN_DIR) -j$(JOBS)
 	ASAN_OPTIONS='$(ASAN_OPTIONS)' UBSAN_OPTIONS='$(UBSAN_OPTIONS)' \
 	WEFT_TEST_SCALE=$(ASAN_TEST_SCALE) $(call CTEST_RUN,$(ASAN_DIR))
+	@echo "== the suite again, seeded (WEFT_SEED=1): the simulator under ASan"
+	ASAN_OPTIONS='$(ASAN_OPTIONS)' UBSAN_OPTIONS='$(UBSAN_OPTIONS)' \
+	WEFT_SEED=1 WEFT_TEST_SCALE=$(ASAN_TEST_SCALE) $(call CTEST_RUN,$(ASAN_DIR))
 
 tsan: deps
 	$(CMAKE) -S . -B $(TSAN_DIR) -DCMAKE_C_COMPILER=$(TSAN_CC) \

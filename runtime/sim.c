@@ -862,6 +862,8 @@ int64_t weft_sim_explore(const weft_config *cfg, uint64_t first,
 	if (cfg && (cfg->pct > 64 ||
 		    (cfg->faults && weft__sim_faults_check(cfg->faults))))
 		return -EINVAL;
+	if (atomic_load(&weft__rt_cur)) /* its children could not run one */
+		return -EBUSY;
 	const char *e = getenv("WEFT_SEED");
 	if (e && *e) { /* the replay: that seed, here */
 		uint64_t seed;

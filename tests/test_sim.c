@@ -844,10 +844,28 @@ static void *passes(void *arg)
 	return arg;
 }
 
+static int64_t nested_explore;
+
+static void *explore_inside(void *arg)
+{
+	(void)arg;
+	nested_explore = weft_sim_explore(NULL, 1, 1, 0, passes, NULL);
+	return NULL;
+}
+
 static void test_bad_input(void **state)
 {
 	(void)state;
 	weft_config c = cfg_workers(2);
+	/* from inside a runtime: a child could not start one */
+	assert_int_equal(weft_run(&c, explore_inside, NULL, NULL), 0);
+	assert_int_equal(nested_explore, -EBUSY);
+	c.pct = 65;
+	assert_int_equal(weft_sim_explore(&c, 1, 1, 0, passes, NULL), -EINVAL);
+	c.pct = 0;
+	c.faults = "short=x";
+	assert_int_equal(weft_sim_explore(&c, 1, 1, 0, passes, NULL), -EINVAL);
+	c.faults = NULL;
 	assert_int_equal(weft_sim_explore(&c, 1, 10, 0, NULL, NULL), -EINVAL);
 	assert_int_equal(weft_sim_explore(&c, 1, 0, 0, passes, NULL), -EINVAL);
 	assert_int_equal(weft_sim_explore(&c, 0, 10, 0, passes, NULL), -EINVAL);

@@ -45,7 +45,8 @@ WEFT_API int weft_sim_report_get(weft_sim_report *out);
  * failing seed and the command that replays it. With env WEFT_SEED set it
  * runs that seed only, in this process (the replay).
  * Returns the failing seed (> 0), 0 if every seed passed, or
- *   -EINVAL  fn NULL, first 0 or count 0; -errno from fork/pipe. */
+ *   -EINVAL  fn NULL, first 0 or count 0, cfg's pct or faults bad;
+ *   -EBUSY   called while a runtime runs; -errno from fork. */
 WEFT_API int64_t weft_sim_explore(const weft_config *cfg, uint64_t first,
 				  uint64_t count, unsigned timeout_ms,
 				  void *(*fn)(void *), void *arg);

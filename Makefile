@@ -23,7 +23,7 @@ CMAKE       ?= cmake
 CTEST       ?= ctest
 CMAKE_FLAGS ?=
 SKIP_DEPS   ?=
-SEEDS       ?= 1 2 3
+SEEDS       ?= 1 2 3 4 5
 
 # Debian packages: what every build needs, and what `make bench` adds.
 DEPS       := build-essential cmake pkg-config liburing-dev libjemalloc-dev \

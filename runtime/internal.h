@@ -664,6 +664,7 @@ void weft__blocking_stats(struct weft__rt *rt, unsigned *threads,
 			  unsigned *idle, unsigned *queued) WEFT__HIDDEN;
 
 /* ---- deterministic simulation (sim.c) ------------------------------------ */
+#define WEFT__SIM_WORKERS 4 /* a seeded run's workers when none are asked for */
 struct weft__op;
 /* virtual time is on (weft__clock reads weft__vclock) */
 extern _Atomic int weft__sim_on WEFT__HIDDEN;

@@ -286,6 +286,10 @@ int weft_run(const weft_config *cfg, void *(*main_fn)(void *), void *arg,
 			    v > WEFT__MAX_WORKERS)
 				return -EINVAL;
 			c.workers = (unsigned)v;
+		} else if (c.seed) {
+			/* seeded: not the CPU count, so that a seed replays
+			 * the same on every machine */
+			c.workers = WEFT__SIM_WORKERS;
 		} else {
 			long n = sysconf(_SC_NPROCESSORS_ONLN);
 			c.workers = n > 0 ? (unsigned)n : 1;

@@ -791,16 +791,6 @@ int main(int argc, char **argv)
 				printf(PROG ": the run printed no 'weft: seed' "
 				       "report: was it seeded? (see the "
 				       "warning below)\n");
-			if (!getenv("WEFT_WORKERS") &&
-			    (sc.reports || out_fd < 0)) {
-				long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-				printf(PROG ": WEFT_WORKERS is not set: unless "
-				       "the program sets weft_config.workers, "
-				       "the run had one worker per CPU (%ld "
-				       "here); elsewhere replay it with "
-				       "WEFT_WORKERS=%ld\n",
-				       ncpu, ncpu);
-			}
 			printf(PROG ": replay it with:\n");
 			put_replay(stdout, seed, env, nenv, o.argv);
 		}

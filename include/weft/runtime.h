@@ -12,7 +12,8 @@
 #include "common.h"
 
 typedef struct weft_config {
-	unsigned workers;      /* 0: env WEFT_WORKERS, else one per online CPU */
+	unsigned workers;      /* 0: env WEFT_WORKERS, else one per online CPU
+	                          (seeded runs: 4, the same on every machine) */
 	size_t stack_size;     /* usable bytes per fiber stack; 0: env
 	                          WEFT_STACK_SIZE, else 64 KiB */
 	unsigned ring_entries; /* SQ entries per worker ring; 0: 256, min 4 */

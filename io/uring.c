@@ -269,6 +269,7 @@ int weft__io_submit_wait(struct weft__worker *w, weft_task *self,
 		io_uring_sqe_set_data64(t, TAG_IGNORE);
 	}
 	w->inflight++;
+	op->held = false;
 	op->sure = w->sim && weft__sim_sure(sqe);
 	w->sim_sure += op->sure;
 	WEFT__M_IO_SUBMIT(w, self, sqe); /* metrics and dump (internal.h) */
@@ -279,7 +280,8 @@ int weft__io_submit_wait(struct weft__worker *w, weft_task *self,
 	if (r != WEFT__R_WOKEN &&
 	    atomic_load_explicit(&op->done, memory_order_acquire) == 0) {
 		weft__io_request_cancel(op);
-		if (w->sim && !op->sure) { /* the kernel ends it now (sim.c) */
+		if (w->sim && !op->sure && !op->held) {
+			/* the kernel ends it now (sim.c) */
 			op->sure = true;
 			w->sim_sure++;
 		}

@@ -522,6 +522,7 @@ struct weft__op {
 	uint64_t ud; /* user_data: generation << 48 | address */
 	bool listed; /* on w's cancel list (under w->cancel_lock) */
 	bool sure;   /* seeded runs: completes without a peer (sim.c) */
+	bool held;   /* seeded runs: reaped, its completion held back */
 };
 struct io_uring_sqe *weft__io_sqe(struct weft__worker *w) WEFT__HIDDEN;
 int weft__io_submit_wait(struct weft__worker *w, weft_task *self,

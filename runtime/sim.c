@@ -571,6 +571,7 @@ bool weft__sim_delay(struct weft__worker *w, struct weft__op *op, int res,
 	if (!weft__fault(WEFT_FAULT_DELAY))
 		return false;
 	grow((void **)&s->held, &s->capheld, s->nheld + 1, sizeof *s->held);
+	op->held = true; /* no CQE will come: not a sure op from now */
 	s->held[s->nheld++] = (struct held){w, op, res, flags,
 					    vnow() + 1000 + below(s, DELAY_MAX_NS)};
 	return true;
@@ -722,11 +723,8 @@ static bool idle(struct weft__rt *rt, struct weft__sim *s)
 	pthread_mutex_unlock(&s->lock);
 	if (got || !pool_quiet)
 		return true; /* a blocking call still runs: it may wake one */
-	if (weft__live_count(rt) == 0) {
-		if (atomic_load(&rt->shutdown))
-			return false;
-		return true; /* main is being spawned from elsewhere? no: */
-	}
+	if (weft__live_count(rt) == 0)
+		return false; /* every fiber ended (main first: shutdown) */
 	deadlock(rt, s);
 	return true;
 }

@@ -594,6 +594,64 @@ static void test_fault_delay(void **state)
 	assert_true(held.vt > 10 * plain.vt);
 }
 
+/* A completion held back past the reader's deadline: the reader asks the
+ * kernel to cancel an op it has already finished, and must still get its
+ * data (1 byte), and the run must not then wait on real I/O forever before
+ * each clock jump (an accept stays pending throughout). */
+static int hc_sv[2], hc_lfd, hc_recv[8];
+static void *hc_reader(void *arg)
+{
+	char b[8];
+	weft_deadline d;
+	weft_deadline_push(&d, 5 * MS);
+	hc_recv[(uintptr_t)arg] = (int)weft_recv(hc_sv[0], b, sizeof b, 0);
+	weft_deadline_pop(&d);
+	return NULL;
+}
+static void *hc_writer(void *arg)
+{
+	(void)arg;
+	weft_sleep(4 * MS);
+	weft_send(hc_sv[1], "x", 1, 0);
+	return NULL;
+}
+static void *hc_acceptor(void *arg)
+{
+	(void)arg;
+	return (void *)(intptr_t)weft_accept(hc_lfd, NULL, NULL);
+}
+static void *hc_main(void *arg)
+{
+	socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, hc_sv);
+	hc_lfd = weft_tcp_listen("127.0.0.1", 0, 4);
+	weft_task *ac = weft_spawn(hc_acceptor, NULL);
+	weft_task *r = weft_spawn(hc_reader, arg), *w = weft_spawn(hc_writer, NULL);
+	weft_join(r, NULL);
+	weft_join(w, NULL);
+	for (int i = 0; i < 10; i++)
+		weft_sleep(100 * MS);
+	weft_cancel(ac);
+	weft_join(ac, NULL);
+	close(hc_lfd);
+	close(hc_sv[0]);
+	close(hc_sv[1]);
+	return NULL;
+}
+
+static void test_fault_delay_past_deadline(void **state)
+{
+	(void)state;
+	uint64_t t0 = real_ns();
+	for (uintptr_t s = 1; s <= 4; s++) {
+		weft_config c = sim_cfg(s, 2, "delay=1");
+		assert_int_equal(weft_run(&c, hc_main, (void *)s, NULL), 0);
+		assert_int_equal(hc_recv[s], 1); /* the data, not lost */
+	}
+	/* 4 runs x 10 jumps x 5 ms of waiting on the pending accept: well
+	 * under a second (it hung before the fix) */
+	assert_true(real_ns() - t0 < 5 * SEC);
+}
+
 /* spurious: a counts weft_cond_wait returning 0 while nothing was signalled */
 static weft_mutex sp_m;
 static weft_cond sp_c;
@@ -893,6 +951,7 @@ int main(void)
 		cmocka_unit_test(test_fault_reset),
 		cmocka_unit_test(test_fault_nomem),
 		cmocka_unit_test(test_fault_delay),
+		cmocka_unit_test(test_fault_delay_past_deadline),
 		cmocka_unit_test(test_fault_spurious),
 		cmocka_unit_test(test_bug_lost_update),
 		cmocka_unit_test(test_bug_check_then_act),

@@ -59,7 +59,7 @@ help:
 	@echo '  test-seeds  build, then the tests under WEFT_SEED=each of SEEDS (now $(SEEDS))'
 	@echo '  bench     Release build in $(RELEASE_DIR)/, then benches/run.sh (installs Go)'
 	@echo '  asan      ASan+UBSan build (gcc) in $(ASAN_DIR)/, run the tests (also seeded)'
-	@echo '  tsan      TSan build (clang) in $(TSAN_DIR)/, run the tests'
+	@echo '  tsan      TSan build (clang) in $(TSAN_DIR)/, run the tests (also seeded)'
 	@echo '  install   build, then install into PREFIX (now $(PREFIX))'
 	@echo '  clean     remove the build directories (and .ci/run's logs)'
 	@echo 'variables: BUILD_DIR RELEASE_DIR ASAN_DIR TSAN_DIR PREFIX DEMO JOBS SEEDS'
@@ -141,6 +141,9 @@ tsan: deps
 		-DWEFT_WERROR=ON -DWEFT_BUILD_BENCHES=OFF $(CMAKE_FLAGS)
 	$(CMAKE) --build $(TSAN_DIR) -j$(JOBS)
 	TSAN_OPTIONS='$(TSAN_OPTIONS)' \
+	WEFT_TEST_SCALE=$(TSAN_TEST_SCALE) $(TSAN_RUN) $(call CTEST_RUN,$(TSAN_DIR))
+	@echo "== the suite again, seeded (WEFT_SEED=1): the simulator's inbox and pool hand-offs under TSan"
+	TSAN_OPTIONS='$(TSAN_OPTIONS)' WEFT_SEED=1 \
 	WEFT_TEST_SCALE=$(TSAN_TEST_SCALE) $(TSAN_RUN) $(call CTEST_RUN,$(TSAN_DIR))
 
 # The install prefix is also set at configure time, so weft.pc names it.

@@ -675,7 +675,7 @@ int weft__sim_new(struct weft__rt *rt, uint64_t seed, const char *faults,
 void weft__sim_free(struct weft__rt *rt) WEFT__HIDDEN;
 int weft__sim_faults_check(const char *spec) WEFT__HIDDEN; /* 0, -EINVAL */
 int weft__sim_parse_seed(const char *e, uint64_t *out) WEFT__HIDDEN;
-/* fibers queued on worker i (metrics; from the master thread) */
+/* fibers queued on worker i (metrics; from any thread) */
 size_t weft__sim_queued(struct weft__rt *rt, unsigned i) WEFT__HIDDEN;
 void weft__sim_loop(struct weft__rt *rt) WEFT__HIDDEN;
 int weft__sim_result(struct weft__rt *rt) WEFT__HIDDEN; /* 0 or -EDEADLK */

@@ -96,6 +96,8 @@ struct weft__sim {
 	struct runq { /* the fibers queued on one worker */
 		struct ent *e;
 		size_t n, cap;
+		_Atomic size_t len; /* n, for weft_metrics_get from any
+				       thread (relaxed: a gauge) */
 	} *run;               /* one per worker */
 	unsigned nworkers;
 	size_t n, nyield;     /* runnable in all, of which yielders */
@@ -430,6 +432,7 @@ static void run_add(struct weft__sim *s, weft_task *f, unsigned w, bool yield)
 	struct runq *q = &s->run[w];
 	grow((void **)&q->e, &q->cap, q->n + 1, sizeof *q->e);
 	q->e[q->n++] = (struct ent){f, w, yield};
+	atomic_store_explicit(&q->len, q->n, memory_order_relaxed);
 	s->n++;
 	s->nyield += yield;
 }
@@ -464,7 +467,7 @@ static void take_inbox(struct weft__rt *rt, struct weft__sim *s)
 
 size_t weft__sim_queued(struct weft__rt *rt, unsigned i)
 {
-	return rt->sim->run[i].n;
+	return atomic_load_explicit(&rt->sim->run[i].len, memory_order_relaxed);
 }
 
 static struct ent run_take(struct weft__sim *s, unsigned w, size_t i)
@@ -472,6 +475,7 @@ static struct ent run_take(struct weft__sim *s, unsigned w, size_t i)
 	struct runq *q = &s->run[w];
 	struct ent e = q->e[i];
 	q->e[i] = q->e[--q->n];
+	atomic_store_explicit(&q->len, q->n, memory_order_relaxed);
 	s->n--;
 	s->nyield -= e.yield;
 	return e;

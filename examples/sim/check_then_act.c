@@ -27,38 +27,13 @@
  * try_recv), then reserve; or handle -EAGAIN as "someone was quicker".
  */
 #include <errno.h>
-#include <inttypes.h>
-#include <stdarg.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <weft.h>
+#include "demo.h"
 
 #define JOBS 4
-#define US 1000ull /* weft_sleep takes ns */
 
 static weft_chan *jobs;
 static int produced_all; /* set by the producer once every job is queued */
 static int missing;      /* a worker checked, then found nothing */
-static uint64_t t0;
-
-/* what happened, in order: printed when a seed is replayed */
-static char trail[8192];
-static size_t trail_len;
-
-static void note(const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	int n = vsnprintf(trail + trail_len, sizeof trail - trail_len, fmt, ap);
-	va_end(ap);
-	if (n > 0 && trail_len + (size_t)n + 1 < sizeof trail) {
-		trail_len += (size_t)n;
-		trail[trail_len++] = '\n';
-	}
-}
-
-static double us_now(void) { return (double)(weft_now() - t0) / 1e3; }
 
 static void *producer(void *arg)
 {
@@ -100,8 +75,7 @@ static void *queue_run(void *arg)
 {
 	(void)arg;
 	produced_all = missing = 0;
-	trail_len = 0;
-	t0 = weft_now();
+	trail_reset();
 	weft_task *t[3];
 	if (!(jobs = weft_chan_new(JOBS, sizeof(int))) ||
 	    !(t[0] = weft_spawn(producer, NULL)) ||
@@ -115,31 +89,5 @@ static void *queue_run(void *arg)
 
 int main(int argc, char **argv)
 {
-	weft_config cfg;
-	weft_config_init(&cfg);
-	cfg.workers = 2; /* fixed, so a seed means the same on every machine */
-	if (argc == 3 && !strcmp(argv[1], "--pct"))
-		cfg.pct = (unsigned)atoi(argv[2]); /* PCT depth, 1..64 */
-	if (argc != 1 && (argc != 3 || cfg.pct < 1 || cfg.pct > 64))
-		return fprintf(stderr, "usage: %s [--pct depth]\n", argv[0]), 2;
-
-	int64_t seed = weft_sim_explore(&cfg, 1, 200, 0, queue_run, NULL);
-	if (seed < 0) {
-		fprintf(stderr, "weft_sim_explore: %s\n", weft_strerror((int)seed));
-		return 2;
-	}
-	const char *replay = getenv("WEFT_SEED");
-	if (replay && *replay) { /* ran in this process: show what happened */
-		weft_sim_report rep;
-		fputs(trail, stdout);
-		if (weft_sim_report_get(&rep) == 0)
-			printf("seed %" PRIu64 ": trace %016" PRIx64 ", %" PRIu64
-			       " steps\n", rep.seed, rep.trace, rep.steps);
-	}
-	if (seed == 0) {
-		printf("no seed made a worker come back empty-handed\n");
-		return 1;
-	}
-	printf("seed %" PRId64 ": a worker checked, then found nothing\n", seed);
-	return 0;
+	return demo_main(argc, argv, queue_run, "made a worker come back empty-handed");
 }

@@ -27,15 +27,9 @@
  * 1 when no seed showed it. The fix: always lock the two accounts in one
  * global order (say, by account number).
  */
-#include <inttypes.h>
-#include <stdarg.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <weft.h>
+#include "demo.h"
 
 #define TRANSFERS 3
-#define US 1000ull /* weft_sleep takes ns */
 
 struct account {
 	const char *name;
@@ -44,25 +38,6 @@ struct account {
 };
 static struct account A = {"A", 100, WEFT_MUTEX_INIT},
 		      B = {"B", 100, WEFT_MUTEX_INIT};
-static uint64_t t0;
-
-/* what happened, in order: printed when a seed is replayed */
-static char trail[8192];
-static size_t trail_len;
-
-static void note(const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	int n = vsnprintf(trail + trail_len, sizeof trail - trail_len, fmt, ap);
-	va_end(ap);
-	if (n > 0 && trail_len + (size_t)n + 1 < sizeof trail) {
-		trail_len += (size_t)n;
-		trail[trail_len++] = '\n';
-	}
-}
-
-static double us_now(void) { return (double)(weft_now() - t0) / 1e3; }
 
 static void transfer(int clerk, struct account *from, struct account *to)
 {
@@ -104,8 +79,7 @@ static void *bank(void *arg)
 {
 	(void)arg;
 	A.balance = B.balance = 100;
-	trail_len = 0;
-	t0 = weft_now();
+	trail_reset();
 	weft_task *t[2];
 	if (!(t[0] = weft_spawn(clerk, (void *)1)) ||
 	    !(t[1] = weft_spawn(clerk, (void *)2)))
@@ -121,32 +95,5 @@ static void *bank(void *arg)
 
 int main(int argc, char **argv)
 {
-	weft_config cfg;
-	weft_config_init(&cfg);
-	cfg.workers = 2; /* fixed, so a seed means the same on every machine */
-	if (argc == 3 && !strcmp(argv[1], "--pct"))
-		cfg.pct = (unsigned)atoi(argv[2]); /* PCT depth, 1..64 */
-	if (argc != 1 && (argc != 3 || cfg.pct < 1 || cfg.pct > 64))
-		return fprintf(stderr, "usage: %s [--pct depth]\n", argv[0]), 2;
-
-	int64_t seed = weft_sim_explore(&cfg, 1, 200, 0, bank, NULL);
-	if (seed < 0) {
-		fprintf(stderr, "weft_sim_explore: %s\n", weft_strerror((int)seed));
-		return 2;
-	}
-	const char *replay = getenv("WEFT_SEED");
-	weft_sim_report rep;
-	if (replay && *replay && weft_sim_report_get(&rep) == 0) {
-		/* ran in this process: show what happened */
-		fputs(trail, stdout);
-		printf("seed %" PRIu64 ": trace %016" PRIx64 ", %" PRIu64
-		       " steps%s\n", rep.seed, rep.trace, rep.steps,
-		       rep.deadlock ? ", deadlock" : "");
-	}
-	if (seed == 0) {
-		printf("no seed deadlocked\n");
-		return 1;
-	}
-	printf("seed %" PRId64 " deadlocked\n", seed);
-	return 0;
+	return demo_main(argc, argv, bank, "deadlocked");
 }

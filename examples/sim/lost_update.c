@@ -25,36 +25,13 @@
  * 1 when no seed showed it. The fix: hold a weft_mutex from the read to
  * the write.
  */
-#include <inttypes.h>
-#include <stdarg.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <weft.h>
+#include "demo.h"
 
 #define TELLERS 2
 #define DEPOSITS 3
 #define AMOUNT 10
-#define US 1000ull /* weft_sleep takes ns */
 
 static long balance; /* shared, unlocked: the planted bug */
-static uint64_t t0;  /* virtual time the run started */
-
-/* what happened, in order: printed when a seed is replayed */
-static char trail[4096];
-static size_t trail_len;
-
-static void note(const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	int n = vsnprintf(trail + trail_len, sizeof trail - trail_len, fmt, ap);
-	va_end(ap);
-	if (n > 0 && trail_len + (size_t)n + 1 < sizeof trail) {
-		trail_len += (size_t)n;
-		trail[trail_len++] = '\n';
-	}
-}
 
 static void *teller(void *arg)
 {
@@ -62,12 +39,11 @@ static void *teller(void *arg)
 	for (int i = 0; i < DEPOSITS; i++) {
 		weft_sleep((uint64_t)(5 + 5 * id) * US); /* serve a customer */
 		long b = balance;                        /* read */
-		note("  %5.1f us  teller %d reads  %3ld", (weft_now() - t0) / 1e3,
-		     id, b);
+		note("  %5.1f us  teller %d reads  %3ld", us_now(), id, b);
 		weft_sleep(2 * US);                      /* await the audit */
 		balance = b + AMOUNT;                    /* write */
-		note("  %5.1f us  teller %d writes %3ld", (weft_now() - t0) / 1e3,
-		     id, b + AMOUNT);
+		note("  %5.1f us  teller %d writes %3ld", us_now(), id,
+		     b + AMOUNT);
 	}
 	return NULL;
 }
@@ -78,8 +54,7 @@ static void *bank(void *arg)
 {
 	(void)arg;
 	balance = 0;
-	trail_len = 0;
-	t0 = weft_now();
+	trail_reset();
 	weft_task *t[TELLERS];
 	for (intptr_t i = 0; i < TELLERS; i++)
 		if (!(t[i] = weft_spawn(teller, (void *)(i + 1))))
@@ -92,31 +67,5 @@ static void *bank(void *arg)
 
 int main(int argc, char **argv)
 {
-	weft_config cfg;
-	weft_config_init(&cfg);
-	cfg.workers = 2; /* fixed, so a seed means the same on every machine */
-	if (argc == 3 && !strcmp(argv[1], "--pct"))
-		cfg.pct = (unsigned)atoi(argv[2]); /* PCT depth, 1..64 */
-	if (argc != 1 && (argc != 3 || cfg.pct < 1 || cfg.pct > 64))
-		return fprintf(stderr, "usage: %s [--pct depth]\n", argv[0]), 2;
-
-	int64_t seed = weft_sim_explore(&cfg, 1, 200, 0, bank, NULL);
-	if (seed < 0) {
-		fprintf(stderr, "weft_sim_explore: %s\n", weft_strerror((int)seed));
-		return 2;
-	}
-	const char *replay = getenv("WEFT_SEED");
-	if (replay && *replay) { /* ran in this process: show what happened */
-		weft_sim_report rep;
-		fputs(trail, stdout);
-		if (weft_sim_report_get(&rep) == 0)
-			printf("seed %" PRIu64 ": trace %016" PRIx64 ", %" PRIu64
-			       " steps\n", rep.seed, rep.trace, rep.steps);
-	}
-	if (seed == 0) {
-		printf("no seed lost an update\n");
-		return 1;
-	}
-	printf("seed %" PRId64 " lost an update\n", seed);
-	return 0;
+	return demo_main(argc, argv, bank, "lost an update");
 }

@@ -30,38 +30,13 @@
  * 1 when no seed showed it. The fix: lock, then `while (!ready)
  * weft_cond_wait(...)`, which also covers spurious wake-ups.
  */
-#include <inttypes.h>
-#include <stdarg.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <weft.h>
+#include "demo.h"
 
 #define HANDLERS 3
-#define US 1000ull /* weft_sleep takes ns */
 
 static weft_mutex m = WEFT_MUTEX_INIT;
 static weft_cond loaded;
 static int ready; /* written under m, read without it: the planted bug */
-static uint64_t t0;
-
-/* what happened, in order: printed when a seed is replayed */
-static char trail[4096];
-static size_t trail_len;
-
-static void note(const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	int n = vsnprintf(trail + trail_len, sizeof trail - trail_len, fmt, ap);
-	va_end(ap);
-	if (n > 0 && trail_len + (size_t)n + 1 < sizeof trail) {
-		trail_len += (size_t)n;
-		trail[trail_len++] = '\n';
-	}
-}
-
-static double us_now(void) { return (double)(weft_now() - t0) / 1e3; }
 
 static void *loader(void *arg)
 {
@@ -100,8 +75,7 @@ static void *server(void *arg)
 	(void)arg;
 	ready = 0;
 	weft_cond_init(&loaded);
-	trail_len = 0;
-	t0 = weft_now();
+	trail_reset();
 	static const char *const names[HANDLERS + 1] = {
 		"loader", "handler 1", "handler 2", "handler 3"};
 	weft_task *t[HANDLERS + 1];
@@ -120,32 +94,5 @@ static void *server(void *arg)
 
 int main(int argc, char **argv)
 {
-	weft_config cfg;
-	weft_config_init(&cfg);
-	cfg.workers = 2; /* fixed, so a seed means the same on every machine */
-	if (argc == 3 && !strcmp(argv[1], "--pct"))
-		cfg.pct = (unsigned)atoi(argv[2]); /* PCT depth, 1..64 */
-	if (argc != 1 && (argc != 3 || cfg.pct < 1 || cfg.pct > 64))
-		return fprintf(stderr, "usage: %s [--pct depth]\n", argv[0]), 2;
-
-	int64_t seed = weft_sim_explore(&cfg, 1, 200, 0, server, NULL);
-	if (seed < 0) {
-		fprintf(stderr, "weft_sim_explore: %s\n", weft_strerror((int)seed));
-		return 2;
-	}
-	const char *replay = getenv("WEFT_SEED");
-	weft_sim_report rep;
-	if (replay && *replay && weft_sim_report_get(&rep) == 0) {
-		/* ran in this process: show what happened */
-		fputs(trail, stdout);
-		printf("seed %" PRIu64 ": trace %016" PRIx64 ", %" PRIu64
-		       " steps%s\n", rep.seed, rep.trace, rep.steps,
-		       rep.deadlock ? ", deadlock" : "");
-	}
-	if (seed == 0) {
-		printf("no seed lost a wake-up\n");
-		return 1;
-	}
-	printf("seed %" PRId64 " lost a wake-up\n", seed);
-	return 0;
+	return demo_main(argc, argv, server, "lost a wake-up");
 }

@@ -78,7 +78,8 @@ static void fiber_main(void *p, void *unused)
 /* Give f its stack and first frame. False if no stack could be had. */
 bool weft__fiber_start(struct weft__worker *w, weft_task *f)
 {
-	if (weft__fault(WEFT_FAULT_NOMEM) && !(atomic_load(&f->flags) & WEFT__F_MAIN))
+	if (!(atomic_load(&f->flags) & WEFT__F_MAIN) &&
+	    weft__fault(WEFT_FAULT_NOMEM))
 		return false; /* seeded: as if no stack could be mapped */
 	void *lo = weft__stack_get(w);
 	if (!lo)

@@ -39,14 +39,17 @@ void weft_config_init(weft_config *cfg)
 
 uint64_t weft_now(void)
 {
-	weft__sim_point();
-	/* seeded: each read moves virtual time a little, so a fiber (or a
-	 * blocking call) that spins on the clock without yielding gets there */
-	if (atomic_load_explicit(&weft__sim_on, memory_order_relaxed))
+	/* seeded: a preemption point, and each read moves virtual time a
+	 * little, so a fiber (or a blocking call) that spins on the clock
+	 * without yielding gets there */
+	if (__builtin_expect(atomic_load_explicit(&weft__sim_on,
+						  memory_order_relaxed), 0)) {
+		weft__sim_preempt();
 		return atomic_fetch_add_explicit(&weft__vclock, 20,
 						 memory_order_relaxed) +
 		       20;
-	return weft__clock();
+	}
+	return weft__clock_real();
 }
 
 unsigned weft_worker_id(void)

@@ -134,9 +134,12 @@ strict=(-std=c11 -Wall -Wextra -Wpedantic -Werror)
 # shared: -lweft finds libweft.so
 # shellcheck disable=SC2086
 if "$CC" "${strict[@]}" "$here/main.c" $cflags $libs -o "$tmp/consumer_pc"; then
-    LD_LIBRARY_PATH=$libdir ldd "$tmp/consumer_pc" | grep -q "libweft\.so.* => $libdir/" ||
+    # ldd's output is taken whole before matching: `ldd | grep -q` under
+    # pipefail fails at random (grep exits at the match, ldd gets SIGPIPE)
+    deps=$(LD_LIBRARY_PATH=$libdir ldd "$tmp/consumer_pc")
+    grep -q "libweft\.so.* => $libdir/" <<<"$deps" ||
         bad "consumer_pc does not load libweft.so from $libdir:" \
-            "$(LD_LIBRARY_PATH=$libdir ldd "$tmp/consumer_pc" | grep weft)"
+            "$(grep weft <<<"$deps")"
     run "pkg-config, shared" "$tmp/consumer_pc" LD_LIBRARY_PATH="$libdir"
 else
     bad "pkg-config shared build: $CC ${strict[*]} main.c $cflags $libs"
@@ -147,7 +150,8 @@ fi
 slibs_a=$(printf '%s\n' $slibs | sed "s|^-lweft\$|$libdir/libweft.a|" | tr '\n' ' ')
 # shellcheck disable=SC2086
 if "$CC" "${strict[@]}" "$here/main.c" $cflags $slibs_a -o "$tmp/consumer_pc_static"; then
-    ! ldd "$tmp/consumer_pc_static" | grep -q libweft ||
+    deps=$(ldd "$tmp/consumer_pc_static")
+    ! grep -q libweft <<<"$deps" ||
         bad "consumer_pc_static still needs libweft.so"
     run "pkg-config, static" "$tmp/consumer_pc_static"
 else
@@ -160,7 +164,8 @@ if cmake -S "$here" -B "$tmp/cmake-build" -DCMAKE_PREFIX_PATH="$prefix" \
     -DCMAKE_C_COMPILER="$CC" -DCMAKE_BUILD_TYPE=RelWithDebInfo >"$tmp/cmake.log" 2>&1 &&
     cmake --build "$tmp/cmake-build" -j"$(nproc)" >>"$tmp/cmake.log" 2>&1; then
     run "cmake, weft::weft" "$tmp/cmake-build/consumer"
-    ! ldd "$tmp/cmake-build/consumer_static" | grep -q libweft ||
+    deps=$(ldd "$tmp/cmake-build/consumer_static")
+    ! grep -q libweft <<<"$deps" ||
         bad "consumer_static (weft::weft_static) still needs libweft.so"
     run "cmake, weft::weft_static" "$tmp/cmake-build/consumer_static"
 else

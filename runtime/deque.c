@@ -124,12 +124,12 @@ static bool spill(struct weft__deque *dq, uint64_t old,
 	return true;
 }
 
-void weft__dq_push(struct weft__deque *dq, weft_task *t,
-		   struct weft__inject *overflow)
+/* A push whose first CAS failed (a thief moved the word) or that found
+ * the ring full: out of line, so the common push saves no registers. */
+static WEFT__NOINLINE __attribute__((cold)) void
+push_slow(struct weft__deque *dq, weft_task *t, struct weft__inject *overflow,
+	  uint64_t old)
 {
-	stamp(dq, t);
-	/* acquire: a thief's release of [steal, real) before we reuse it */
-	uint64_t old = atomic_load_explicit(&dq->word, memory_order_acquire);
 	for (int waited = 0;;) {
 		struct idx i = unpack(old);
 		if (dist(i.steal, i.tail) < WEFT_DEQUE_CAP) {
@@ -162,6 +162,21 @@ void weft__dq_push(struct weft__deque *dq, weft_task *t,
 			old = atomic_load_explicit(&dq->word,
 						   memory_order_acquire);
 	}
+}
+
+void weft__dq_push(struct weft__deque *dq, weft_task *t,
+		   struct weft__inject *overflow)
+{
+	stamp(dq, t);
+	/* acquire: a thief's release of [steal, real) before we reuse it */
+	uint64_t old = atomic_load_explicit(&dq->word, memory_order_acquire);
+	struct idx i = unpack(old);
+	if (__builtin_expect(dist(i.steal, i.tail) < WEFT_DEQUE_CAP, 1)) {
+		dq->buf[i.tail & MASK] = t;
+		if (cas(dq, &old, pack(i.steal, i.real, i.tail + 1)))
+			return;
+	}
+	push_slow(dq, t, overflow, old);
 }
 
 bool weft__dq_push_front(struct weft__deque *dq, weft_task *t)

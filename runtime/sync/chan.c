@@ -214,9 +214,9 @@ void weft_chan_close(weft_chan *c)
 		/* C3; waking under the lock: close is rare, the lists long */
 		struct weft__waiter *w;
 		while ((w = weft__wl_claim(&c->recvq)))
-			weft__wakeup_do(weft__complete(w, -EPIPE));
+			weft__wake_held(w, -EPIPE);
 		while ((w = weft__wl_claim(&c->sendq)))
-			weft__wakeup_do(weft__complete(w, -EPIPE));
+			weft__wake_held(w, -EPIPE);
 	}
 	weft__spin_unlock(&c->lock);
 }

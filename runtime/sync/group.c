@@ -67,7 +67,7 @@ static void *child_main(void *arg)
 	if (--g->live == 0) {
 		struct weft__waiter *w;
 		while ((w = weft__wl_claim(&g->waiters)))
-			weft__wakeup_do(weft__complete(w, 0));
+			weft__wake_held(w, 0);
 	}
 	weft__spin_unlock(&g->lock);
 	free(c);

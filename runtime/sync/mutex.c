@@ -280,6 +280,6 @@ void weft_cond_broadcast(weft_cond *c)
 	weft__spin_lock(&c->_q._lock);
 	struct weft__waiter *w;
 	while ((w = weft__wl_claim(weft__wq_list(&c->_q))))
-		weft__wakeup_do(weft__complete(w, 0));
+		weft__wake_held(w, 0);
 	weft__spin_unlock(&c->_q._lock);
 }

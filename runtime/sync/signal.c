@@ -73,7 +73,7 @@ int weft_sem_release(weft_sem *s, long n)
 	weft__spin_lock(&s->_q._lock);
 	struct weft__waiter *w;
 	while (n > 0 && (w = weft__wl_claim(weft__wq_list(&s->_q)))) {
-		weft__wakeup_do(weft__complete(w, 0));
+		weft__wake_held(w, 0);
 		n--;
 	}
 	if (n)
@@ -108,7 +108,7 @@ int weft_wg_add(weft_wg *wg, long delta)
 	if (c + delta == 0) {
 		struct weft__waiter *w;
 		while ((w = weft__wl_claim(weft__wq_list(&wg->_q))))
-			weft__wakeup_do(weft__complete(w, 0));
+			weft__wake_held(w, 0);
 	}
 	weft__spin_unlock(&wg->_q._lock);
 	return 0;
@@ -157,7 +157,7 @@ void weft_event_set(weft_event *e)
 	__atomic_store_n(&e->_set, 1, __ATOMIC_RELEASE);
 	struct weft__waiter *w;
 	while ((w = weft__wl_claim(weft__wq_list(&e->_q))))
-		weft__wakeup_do(weft__complete(w, 0));
+		weft__wake_held(w, 0);
 	weft__spin_unlock(&e->_q._lock);
 }
 

@@ -29,10 +29,13 @@
  * The last touch: a fiber that returns from a wait may free the object at
  * once (a wait group on its stack, an event it malloc'd). So a completer's
  * last access to the object is its unlock, and every path that returns
- * success to a waiter first sees the lock free (weft__spin_wait_free):
- * after a WOKEN wake, and on the fast paths that succeed without parking
- * (signal.c). Wakes done after unlocking use only the (fiber, seq) copied
- * out under the lock. (glibc fixed the same hole in sem_post: bug 12674.)
+ * success to a waiter first sees the lock free (weft__spin_wait_free)
+ * unless the completer's unlock already happened before it: after a WOKEN
+ * wake done under the lock (weft__wake_held marks the record), and on the
+ * fast paths that succeed without parking (signal.c). Wakes done after
+ * unlocking use only the (fiber, seq) copied out under the lock, and their
+ * unlock precedes the wake. (glibc fixed the same hole in sem_post: bug
+ * 12674.)
  *
  * The lock spins with pause (looks far apart: see weft__spin_lock), then
  * yields the thread: critical sections are a few dozen instructions, but
@@ -152,10 +155,14 @@ int weft__wl_wait(unsigned *lock, struct weft__wlist *l,
 	weft__spin_unlock(lock);
 	int r = weft__park_wait(w->f);
 	if (r == WEFT__R_WOKEN) {
-		/* the completer may still hold the lock (a broadcast wakes
-		 * under it): let it finish before our caller may free the
-		 * object ("the last touch") */
-		weft__spin_wait_free(lock);
+		/* a completer that woke us under the lock (a broadcast) may
+		 * still hold it: let it finish before our caller may free the
+		 * object ("the last touch"). One that woke us after unlocking
+		 * is done with it; waiting for the lock then would wait for
+		 * whoever took it since, and under load its line would be
+		 * pulled from that holder at every look. */
+		if (w->held)
+			weft__spin_wait_free(lock);
 		return w->status;
 	}
 	weft__spin_lock(lock);

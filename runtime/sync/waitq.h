@@ -18,6 +18,7 @@ struct weft__waiter {
 	weft_task *f;
 	uint32_t seq;  /* f's park seq for this wait */
 	bool queued;   /* in a list; changed only under the list's lock */
+	bool held;     /* woken while the completer held the lock (below) */
 	int status;    /* written by the completer, under the lock */
 	void *data;    /* channels: the element to send / buffer to fill */
 	struct weft__sel *sel; /* select, or NULL */
@@ -54,6 +55,14 @@ static inline void weft__wakeup_do(struct weft__wakeup k)
 {
 	if (k.f)
 		weft__wake(k.f, k.seq, WEFT__R_WOKEN);
+}
+/* Complete and wake w at once, under the lock (close, broadcast, the
+ * wakes that release many): w->held tells the waiter to let the lock go
+ * free before it returns ("the last touch", waitq.c). */
+static inline void weft__wake_held(struct weft__waiter *w, int status)
+{
+	w->held = true;
+	weft__wakeup_do(weft__complete(w, status));
 }
 
 /* Park on a waiter already queued under `lock` (which the caller holds and

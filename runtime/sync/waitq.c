@@ -28,14 +28,14 @@
  *
  * The last touch: a fiber that returns from a wait may free the object at
  * once (a wait group on its stack, an event it malloc'd). So a completer's
- * last access to the object is its unlock, and every path that returns
- * success to a waiter first sees the lock free (weft__spin_wait_free)
- * unless the completer's unlock already happened before it: after a WOKEN
- * wake done under the lock (weft__wake_held marks the record), and on the
- * fast paths that succeed without parking (signal.c). Wakes done after
- * unlocking use only the (fiber, seq) copied out under the lock, and their
- * unlock precedes the wake. (glibc fixed the same hole in sem_post: bug
- * 12674.)
+ * last access to the object is its unlock, and no waiter may return
+ * success before that unlock. A completer that wakes after unlocking
+ * ensures it (the unlock precedes the wake, which uses only the (fiber,
+ * seq) copied out under the lock). One that wakes under the lock (close,
+ * broadcasts: weft__wake_held marks the record) does not, so its waiter
+ * first sees the lock free (weft__spin_wait_free), as do the fast paths
+ * that succeed without parking (signal.c). (glibc fixed the same hole in
+ * sem_post: bug 12674.)
  *
  * The lock spins with pause (looks far apart: see weft__spin_lock), then
  * yields the thread: critical sections are a few dozen instructions, but
@@ -62,7 +62,7 @@ __attribute__((aligned(64))) void weft__spin_lock(unsigned *l)
 	 * and the object it guards cross cores at every operation. Far-apart
 	 * looks give the holder's core runs of uncontended operations
 	 * (benches/bench_chan_mpmc, 4 producers and 4 consumers on 2 workers:
-	 * 1.5x Go's throughput with looks 1-64 pauses apart, 2.4x with
+	 * 1.5x Go's throughput with looks 1-64 pauses apart, 1.9-2.4x with
 	 * 32-256; one worker, never contended: 2.2x). Yield the thread after
 	 * 16 looks (~90 us): the holder's thread may have been preempted. */
 	for (unsigned looks = 0, backoff = 32;; looks++) {

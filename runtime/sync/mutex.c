@@ -197,6 +197,20 @@ int weft_mutex_lock(weft_mutex *m)
 	return lock_slow(m, self, true);
 }
 
+/* Unlock with waiters (WAITERS set): out of line, so the common unlock
+ * saves no registers. */
+static WEFT__NOINLINE void unlock_slow(weft_mutex *m)
+{
+	weft__spin_lock(&m->_q._lock);
+	struct weft__wakeup wk = release_locked(m);
+	bool handed = wk.f && owner(m) == wk.f;
+	weft__spin_unlock(&m->_q._lock);
+	if (wk.f && !handed)
+		/* release: the critical section ends; the last touch */
+		__atomic_and_fetch(&m->_state, ~LOCKED, __ATOMIC_RELEASE);
+	weft__wakeup_do(wk);
+}
+
 int weft_mutex_unlock(weft_mutex *m)
 {
 	/* no preemption point: the next lock (ours or another's) is one */
@@ -210,14 +224,7 @@ int weft_mutex_unlock(weft_mutex *m)
 	/* release: the critical section ends */
 	if (cas(m, &s, 0))
 		return 0;
-	weft__spin_lock(&m->_q._lock);
-	struct weft__wakeup wk = release_locked(m);
-	bool handed = wk.f && owner(m) == wk.f;
-	weft__spin_unlock(&m->_q._lock);
-	if (wk.f && !handed)
-		/* release: the critical section ends; the last touch */
-		__atomic_and_fetch(&m->_state, ~LOCKED, __ATOMIC_RELEASE);
-	weft__wakeup_do(wk);
+	unlock_slow(m);
 	return 0;
 }
 

@@ -596,9 +596,10 @@ static void poll_ring(struct weft__worker *w)
 	/* bounded: an open of a FIFO is a sure op that waits for its peer,
 	 * which may be a fiber of this run; after SURE_WAIT_MS it is left to
 	 * complete when it does */
-	uint64_t until = weft__clock_real() + SURE_WAIT_MS * 1000000ull;
-	while (w->sim_sure && weft__clock_real() < until)
-		weft__ring_wait(w, SURE_WAIT_MS * 1000000ull);
+	uint64_t now = weft__clock_real();
+	uint64_t until = now + SURE_WAIT_MS * 1000000ull;
+	for (; w->sim_sure && now < until; now = weft__clock_real())
+		weft__ring_wait(w, until - now);
 }
 
 static uint64_t next_event(struct weft__rt *rt, struct weft__sim *s)

@@ -251,8 +251,8 @@ void weft__inject_push(struct weft__inject *q, weft_task *first,
 void weft__inject_push_head(struct weft__inject *q, weft_task *t) WEFT__HIDDEN;
 weft_task *weft__inject_pop(struct weft__inject *q) WEFT__HIDDEN;
 weft_task *weft__inject_pop_batch(struct weft__inject *q,
-				  struct weft__deque *dq,
-				  size_t max) WEFT__HIDDEN;
+				  struct weft__deque *dq, size_t max,
+				  bool *rest_back) WEFT__HIDDEN;
 static inline bool weft__inject_empty(struct weft__inject *q)
 {
 	/* relaxed: a hint; the lock orders the real access */

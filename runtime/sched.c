@@ -155,6 +155,18 @@ static void maintenance(struct weft__worker *w)
 	weft__ring_poll(w);
 }
 
+/* A batch from the global queue; if it put tasks back, that was a push:
+ * notify (inject.c, weft__inject_pop_batch). */
+static weft_task *inject_take(struct weft__worker *w, size_t max)
+{
+	bool rest_back;
+	weft_task *t = weft__inject_pop_batch(&w->rt->inject, &w->dq, max,
+					      &rest_back);
+	if (rest_back && w->rt->nworkers > 1)
+		weft__idle_notify(w->rt);
+	return t;
+}
+
 static weft_task *pick_local(struct weft__worker *w)
 {
 	struct weft__rt *rt = w->rt;
@@ -181,7 +193,7 @@ static weft_task *pick_local(struct weft__worker *w)
 		     1;
 	if (max > WEFT_DEQUE_CAP / 2)
 		max = WEFT_DEQUE_CAP / 2;
-	return weft__inject_pop_batch(&rt->inject, &w->dq, max);
+	return inject_take(w, max);
 }
 
 static bool local_has_work(struct weft__worker *w)
@@ -399,7 +411,7 @@ static weft_task *steal_any(struct weft__worker *w)
 	unsigned n = rt->nworkers;
 	unsigned start = (unsigned)(weft__rand(w) % n);
 	size_t max = WEFT_DEQUE_CAP / 2;
-	weft_task *t = weft__inject_pop_batch(&rt->inject, &w->dq, max);
+	weft_task *t = inject_take(w, max);
 	if (t)
 		return t;
 	for (unsigned i = 0; i < n; i++) {

@@ -3,9 +3,12 @@
  * Built against a runtime compiled with WEFT_DEQUE_CAP=4, so every few
  * pushes overflow to the global queue and every steal races the owner.
  * Single-threaded: LIFO back, yield to the front, oldest from the front,
- * spill of half the ring when full, steal of half into another ring.
+ * spill of half the ring when full, steal of half into another ring,
+ * batches from the global queue.
  * Multi-threaded: one thread produces, every thread pops its own ring and
- * steals from the others; each task must be taken exactly once.
+ * steals from the others and takes from the global queue one at a time or
+ * in batches (put back what does not fit); each task must be taken exactly
+ * once.
  */
 #include <pthread.h>
 #include <setjmp.h>
@@ -98,6 +101,39 @@ static void test_single_thread(void **state)
 			assert_ptr_equal(weft__dq_pop(&a), &t[3]);
 	}
 	assert_int_equal(inject_drain(&q, g), 0);
+
+	/* a batch from the global queue: the first returned, the next ones
+	 * on the ring, the rest put back at the head, in order */
+	bool back;
+	assert_null(weft__inject_pop_batch(&q, &a, 3, &back));
+	assert_false(back);
+	for (int i = 0; i < 9; i++)
+		t[i].next = &t[i + 1];
+	weft__inject_push(&q, &t[0], &t[9], 10);
+	assert_ptr_equal(weft__inject_pop_batch(&q, &a, 3, &back), &t[0]);
+	assert_true(back);
+	assert_int_equal(atomic_load(&q.len), 7);
+	assert_ptr_equal(weft__dq_pop_front(&a), &t[1]);
+	assert_ptr_equal(weft__dq_pop_front(&a), &t[2]);
+	assert_null(weft__dq_pop(&a));
+	weft__inject_push(&q, &t[10], &t[10], 1);
+	assert_ptr_equal(weft__inject_pop_batch(&q, &a, 3, &back), &t[3]);
+	assert_true(back);
+	assert_ptr_equal(weft__dq_pop_front(&a), &t[4]);
+	assert_ptr_equal(weft__dq_pop_front(&a), &t[5]);
+	assert_int_equal(inject_drain(&q, g), 5);
+	for (int i = 0; i < 4; i++)
+		assert_ptr_equal(g[i], &t[6 + i]);
+	assert_ptr_equal(g[4], &t[10]);
+	/* all of it: nothing put back */
+	t[0].next = &t[1];
+	weft__inject_push(&q, &t[0], &t[1], 2);
+	assert_ptr_equal(weft__inject_pop_batch(&q, &a, 3, &back), &t[0]);
+	assert_false(back);
+	assert_int_equal(atomic_load(&q.len), 0);
+	assert_ptr_equal(weft__dq_pop(&a), &t[1]);
+	assert_null(weft__inject_pop(&q));
+
 	weft__inject_fini(&q);
 	free(t);
 }
@@ -149,8 +185,14 @@ static void *stress_thread(void *arg)
 				t = weft__dq_steal(&dqs[v], &dqs[me], (rng & 16) ? &wd : NULL);
 			}
 		}
-		if (!t)
+		if (!t && (rng & 32)) {
 			t = weft__inject_pop(&gq);
+		} else if (!t) {
+			/* own ring empty (its pop failed): room for a batch */
+			bool back;
+			t = weft__inject_pop_batch(&gq, &dqs[me],
+						   1 + (rng >> 6) % 3, &back);
+		}
 		if (t)
 			consume(t);
 		else

@@ -383,10 +383,16 @@ struct weft__worker {
 } __attribute__((aligned(WEFT__CACHELINE)));
 
 /* ---- idle coordination (idle.c) ------------------------------------------ */
+/* A spin lock for critical sections of a few dozen instructions, taken by
+ * workers and other threads alike (sync/waitq.c: looks far apart when
+ * contended, yields the thread after ~90 us). */
+void weft__spin_lock(unsigned *l) WEFT__HIDDEN;
+void weft__spin_unlock(unsigned *l) WEFT__HIDDEN;
+
 struct weft__idle {
 	/* (num_unparked << 16) | num_searching; see idle.c */
 	_Atomic uint32_t state;
-	pthread_mutex_t lock;
+	unsigned lock; /* weft__spin_lock: never sleeps in the kernel */
 	unsigned *sleepers; /* stack of worker indices, under lock */
 	unsigned nsleepers;
 	unsigned nworkers;

@@ -30,8 +30,7 @@ struct weft__wlist {
 	struct weft__waiter *head, *tail;
 };
 
-void weft__spin_lock(unsigned *l) WEFT__HIDDEN;
-void weft__spin_unlock(unsigned *l) WEFT__HIDDEN;
+/* weft__spin_lock, weft__spin_unlock: internal.h */
 void weft__spin_wait_free(unsigned *l) WEFT__HIDDEN;
 
 void weft__wl_push(struct weft__wlist *l, struct weft__waiter *w) WEFT__HIDDEN;

@@ -118,14 +118,20 @@ static void task_free(struct weft__rt *rt, struct weft__worker *w,
 /* f has returned (or could not start) and is off its stack.
  *
  * The handle protocol: join_word decides who frees the task.
- *   0            nobody waits yet
- *   JOIN_DONE    the fiber has finished and is off its stack
- *   DETACH_MARK  detached before it finished: the exit frees it
- *   a fiber      that joiner (or weft_wait_any) is parked on it
- * The exit sets F_EXITED, exchanges DONE in, wakes a joiner it found
- * there, and sets F_RELEASED as its last touch; a joiner or detacher that
- * finds DONE waits for F_RELEASED before it frees (a joiner woken by its
- * own cancellation may see DONE while the exit still reads join_seq). */
+ *   0               nobody waits yet
+ *   JOIN_DONE_FREE  finished, and the exit no longer touches it
+ *   JOIN_DONE       finished; the exit still reads join_seq and wakes the
+ *                   joiner it found, then sets F_RELEASED as its last touch
+ *   DETACH_MARK     detached before it finished: the exit frees it
+ *   a fiber         that joiner (or weft_wait_any) is parked on it
+ * The exit sets F_EXITED, then moves the word from 0 to JOIN_DONE_FREE
+ * (the common case: nobody waited; two atomic operations in all), or from
+ * a joiner to JOIN_DONE. A joiner or detacher that finds JOIN_DONE waits
+ * for F_RELEASED before it frees (a joiner woken by its own cancellation,
+ * or a later joiner of a task a weft_wait_any was woken by, may see it
+ * while the exit still reads join_seq); JOIN_DONE_FREE needs no wait. A
+ * CAS, not an exchange: a registered joiner may take itself off (its
+ * deadline, its cancellation) between our load and our write. */
 void weft__fiber_finish(struct weft__worker *w, weft_task *f)
 {
 	struct weft__rt *rt = w->rt;
@@ -147,20 +153,25 @@ void weft__fiber_finish(struct weft__worker *w, weft_task *f)
 						   memory_order_relaxed) +
 				      1,
 			      memory_order_release);
-	/* acq_rel: publishes result to the joiner; the handle protocol */
-	uintptr_t j = atomic_exchange_explicit(&f->join_word, WEFT__JOIN_DONE,
-					       memory_order_acq_rel);
+	uintptr_t j = 0;
+	/* acq_rel: publishes result to the joiner; acquire: the joiner's
+	 * join_seq (written before it registered) */
+	while (!atomic_compare_exchange_weak_explicit(
+		&f->join_word, &j,
+		j ? (j == WEFT__DETACH_MARK ? j : WEFT__JOIN_DONE)
+		  : WEFT__JOIN_DONE_FREE,
+		memory_order_acq_rel, memory_order_acquire))
+		;
 	if (j == WEFT__DETACH_MARK) {
 		task_free(rt, w, f);
-	} else {
+	} else if (WEFT__JOIN_IS_FIBER(j)) {
 		/* join_seq is ours to read only with a joiner registered (it
 		 * wrote it before its CAS) */
-		uint32_t seq = j > WEFT__DETACH_MARK ? f->join_seq : 0;
+		uint32_t seq = f->join_seq;
 		/* release: the last touch */
 		atomic_fetch_or_explicit(&f->flags, WEFT__F_RELEASED,
 					 memory_order_release);
-		if (j > WEFT__DETACH_MARK)
-			weft__wake((weft_task *)j, seq, WEFT__R_WOKEN);
+		weft__wake((weft_task *)j, seq, WEFT__R_WOKEN);
 	}
 	/* f may be gone now */
 	if (is_main)
@@ -274,7 +285,7 @@ int weft_join(weft_task *t, void **result)
 	bool propagated = false;
 	/* acquire: pairs with the exit's exchange (result) */
 	uintptr_t j = atomic_load_explicit(&t->join_word, memory_order_acquire);
-	while (j != WEFT__JOIN_DONE) {
+	while (!WEFT__JOIN_IS_DONE(j)) {
 		weft__wait_note(self, WEFT__W_JOIN, 0, t->id);
 		uint32_t seq = weft__park_begin(self, !propagated);
 		t->join_seq = seq;
@@ -285,7 +296,7 @@ int weft_join(weft_task *t, void **result)
 			    memory_order_acq_rel, memory_order_acquire)) {
 			weft__park_abort(self);
 			j = expect;
-			if (j != WEFT__JOIN_DONE)
+			if (!WEFT__JOIN_IS_DONE(j))
 				weft__die("weft_join: task %p changed hands "
 					  "while joined",
 					  (void *)t);
@@ -303,16 +314,16 @@ int weft_join(weft_task *t, void **result)
 			cancel_task(t); /* pass it on, then keep waiting */
 			propagated = true;
 		} else if ((r == WEFT__R_TIMER || r == WEFT__R_NOMEM) &&
-			   atomic_load_explicit(&t->join_word,
-						memory_order_acquire) !=
-				   WEFT__JOIN_DONE) {
+			   !WEFT__JOIN_IS_DONE(atomic_load_explicit(
+				   &t->join_word, memory_order_acquire))) {
 			/* deadline: give the handle back, joinable again */
 			atomic_fetch_and(&t->flags, ~WEFT__F_JOINING);
 			return weft__reason_err(r);
 		}
 		j = atomic_load_explicit(&t->join_word, memory_order_acquire);
 	}
-	wait_released(t);
+	if (j == WEFT__JOIN_DONE)
+		wait_released(t);
 	if (result)
 		*result = t->result;
 	fl = atomic_load(&t->flags);
@@ -341,7 +352,8 @@ void weft_detach(weft_task *t)
 					   WEFT__DETACH_MARK))
 		return; /* the exit frees it */
 	/* already finished: free it here */
-	wait_released(t);
+	if (expect == WEFT__JOIN_DONE)
+		wait_released(t);
 	bool foreign = !weft__worker_self();
 	if (foreign)
 		weft__foreign_enter();

@@ -148,8 +148,13 @@ enum {
 	WEFT__F_RELEASED = 1u << 7, /* the exit no longer touches it */
 };
 
-#define WEFT__JOIN_DONE ((uintptr_t)1)
+/* join_word values (fiber.c, "the handle protocol"); above them, a joiner */
+#define WEFT__JOIN_DONE ((uintptr_t)1)      /* done; F_RELEASED follows */
 #define WEFT__DETACH_MARK ((uintptr_t)2)
+#define WEFT__JOIN_DONE_FREE ((uintptr_t)3) /* done, no longer touched */
+#define WEFT__JOIN_IS_DONE(j) \
+	((j) == WEFT__JOIN_DONE || (j) == WEFT__JOIN_DONE_FREE)
+#define WEFT__JOIN_IS_FIBER(j) ((j) > WEFT__JOIN_DONE_FREE)
 
 struct weft_task {
 	struct weft__ctx ctx;
@@ -161,7 +166,7 @@ struct weft_task {
 	void *(*fn)(void *);
 	void *arg;
 	void *result;
-	_Atomic uintptr_t join_word; /* 0, JOIN_DONE, DETACH_MARK, a joiner */
+	_Atomic uintptr_t join_word; /* 0, JOIN_DONE(_FREE), DETACH_MARK, a joiner */
 	uint32_t join_seq;           /* joiner's park seq; written before it
 	                                publishes itself in join_word */
 	/* timer: owned by timer_w's heap lock while heap_idx >= 0 */

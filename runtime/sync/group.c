@@ -186,7 +186,6 @@ void weft_group_free(weft_group *g)
 
 /* ---- wait-any --------------------------------------------------------------- */
 
-#define DONE WEFT__JOIN_DONE
 
 int weft_wait_any(weft_task *const *t, size_t n)
 {
@@ -200,8 +199,8 @@ int weft_wait_any(weft_task *const *t, size_t n)
 	for (;;) {
 		for (size_t i = 0; i < n; i++)
 			/* acquire: pairs with the exit's exchange */
-			if (atomic_load_explicit(&t[i]->join_word,
-						 memory_order_acquire) == DONE)
+			if (WEFT__JOIN_IS_DONE(atomic_load_explicit(
+				    &t[i]->join_word, memory_order_acquire)))
 				return (int)i;
 		weft__wait_note(self, WEFT__W_WAIT_ANY, 0, n);
 		uint32_t seq = weft__park_begin(self, true);
@@ -215,7 +214,7 @@ int weft_wait_any(weft_task *const *t, size_t n)
 			if (!atomic_compare_exchange_strong_explicit(
 				    &h->join_word, &expect, (uintptr_t)self,
 				    memory_order_acq_rel, memory_order_acquire)) {
-				if (expect == DONE)
+				if (WEFT__JOIN_IS_DONE(expect))
 					found = (int)reg;
 				else
 					weft__die("weft_wait_any: task %p is "
@@ -236,9 +235,9 @@ int weft_wait_any(weft_task *const *t, size_t n)
 			return found;
 		if (r != WEFT__R_WOKEN) {
 			for (size_t i = 0; i < n; i++)
-				if (atomic_load_explicit(&t[i]->join_word,
-							 memory_order_acquire) ==
-				    DONE)
+				if (WEFT__JOIN_IS_DONE(atomic_load_explicit(
+					    &t[i]->join_word,
+					    memory_order_acquire)))
 					return (int)i; /* success wins */
 			return weft__reason_err(r);
 		}

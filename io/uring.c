@@ -346,6 +346,7 @@ static void reap_n(struct weft__worker *w, unsigned room)
 	struct io_uring_cqe *cqe;
 	unsigned head, n = 0;
 	bool rearm = false;
+	w->reaping = true;
 	io_uring_for_each_cqe(&w->ring, head, cqe)
 	{
 		uint64_t ud = cqe->user_data;
@@ -372,6 +373,9 @@ static void reap_n(struct weft__worker *w, unsigned room)
 				weft__io_complete(op, cqe->res, cqe->flags);
 		}
 	}
+	w->reaping = false;
+	if (n)
+		weft__reap_notify(w);
 	io_uring_cq_advance(&w->ring, n);
 	if (rearm)
 		arm_efd(w);

@@ -67,6 +67,13 @@ bool weft__idle_try_search(struct weft__idle *id)
 	return true;
 }
 
+/* Whether some worker is unparked; asked by a parked one, so the others.
+ * A hint for the watcher's timeout (sched.c, "Quiet wakes"). */
+bool weft__idle_others_awake(struct weft__idle *id)
+{
+	return unparked_of(atomic_load(&id->state)) != 0;
+}
+
 /* A searcher found work. Returns true if it was the last searcher: the
  * caller must then notify (the relay). */
 bool weft__idle_end_search(struct weft__idle *id)

@@ -62,6 +62,14 @@ static inline void weft__cpu_relax(void)
 #ifndef WEFT_SPIN_NS
 #define WEFT_SPIN_NS 30000 /* how long a searcher looks before parking */
 #endif
+#ifndef WEFT_QUIET_NS
+#define WEFT_QUIET_NS 20000 /* fibers woken by a reap wait this long for their
+                               own worker before an idle one is woken */
+#endif
+#ifndef WEFT_WATCH_NS
+#define WEFT_WATCH_NS 1000000 /* the parked watcher's look at busy workers'
+                                 quiet work (a hog's bound) */
+#endif
 #define WEFT__STACK_DEFAULT (64u * 1024)
 #define WEFT__STACK_MIN (16u * 1024)
 #define WEFT__STACK_MAX (1024u * 1024 * 1024)
@@ -345,6 +353,10 @@ struct weft__worker {
 
 	struct io_uring ring;
 	bool ring_ok;
+	bool reaping; /* in reap_n: wakes leave the notify to reap_notify */
+	/* weft__clock() when reaped work first waited unannounced (sched.c,
+	 * "Quiet wakes"), 0 if none; the owner writes, the watcher reads */
+	_Atomic uint64_t quiet_since;
 	int efd;           /* eventfd: wake-ups from non-worker threads */
 	uint64_t efd_buf;
 	unsigned inflight; /* ops in the ring awaiting a CQE (not efd read) */
@@ -405,6 +417,7 @@ struct weft__idle {
 int weft__idle_init(struct weft__idle *id, unsigned n) WEFT__HIDDEN;
 void weft__idle_fini(struct weft__idle *id) WEFT__HIDDEN;
 bool weft__idle_try_search(struct weft__idle *id) WEFT__HIDDEN;
+bool weft__idle_others_awake(struct weft__idle *id) WEFT__HIDDEN;
 bool weft__idle_end_search(struct weft__idle *id) WEFT__HIDDEN;
 bool weft__idle_to_parked(struct weft__rt *rt, struct weft__worker *w,
 			  bool searching) WEFT__HIDDEN;
@@ -420,6 +433,9 @@ struct weft__rt {
 	struct weft__worker *workers;
 	struct weft__inject inject;
 	struct weft__idle idle;
+	/* a parked watcher will look at quiet work within WEFT_WATCH_NS
+	 * (sched.c, "Quiet wakes") */
+	_Atomic unsigned watch_armed;
 	struct weft__stacks stacks;
 
 	struct weft__slab fibers; /* slab.c */
@@ -504,6 +520,7 @@ bool weft__wake_ex(weft_task *f, uint32_t seq, int reason,
  * apart; the threaded runtime does not) */
 #define WEFT__FRONT 1
 #define WEFT__FRONT_YIELD 2
+void weft__reap_notify(struct weft__worker *w) WEFT__HIDDEN;
 void weft__schedule(struct weft__worker *w, weft_task *f,
 		    int front) WEFT__HIDDEN;
 void weft__worker_loop(struct weft__worker *w) WEFT__HIDDEN;

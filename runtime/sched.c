@@ -141,8 +141,9 @@ void weft__schedule(struct weft__worker *w, weft_task *f, int front)
 			weft__inject_push(&rt->inject, f, f, 1);
 		}
 	}
-	/* from outside, even a lone worker may be asleep in its ring */
-	if (rt->nworkers > 1 || !w)
+	/* from outside, even a lone worker may be asleep in its ring; a
+	 * worker reaping its ring decides after the batch (reap_notify) */
+	if (!w || (rt->nworkers > 1 && !w->reaping))
 		weft__idle_notify(rt);
 	if (!w)
 		weft__foreign_exit();
@@ -167,11 +168,113 @@ static weft_task *inject_take(struct weft__worker *w, size_t max)
 	return t;
 }
 
+/* Quiet wakes. Fibers woken by a worker's reap of its ring (I/O
+ * completions) wake no idle worker at once. The reaping worker runs them
+ * itself, newest first, from the next pick on; a burst a single worker
+ * clears in a few microseconds is no reason to wake another (each wake is
+ * a syscall on both sides, and the woken worker steals fibers whose next
+ * I/O completes on this ring again, so they bounce between cores: a
+ * 2-worker echo server, 50 connections, 64 B, spent 2.3x the CPU per
+ * message of a 1-worker one when every completion notified). Instead:
+ *   - after the batch, anything spilled to the global queue notifies at
+ *     once; two or more fibers in the local queue start the quiet clock;
+ *   - each pick (pick_local) looks at it: the queue down to one stops it,
+ *     WEFT_QUIET_NS (20 us) of backlog notifies, as a push would have;
+ *   - a fiber that hogs its worker stops the picks, so the parked watcher
+ *     (the lowest-index parked worker, as for timers) wakes every
+ *     WEFT_WATCH_NS (1 ms) while some worker is awake and, if a quiet
+ *     clock has run past WEFT_QUIET_NS, leaves its park to steal: reaped
+ *     fibers wait at most ~1 ms behind a hog (Go preempts a hog after
+ *     10 ms). An idle runtime parks without a timeout as before.
+ * No work is lost: it sits in the queue of a worker that is awake and
+ * runs it before it parks; the clock only decides when to share it. */
+void weft__reap_notify(struct weft__worker *w)
+{
+	struct weft__rt *rt = w->rt;
+	if (rt->nworkers < 2 || w->sim)
+		return;
+	if (!weft__inject_empty(&rt->inject)) {
+		weft__idle_notify(rt);
+	} else if (weft__dq_len(&w->dq) >= 2 &&
+		   !atomic_load_explicit(&w->quiet_since,
+					 memory_order_relaxed)) {
+		/* seq_cst store, then load: against watch_arm's store, then
+		 * loads. Either the watcher sees this clock and keeps its
+		 * timeout, or we see it unarmed and notify as before. */
+		atomic_store(&w->quiet_since, weft__clock());
+		if (!atomic_load(&rt->watch_armed))
+			weft__idle_notify(rt);
+	}
+}
+
+static void quiet_check(struct weft__worker *w)
+{
+	uint64_t since =
+		atomic_load_explicit(&w->quiet_since, memory_order_relaxed);
+	if (!since)
+		return;
+	if (weft__dq_len(&w->dq) < 2) {
+		atomic_store_explicit(&w->quiet_since, 0, memory_order_relaxed);
+	} else if (weft__clock() - since >= WEFT_QUIET_NS) {
+		atomic_store_explicit(&w->quiet_since, 0, memory_order_relaxed);
+		weft__idle_notify(w->rt);
+	}
+}
+
+/* The quiet watcher: at most one parked worker holds rt->watch_armed (its
+ * index + 1) and wakes every WEFT_WATCH_NS to look at quiet clocks.
+ * Giving the token up is a seq_cst RMW followed by seq_cst loads of the
+ * clocks, against reap_notify's seq_cst store of a clock followed by a
+ * load of the token: either the holder sees the clock and keeps watching,
+ * or the reaper sees no watcher and notifies as before. */
+static bool any_quiet(struct weft__rt *rt)
+{
+	for (unsigned i = 0; i < rt->nworkers; i++)
+		if (atomic_load(&rt->workers[i].quiet_since))
+			return true;
+	return false;
+}
+
+static void watch_release(struct weft__worker *w)
+{
+	unsigned me = w->index + 1;
+	atomic_compare_exchange_strong(&w->rt->watch_armed, &me, 0);
+}
+
+/* Before each park: hold the token (and wake within WEFT_WATCH_NS) while
+ * some worker is awake (it may reap, then hog) or a quiet clock runs, and
+ * nobody else holds it. Returns whether w holds it. */
+static bool watch_arm(struct weft__worker *w)
+{
+	struct weft__rt *rt = w->rt;
+	watch_release(w);
+	if (!weft__idle_others_awake(&rt->idle) && !any_quiet(rt))
+		return false;
+	unsigned none = 0;
+	return atomic_compare_exchange_strong(&rt->watch_armed, &none,
+					      w->index + 1);
+}
+
+/* For the watcher: some other worker's quiet clock ran out. */
+static bool quiet_stale(struct weft__worker *w, uint64_t now)
+{
+	struct weft__rt *rt = w->rt;
+	for (unsigned i = 0; i < rt->nworkers; i++) {
+		uint64_t since = atomic_load_explicit(
+			&rt->workers[i].quiet_since, memory_order_relaxed);
+		if (since && now - since >= WEFT_QUIET_NS &&
+		    &rt->workers[i] != w)
+			return true;
+	}
+	return false;
+}
+
 static weft_task *pick_local(struct weft__worker *w)
 {
 	struct weft__rt *rt = w->rt;
 	weft_task *t;
 	w->dq.tick++;
+	quiet_check(w);
 	/* timers and the ring first: they must not wait behind the queues */
 	if (w->dq.tick % WEFT_EVENT_INTERVAL == 0)
 		maintenance(w);
@@ -543,6 +646,12 @@ static bool park(struct weft__worker *w)
 			uint64_t s = weft__timers_steal_next(w);
 			next = s < next ? s : next;
 		}
+		/* quiet work behind a hog ("Quiet wakes") */
+		bool armed = rt->nworkers > 1 && watch_arm(w);
+		if (armed) {
+			uint64_t s = weft__clock() + WEFT_WATCH_NS;
+			next = s < next ? s : next;
+		}
 		if (next != UINT64_MAX) {
 			uint64_t now = weft__clock();
 			timeout = next > now ? next - now : 0;
@@ -553,11 +662,22 @@ static bool park(struct weft__worker *w)
 		maintenance(w);
 		if (watch)
 			weft__timers_steal(w, weft__clock());
+		bool stale = armed && quiet_stale(w, weft__clock());
+		if (armed && (stale || local_has_work(w) ||
+			      atomic_load_explicit(&w->notified,
+						   memory_order_relaxed))) {
+			/* leaving: give the watch up; a clock still running
+			 * is not stolen by us (we have work), so wake
+			 * someone for it (who watches when it parks) */
+			watch_release(w);
+			if (!stale && any_quiet(rt))
+				weft__idle_notify(rt);
+		}
 		if (atomic_exchange(&w->notified, 0)) {
 			w->searching = true; /* the notifier counted us */
 			return busy_begin(w, true);
 		}
-		if (local_has_work(w)) {
+		if (local_has_work(w) || stale) {
 			bool notified = false;
 			if (!weft__idle_from_parked(rt, w)) {
 				atomic_store(&w->notified, 0);

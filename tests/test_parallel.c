@@ -4,9 +4,17 @@
  * others must steal them, so every worker id shows up. An idle runtime
  * (every fiber asleep, no timers due for a while) must not spin: the
  * process CPU time over a 400 ms idle stretch stays far below wall time.
+ * Quiet wakes (sched.c): two fibers woken by one reap of their worker's
+ * ring, the first of which then hogs that worker for 400 ms without
+ * yielding: the second must still run within 200 ms (another worker's
+ * watcher steals it: ~1 ms), not after the hog.
  */
+#include <poll.h>
+#include <pthread.h>
+#include <unistd.h>
 #include <setjmp.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -120,12 +128,156 @@ static void test_idle_sleeps(void **state)
 			 idle_wall);
 }
 
+/* ---- quiet wakes behind a hog ------------------------------------------- */
+
+#define MS 1000000ull
+
+static int qpipe[2];
+static _Atomic unsigned q_wid[2];
+static atomic_int q_ready, q_hog;
+static _Atomic uint64_t q_woke_at[2];
+static uint64_t q_write_at, q_late_ns;
+static int q_attempts, q_setup_fail;
+
+static void *q_poller(void *arg)
+{
+	int i = (int)(uintptr_t)arg;
+	atomic_store(&q_wid[i], weft_worker_id());
+	atomic_fetch_add(&q_ready, 1);
+	int r = weft_poll(qpipe[0], POLLIN);
+	uint64_t now = weft_now();
+	atomic_store(&q_woke_at[i], now);
+	int none = -1;
+	if (atomic_compare_exchange_strong(&q_hog, &none, i)) {
+		/* the first to run hogs its worker: no yield for 400 ms */
+		volatile uint64_t x = 0;
+		while (weft_now() < now + 400 * MS)
+			x++;
+	}
+	return (void *)(intptr_t)r;
+}
+
+static atomic_int q_kicked;
+
+static void *q_kick(void *arg)
+{
+	(void)arg;
+	atomic_store(&q_kicked, 1);
+	return NULL;
+}
+
+static void spin_ms(uint64_t ms)
+{
+	volatile uint64_t x = 0;
+	uint64_t end = weft_now() + ms * MS;
+	while (weft_now() < end)
+		x++;
+}
+
+/* the byte from a plain thread, once both workers have long parked */
+static void *q_writer(void *arg)
+{
+	(void)arg;
+	struct timespec ts = {0, 30 * 1000000L};
+	nanosleep(&ts, NULL);
+	q_write_at = weft_now();
+	char c = 'x';
+	if (write(qpipe[1], &c, 1) != 1)
+		q_setup_fail = 1;
+	return NULL;
+}
+
+/* Both pollers and this fiber on one worker X; one byte wakes both polls
+ * in one reap of X's ring. With arg (kick): the other worker must be
+ * parked while X is awake, so it parks as the armed watcher and the reap's
+ * quiet clock does not notify: a kick fiber it steals, then X stays busy
+ * until it has parked again; the watcher's look rescues the second fiber.
+ * Without: a plain thread writes once both workers have parked (nobody
+ * watches: nobody was awake), so the clock's start notifies. */
+static void *quiet_main(void *arg)
+{
+	bool kick = arg != NULL;
+	for (q_attempts = 1; q_attempts <= 20; q_attempts++) {
+		atomic_store(&q_ready, 0);
+		atomic_store(&q_hog, -1);
+		atomic_store(&q_kicked, 0);
+		weft_task *t[2];
+		for (int i = 0; i < 2; i++)
+			t[i] = weft_spawn(q_poller, (void *)(uintptr_t)i);
+		/* let both reach their poll (no byte in the pipe yet) */
+		while (atomic_load(&q_ready) < 2)
+			weft_sleep(1 * MS);
+		weft_sleep(10 * MS);
+		unsigned me = weft_worker_id();
+		bool same = atomic_load(&q_wid[0]) == me &&
+			    atomic_load(&q_wid[1]) == me;
+		if (same && kick) {
+			weft_detach(weft_spawn(q_kick, NULL));
+			for (int i = 0; i < 200 && !atomic_load(&q_kicked); i++)
+				spin_ms(1);
+			spin_ms(5); /* the other worker parks while we run */
+			same = weft_worker_id() == me && atomic_load(&q_kicked);
+		}
+		char c = 'x';
+		pthread_t th;
+		if (kick) {
+			q_write_at = weft_now();
+			if (write(qpipe[1], &c, 1) != 1)
+				q_setup_fail = 1;
+		} else if (pthread_create(&th, NULL, q_writer, NULL)) {
+			q_setup_fail = 1;
+			return NULL;
+		}
+		void *r0, *r1;
+		weft_join(t[0], &r0);
+		weft_join(t[1], &r1);
+		if (!kick)
+			pthread_join(th, NULL);
+		if (read(qpipe[0], &c, 1) != 1 || (intptr_t)r0 < 0 ||
+		    (intptr_t)r1 < 0)
+			q_setup_fail = 1;
+		if (!same)
+			continue; /* not all on one worker: again */
+		int other = 1 - atomic_load(&q_hog);
+		q_late_ns = atomic_load(&q_woke_at[other]) - q_write_at;
+		return NULL;
+	}
+	q_setup_fail = 1;
+	return NULL;
+}
+
+static void quiet_run(bool kick)
+{
+	assert_int_equal(pipe(qpipe), 0);
+	weft_config cfg;
+	weft_config_init(&cfg);
+	cfg.workers = 2;
+	q_setup_fail = 0;
+	q_late_ns = 0;
+	assert_int_equal(weft_run(&cfg, quiet_main, kick ? &cfg : NULL, NULL),
+			 0);
+	close(qpipe[0]);
+	close(qpipe[1]);
+	assert_int_equal(q_setup_fail, 0);
+	if (q_late_ns > 200 * MS)
+		fail_msg("a fiber woken with the hog waited %.1f ms (attempt %d)",
+			 (double)q_late_ns / 1e6, q_attempts);
+}
+
+static void test_quiet_wake_behind_hog(void **state)
+{
+	(void)state;
+	quiet_run(true);  /* the watcher's look */
+	quiet_run(false); /* the clock's start notifies */
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_every_worker_2),
 		cmocka_unit_test(test_every_worker_4),
 		cmocka_unit_test(test_idle_sleeps),
+		cmocka_unit_test(test_quiet_wake_behind_hog),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

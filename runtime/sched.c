@@ -174,18 +174,18 @@ static weft_task *inject_take(struct weft__worker *w, size_t max)
  * clears in a few microseconds is no reason to wake another (each wake is
  * a syscall on both sides, and the woken worker steals fibers whose next
  * I/O completes on this ring again, so they bounce between cores: a
- * 2-worker echo server, 50 connections, 64 B, spent 2.3x the CPU per
- * message of a 1-worker one when every completion notified). Instead:
+ * 2-worker echo server, 50 connections, 64 B, spent about twice the CPU
+ * per message of a 1-worker one when every completion notified). Instead:
  *   - after the batch, anything spilled to the global queue notifies at
  *     once; two or more fibers in the local queue start the quiet clock;
  *   - each pick (pick_local) looks at it: the queue down to one stops it,
  *     WEFT_QUIET_NS (20 us) of backlog notifies, as a push would have;
- *   - a fiber that hogs its worker stops the picks, so the parked watcher
- *     (the lowest-index parked worker, as for timers) wakes every
- *     WEFT_WATCH_NS (1 ms) while some worker is awake and, if a quiet
- *     clock has run past WEFT_QUIET_NS, leaves its park to steal: reaped
- *     fibers wait at most ~1 ms behind a hog (Go preempts a hog after
- *     10 ms). An idle runtime parks without a timeout as before.
+ *   - a fiber that hogs its worker stops the picks, so a parked watcher
+ *     (the one holding the token rt->watch_armed, see watch_arm) wakes
+ *     every WEFT_WATCH_NS (1 ms) while some worker is awake and, if a
+ *     quiet clock has run past WEFT_QUIET_NS, leaves its park to steal:
+ *     reaped fibers wait at most ~1 ms behind a hog (Go preempts a hog
+ *     after 10 ms). An idle runtime parks without a timeout as before.
  * No work is lost: it sits in the queue of a worker that is awake and
  * runs it before it parks; the clock only decides when to share it. */
 void weft__reap_notify(struct weft__worker *w)

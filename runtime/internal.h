@@ -357,6 +357,11 @@ struct weft__worker {
 	/* weft__clock() when reaped work first waited unannounced (sched.c,
 	 * "Quiet wakes"), 0 if none; the owner writes, the watcher reads */
 	_Atomic uint64_t quiet_since;
+	/* the watcher's last look at this worker's queue (word, pop count):
+	 * unchanged and not empty at its next look means the owner has not
+	 * popped for a watch period (sched.c, "Quiet wakes") */
+	_Atomic uint64_t seen_word;
+	_Atomic uint32_t seen_pops;
 	int efd;           /* eventfd: wake-ups from non-worker threads */
 	uint64_t efd_buf;
 	unsigned inflight; /* ops in the ring awaiting a CQE (not efd read) */

@@ -7,7 +7,8 @@
  * Quiet wakes (sched.c): two fibers woken by one reap of their worker's
  * ring, the first of which then hogs that worker for 400 ms without
  * yielding: the second must still run within 200 ms (another worker's
- * watcher steals it: ~1 ms), not after the hog.
+ * watcher steals it: ~1 ms), not after the hog. The same for a fiber woken
+ * by an event alone in the queue of a worker whose waker then hogs it.
  */
 #include <poll.h>
 #include <pthread.h>
@@ -271,6 +272,75 @@ static void test_quiet_wake_behind_hog(void **state)
 	quiet_run(false); /* the clock's start notifies */
 }
 
+/* ---- a lone woken fiber behind a hog --------------------------------------- */
+
+static weft_event l_ev;
+static _Atomic unsigned l_wid;
+static atomic_int l_ready;
+static _Atomic uint64_t l_woke;
+
+static void *l_waiter(void *arg)
+{
+	(void)arg;
+	atomic_store(&l_wid, weft_worker_id());
+	atomic_store(&l_ready, 1);
+	weft_event_wait(&l_ev);
+	atomic_store(&l_woke, weft_now());
+	return NULL;
+}
+
+/* A fiber sets an event its worker's other fiber waits on (the woken one
+ * is alone in the queue: no notify while a watcher is armed), then hogs
+ * the worker for 400 ms. The watcher sees the queue unchanged between two
+ * of its looks and steals the woken fiber. */
+static void *lone_main(void *arg)
+{
+	(void)arg;
+	for (q_attempts = 1; q_attempts <= 20; q_attempts++) {
+		weft_event_init(&l_ev);
+		atomic_store(&l_ready, 0);
+		atomic_store(&q_kicked, 0);
+		weft_task *t = weft_spawn(l_waiter, NULL);
+		while (!atomic_load(&l_ready))
+			weft_sleep(1 * MS);
+		weft_sleep(10 * MS);
+		unsigned me = weft_worker_id();
+		bool same = atomic_load(&l_wid) == me;
+		if (same) {
+			weft_detach(weft_spawn(q_kick, NULL));
+			for (int i = 0; i < 200 && !atomic_load(&q_kicked); i++)
+				spin_ms(1);
+			spin_ms(5); /* the other worker parks while we run */
+			same = weft_worker_id() == me && atomic_load(&q_kicked);
+		}
+		uint64_t set_at = weft_now();
+		weft_event_set(&l_ev);
+		spin_ms(400);
+		weft_join(t, NULL);
+		if (!same)
+			continue;
+		q_late_ns = atomic_load(&l_woke) - set_at;
+		return NULL;
+	}
+	q_setup_fail = 1;
+	return NULL;
+}
+
+static void test_lone_wake_behind_hog(void **state)
+{
+	(void)state;
+	weft_config cfg;
+	weft_config_init(&cfg);
+	cfg.workers = 2;
+	q_setup_fail = 0;
+	q_late_ns = 0;
+	assert_int_equal(weft_run(&cfg, lone_main, NULL, NULL), 0);
+	assert_int_equal(q_setup_fail, 0);
+	if (q_late_ns > 200 * MS)
+		fail_msg("a fiber woken before a hog waited %.1f ms (attempt %d)",
+			 (double)q_late_ns / 1e6, q_attempts);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -278,6 +348,7 @@ int main(void)
 		cmocka_unit_test(test_every_worker_4),
 		cmocka_unit_test(test_idle_sleeps),
 		cmocka_unit_test(test_quiet_wake_behind_hog),
+		cmocka_unit_test(test_lone_wake_behind_hog),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -118,6 +118,8 @@ void weft__schedule(struct weft__worker *w, weft_task *f, int front)
 		weft__sim_push(w->rt, w, f, front == WEFT__FRONT_YIELD);
 		return;
 	}
+	/* read before the push: once queued, f may run (and end) elsewhere */
+	bool woken = f->ctx.stack_lo && !front;
 	if (!w)
 		weft__foreign_enter();
 	if (w && !front) {
@@ -134,8 +136,8 @@ void weft__schedule(struct weft__worker *w, weft_task *f, int front)
 			weft__foreign_exit();
 			return;
 		}
-		if (f->ctx.stack_lo && !front) {
-			weft__inject_push_head(&rt->inject, f); /* woken */
+		if (woken) {
+			weft__inject_push_head(&rt->inject, f);
 		} else {
 			f->next = NULL;
 			weft__inject_push(&rt->inject, f, f, 1);
@@ -147,7 +149,7 @@ void weft__schedule(struct weft__worker *w, weft_task *f, int front)
 	 * hogs us, which the watcher notices ("Quiet wakes": the push's
 	 * seq_cst CAS, then the token's seq_cst load) */
 	if (!w || (rt->nworkers > 1 && !w->reaping &&
-		   !(f->ctx.stack_lo && !front && weft__dq_len(&w->dq) == 1 &&
+		   !(woken && weft__dq_len(&w->dq) == 1 &&
 		     atomic_load(&rt->watch_armed))))
 		weft__idle_notify(rt);
 	if (!w)

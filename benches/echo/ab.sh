@@ -39,6 +39,11 @@ for _ in $(seq "$R"); do
         wait "$pid" 2>/dev/null
         st=$(echo "$out" | grep 'window end' | grep -o 'server_ticks=[0-9-]*' | cut -d= -f2)
         m=$(echo "$out" | grep -o ' msgs=[0-9]*' | cut -d= -f2)
+        if ! [[ $st =~ ^[0-9]+$ && $m =~ ^[1-9][0-9]*$ ]]; then
+            echo "ab.sh: $b: run failed, left out: $(echo "$out" | tail -1)" >&2
+            i=$((i + 1))
+            continue
+        fi
         tck=$(getconf CLK_TCK)
         cpu[i]="${cpu[i]:-} $(awk -v t="$st" -v m="$m" -v k="$tck" 'BEGIN{printf "%.3f", t*1e6/k/m}')"
         mps[i]="${mps[i]:-} $(awk -v m="$m" 'BEGIN{printf "%d", m/4}')"

@@ -78,12 +78,13 @@ weft_task *weft__inject_pop(struct weft__inject *q)
  *
  * The lock is held for O(1) work only: the whole list is taken under it,
  * cut outside it, and what is left over put back at the head (ahead of
- * anything pushed meanwhile, so the FIFO order holds). Cutting walks the
- * `next` links of tasks another core just wrote, a cache miss each: under
- * the lock, a thief taking 128 tasks held it for ~10 us, and a fiber
- * spawning in a loop (its ring spilling here every 128 spawns) slept on
- * the mutex in the kernel (bench_spawn_many: ~20% of the time in futex
- * waits). While the rest is out, other workers see less work than there
+ * anything pushed meanwhile, so the FIFO order holds; a woken fiber put at
+ * the head meanwhile waits behind that rest, a bounded delay). Cutting
+ * walks the `next` links of tasks another core just wrote, a cache miss
+ * each: under the lock, a thief taking 128 tasks held it for ~10 us, and
+ * a fiber spawning in a loop (its ring spilling here every 128 spawns)
+ * slept on the mutex in the kernel (bench_spawn_many: ~20% of the time in
+ * futex waits). While the rest is out, other workers see less work than there
  * is; putting it back is a push, so the caller notifies (idle.c) and no
  * worker sleeps on work it could not see. Returns with *rest_back true
  * when it put tasks back. */

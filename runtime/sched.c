@@ -273,7 +273,9 @@ static bool watch_arm(struct weft__worker *w)
 					      w->index + 1);
 }
 
-/* For the watcher: some other worker's quiet clock ran out. */
+/* For the watcher: some other worker's quiet clock ran out, or its queue
+ * holds work and its word and pop count are what they were at our last
+ * look (the owner has not popped since: a hog). Records this look. */
 static bool quiet_stale(struct weft__worker *w, uint64_t now)
 {
 	struct weft__rt *rt = w->rt;

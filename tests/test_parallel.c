@@ -25,6 +25,8 @@
 #include <cmocka.h>
 #include <weft.h>
 
+#include "testutil.h"
+
 #define MAXW 8
 
 static _Atomic unsigned seen_mask;
@@ -130,8 +132,6 @@ static void test_idle_sleeps(void **state)
 }
 
 /* ---- quiet wakes behind a hog ------------------------------------------- */
-
-#define MS 1000000ull
 
 static int qpipe[2];
 static _Atomic unsigned q_wid[2];
@@ -250,13 +250,9 @@ static void *quiet_main(void *arg)
 static void quiet_run(bool kick)
 {
 	assert_int_equal(pipe(qpipe), 0);
-	weft_config cfg;
-	weft_config_init(&cfg);
-	cfg.workers = 2;
 	q_setup_fail = 0;
 	q_late_ns = 0;
-	assert_int_equal(weft_run(&cfg, quiet_main, kick ? &cfg : NULL, NULL),
-			 0);
+	run(2, quiet_main, kick ? qpipe : NULL);
 	close(qpipe[0]);
 	close(qpipe[1]);
 	assert_int_equal(q_setup_fail, 0);
@@ -329,12 +325,9 @@ static void *lone_main(void *arg)
 static void test_lone_wake_behind_hog(void **state)
 {
 	(void)state;
-	weft_config cfg;
-	weft_config_init(&cfg);
-	cfg.workers = 2;
 	q_setup_fail = 0;
 	q_late_ns = 0;
-	assert_int_equal(weft_run(&cfg, lone_main, NULL, NULL), 0);
+	run(2, lone_main, NULL);
 	assert_int_equal(q_setup_fail, 0);
 	if (q_late_ns > 200 * MS)
 		fail_msg("a fiber woken before a hog waited %.1f ms (attempt %d)",

@@ -253,7 +253,11 @@ static bool any_quiet(struct weft__rt *rt)
 static void watch_release(struct weft__worker *w)
 {
 	unsigned me = w->index + 1;
-	atomic_compare_exchange_strong(&w->rt->watch_armed, &me, 0);
+	/* relaxed look first: only the holder writes its own index there, so
+	 * a non-holder parking does not pull the token's line with a CAS */
+	if (atomic_load_explicit(&w->rt->watch_armed, memory_order_relaxed) ==
+	    me)
+		atomic_compare_exchange_strong(&w->rt->watch_armed, &me, 0);
 }
 
 static bool any_work_visible(struct weft__rt *rt);

@@ -19,7 +19,11 @@
  *     it notifies again, so the relay continues while work remains.
  *   - A worker that parks while it was the last searcher re-checks every
  *     queue after parking and notifies if it sees work (it may have missed
- *     some pushed while it gave up).
+ *     some pushed while it gave up). A lone worker (workers = 1) never
+ *     searches, so it re-checks at every park and takes the work itself:
+ *     a plain thread that pushed while it still counted as unparked did
+ *     not wake it (until 2026-11-27 such a push, a cancel or a blocking
+ *     call's result, waited for the worker's next timer).
  *
  * No lost wake-up: a parker decrements `state` (seq_cst RMW) and then
  * re-reads the queues (seq_cst loads); a pusher publishes its queue with a

@@ -41,10 +41,16 @@
  *   waker with an old seq (the fiber has moved on) fails its CAS. The
  *   reason travels in the park word, so the woken fiber learns why without
  *   another shared field.
- *   Cancellation ("the cancel pair"): weft_cancel sets F_CANCEL and then
- *   reads the park word; park_begin writes the park word and park_commit
- *   then reads F_CANCEL. Both seq_cst, so at least one side sees the other:
- *   either the canceller wakes the parked fiber, or the fiber does not park.
+ *   Cancellation ("the cancel pair"): weft_cancel sets F_CANCEL (an RMW)
+ *   and then reads the park word; after_switch's CAS PARKING -> PARKED is
+ *   followed by a read of F_CANCEL. All seq_cst, so at least one side sees
+ *   the other: either the canceller's read sees PARKING or PARKED and it
+ *   wakes the fiber, or it read the word before that CAS, so the CAS and
+ *   the read after it come later and see F_CANCEL: after_switch wakes the
+ *   fiber itself. park_begin's store is relaxed: it needs no fence of its
+ *   own (a seq_cst store is an xchg on x86, two per channel round trip),
+ *   and park_commit's look at F_CANCEL before switching out is only a
+ *   shortcut.
  */
 
 #include <pthread.h>
@@ -405,9 +411,21 @@ void weft__after_switch(struct weft__worker *w)
 				if (atomic_compare_exchange_weak_explicit(
 					    &p->park, &s,
 					    (s & ~0xffull) | WEFT__PARKED,
-					    memory_order_release,
-					    memory_order_acquire))
+					    memory_order_seq_cst,
+					    memory_order_acquire)) {
+					/* seq_cst, then the seq_cst load of
+					 * flags: second half of the cancel
+					 * pair (file header). A cancel that
+					 * saw us before PARKING wakes us
+					 * here (the wake is a no-op if p
+					 * was woken meanwhile). */
+					if (WEFT__PW_CANC(s) &&
+					    (atomic_load(&p->flags) &
+					     WEFT__F_CANCEL))
+						weft__wake(p, WEFT__PW_SEQ(s),
+							   WEFT__R_CANCEL);
 					break;
+				}
 			} else { /* NOTIFIED: the waker left the queuing to us */
 				atomic_store_explicit(
 					&p->park, (s & ~0xffull) | WEFT__RUNNABLE,
@@ -430,8 +448,12 @@ uint32_t weft__park_begin(weft_task *self, bool cancellable)
 {
 	uint64_t s = atomic_load_explicit(&self->park, memory_order_relaxed);
 	uint32_t seq = WEFT__PW_SEQ(s) + 1;
-	/* seq_cst: first half of the cancel pair (sched.c header) */
-	atomic_store(&self->park, WEFT__PW(seq, 0, cancellable, WEFT__PARKING));
+	/* relaxed: a waker learns seq through whatever it synchronizes with
+	 * (a lock, op->seq, join_word); the cancel pair is ordered by
+	 * after_switch's CAS, not by this store (file header) */
+	atomic_store_explicit(&self->park,
+			      WEFT__PW(seq, 0, cancellable, WEFT__PARKING),
+			      memory_order_relaxed);
 	return seq;
 }
 
@@ -448,11 +470,15 @@ void weft__park_abort(weft_task *self)
 
 int weft__park_commit(weft_task *self)
 {
-	uint64_t s = atomic_load(&self->park);
+	/* acquire: a waker that already marked us NOTIFIED handed over what
+	 * it wrote for us (a status, an element) before its CAS */
+	uint64_t s = atomic_load_explicit(&self->park, memory_order_acquire);
 	uint32_t seq = WEFT__PW_SEQ(s);
 	if (WEFT__PW_ST(s) == WEFT__PARKING && WEFT__PW_CANC(s) &&
-	    /* seq_cst: second half of the cancel pair */
-	    (atomic_load(&self->flags) & WEFT__F_CANCEL)) {
+	    /* a cancel already seen: do not switch out at all (one that
+	     * comes later is caught by after_switch, the cancel pair) */
+	    (atomic_load_explicit(&self->flags, memory_order_relaxed) &
+	     WEFT__F_CANCEL)) {
 		uint64_t prev = atomic_exchange(
 			&self->park, WEFT__PW(seq, 0, 0, WEFT__RUNNING));
 		return WEFT__PW_ST(prev) == WEFT__NOTIFIED
@@ -674,8 +700,16 @@ static bool park(struct weft__worker *w)
 	busy_end(w);
 	bool last = weft__idle_to_parked(rt, w, w->searching);
 	w->searching = false;
-	if (last && any_work_visible(rt))
+	/* the parker's half of "no lost wake-up" (idle.c): the last searcher
+	 * looks again, and so does a lone worker, which never searches: a
+	 * plain thread that pushed (a cancel, a blocking call's result) just
+	 * before we left the unparked count did not wake us */
+	if (rt->nworkers == 1) {
+		if (any_work_visible(rt) && weft__idle_from_parked(rt, w))
+			return busy_begin(w, false);
+	} else if (last && any_work_visible(rt)) {
 		weft__idle_notify(rt);
+	}
 	for (;;) {
 		if (check_termination(rt))
 			return false;

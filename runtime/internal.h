@@ -446,6 +446,10 @@ struct weft__rt {
 	struct weft__slab fibers; /* slab.c */
 
 	_Atomic int shutdown;  /* main_fn returned: cancel everything */
+	/* membarrier(2) PRIVATE_EXPEDITED is registered: the shutdown pair
+	 * is an asymmetric fence (weft__begin_shutdown); set before any
+	 * worker or spawner can see rt */
+	bool membarrier;
 	_Atomic int terminate; /* every fiber finished: workers exit */
 	_Atomic uint64_t ext_spawned; /* spawns from non-worker threads */
 	_Atomic uint64_t ext_ids;

@@ -19,7 +19,10 @@
 #include <stddef.h>
 #include <string.h>
 #include <time.h>
+#include <sys/syscall.h>
 #include <unistd.h>
+
+#include <linux/membarrier.h>
 
 #include "internal.h"
 
@@ -247,6 +250,25 @@ static void rt_free(struct weft__rt *rt)
 	free(rt);
 }
 
+/* Register for membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) (Linux 4.14),
+ * once per process: weft__begin_shutdown then orders every thread's
+ * spawns with one system call, and weft_spawn needs no fence of its own.
+ * False where the kernel or a seccomp filter refuses it. */
+static bool membarrier_register(void)
+{
+	static _Atomic int state; /* 0 unknown, 1 registered, -1 refused */
+	int st = atomic_load(&state);
+	if (st)
+		return st > 0;
+	long cmds = syscall(SYS_membarrier, MEMBARRIER_CMD_QUERY, 0, 0);
+	bool ok = cmds > 0 &&
+		  (cmds & MEMBARRIER_CMD_PRIVATE_EXPEDITED) &&
+		  syscall(SYS_membarrier,
+			  MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0;
+	atomic_store(&state, ok ? 1 : -1);
+	return ok;
+}
+
 int weft_run(const weft_config *cfg, void *(*main_fn)(void *), void *arg,
 	     void **result)
 {
@@ -355,6 +377,7 @@ int weft_run(const weft_config *cfg, void *(*main_fn)(void *), void *arg,
 	if (!rt)
 		goto out_running;
 	rt->nworkers = c.workers;
+	rt->membarrier = membarrier_register();
 	rt->ring_entries = c.ring_entries;
 	rt->slow_ms = c.slow_ms;
 	rt->dump_signal = c.dump_signal > 0 ? c.dump_signal : 0;

@@ -56,6 +56,10 @@
 #include <pthread.h>
 #include <stdarg.h>
 #include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <linux/membarrier.h>
 
 #include "internal.h"
 
@@ -837,8 +841,15 @@ void weft__begin_shutdown(struct weft__rt *rt)
 {
 	/* seq_cst: pairs with weft_spawn's store of F_ALLOC then load of
 	 * shutdown: a fiber spawned now is either seen by cancel_all or born
-	 * cancelled */
+	 * cancelled. With membarrier the spawner has no fence: this call
+	 * runs a full barrier on every thread of the process that is running
+	 * now (the others pass one when they are next scheduled), between
+	 * our store and our scan (fiber.c, weft__spawn_flags) */
 	atomic_store(&rt->shutdown, 1);
+	if (rt->membarrier &&
+	    syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0))
+		weft__die("membarrier failed after it was registered: %s\n",
+			  strerror(errno));
 	weft__cancel_all(rt);
 	weft__idle_notify_all(rt);
 }

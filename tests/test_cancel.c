@@ -594,7 +594,8 @@ static struct {
 	weft_chan *ch;
 	_Atomic(weft_task *) victim;
 	_Atomic int armed, cancelled, stop;
-	int victim_ret, bad_ret, lost, late;
+	_Atomic int victim_ret;
+	int bad_ret, lost, late;
 	size_t rounds;
 } CP;
 
@@ -603,7 +604,7 @@ static void *cp_victim(void *arg)
 	(void)arg;
 	int x;
 	atomic_store(&CP.armed, 1);
-	CP.victim_ret = weft_chan_recv(CP.ch, &x);
+	atomic_store(&CP.victim_ret, weft_chan_recv(CP.ch, &x));
 	return NULL;
 }
 
@@ -617,6 +618,11 @@ static void *cp_thread(void *arg)
 			continue;
 		}
 		atomic_store(&CP.armed, 0);
+		/* on 2 workers the victim may be stolen and run before main
+		 * has published it (main clears it before each spawn) */
+		weft_task *v;
+		while (!(v = atomic_load(&CP.victim)))
+			cp_relax();
 		/* 0-255 pauses (from before the park word says PARKING to
 		 * well after the victim has switched out and its worker
 		 * parks), or, every other round, 0-15 (packed around the
@@ -625,7 +631,7 @@ static void *cp_thread(void *arg)
 		for (unsigned k = (unsigned)(r % ((r >> 32) & 1 ? 16 : 256)); k;
 		     k--)
 			cp_relax();
-		weft_cancel(atomic_load(&CP.victim));
+		weft_cancel(v);
 		atomic_store(&CP.cancelled, 1);
 	}
 	return NULL;
@@ -638,7 +644,8 @@ static void *cp_main(void *arg)
 	/* five lost are enough to fail (each costs the 1 s deadline) */
 	for (size_t i = 0; i < CP.rounds && CP.lost < 5; i++) {
 		atomic_store(&CP.cancelled, 0);
-		CP.victim_ret = 1;
+		atomic_store(&CP.victim, NULL);
+		atomic_store(&CP.victim_ret, 1);
 		weft_task *v = weft_spawn(cp_victim, NULL);
 		atomic_store(&CP.victim, v);
 		weft_deadline d;
@@ -648,14 +655,15 @@ static void *cp_main(void *arg)
 		if (r == -ETIMEDOUT) {
 			/* the cancel was lost: the victim waits on */
 			CP.lost++;
-			for (int k = 0; k < 100 && CP.victim_ret == 1; k++)
+			for (int k = 0;
+			     k < 100 && atomic_load(&CP.victim_ret) == 1; k++)
 				weft_yield();
-			if (CP.victim_ret != 1)
+			if (atomic_load(&CP.victim_ret) != 1)
 				CP.late++; /* it had returned: a worker's wake was late */
 			weft_cancel(v);
 			r = weft_join(v, NULL);
 		}
-		if (r != -ECANCELED || CP.victim_ret != -ECANCELED)
+		if (r != -ECANCELED || atomic_load(&CP.victim_ret) != -ECANCELED)
 			CP.bad_ret++;
 		while (!atomic_load(&CP.cancelled))
 			weft_yield();

@@ -848,7 +848,7 @@ void weft__begin_shutdown(struct weft__rt *rt)
 	atomic_store(&rt->shutdown, 1);
 	if (rt->membarrier &&
 	    syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0))
-		weft__die("membarrier failed after it was registered: %s\n",
+		weft__die("membarrier failed after it was registered: %s",
 			  strerror(errno));
 	weft__cancel_all(rt);
 	weft__idle_notify_all(rt);

@@ -19,11 +19,12 @@
  *     it notifies again, so the relay continues while work remains.
  *   - A worker that parks while it was the last searcher re-checks every
  *     queue after parking and notifies if it sees work (it may have missed
- *     some pushed while it gave up). A lone worker (workers = 1) never
- *     searches, so it re-checks at every park and takes the work itself:
- *     a plain thread that pushed while it still counted as unparked did
- *     not wake it (until 2026-11-27 such a push, a cancel or a blocking
- *     call's result, waited for the worker's next timer).
+ *     some pushed while it gave up). So does the last worker to go to
+ *     sleep, searcher or not, and it takes the work itself (nobody else
+ *     is awake to). A lone worker never searches: before 2026-11-27 it
+ *     never re-checked, and a plain thread's push (a cancel, a blocking
+ *     call's result) made while it still counted as unparked waited for
+ *     its next timer.
  *
  * No lost wake-up: a parker decrements `state` (seq_cst RMW) and then
  * re-reads the queues (seq_cst loads); a pusher publishes its queue with a
@@ -86,9 +87,12 @@ bool weft__idle_end_search(struct weft__idle *id)
 	return searching_of(prev) == 1;
 }
 
-/* Enter the sleepers. Returns true if w was the last searcher. */
-bool weft__idle_to_parked(struct weft__rt *rt, struct weft__worker *w,
-			  bool searching)
+/* Enter the sleepers. Returns who must look at the queues again (the
+ * parker's half of "no lost wake-up"): WEFT__PARK_LAST_SEARCHER if w was
+ * the last searcher, WEFT__PARK_LAST_AWAKE if every other worker sleeps
+ * (always so for a lone worker, which never searches). */
+unsigned weft__idle_to_parked(struct weft__rt *rt, struct weft__worker *w,
+			      bool searching)
 {
 	struct weft__idle *id = &rt->idle;
 	weft__spin_lock(&id->lock);
@@ -98,7 +102,10 @@ bool weft__idle_to_parked(struct weft__rt *rt, struct weft__worker *w,
 	id->sleepers[id->nsleepers++] = w->index;
 	w->parked = true;
 	weft__spin_unlock(&id->lock);
-	return searching && searching_of(prev) == 1;
+	return (searching && searching_of(prev) == 1
+			? WEFT__PARK_LAST_SEARCHER
+			: 0) |
+	       (unparked_of(prev) == 1 ? WEFT__PARK_LAST_AWAKE : 0);
 }
 
 /* Leave the sleepers on our own (a timer or a completion woke us). Returns

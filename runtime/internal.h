@@ -424,8 +424,9 @@ void weft__idle_fini(struct weft__idle *id) WEFT__HIDDEN;
 bool weft__idle_try_search(struct weft__idle *id) WEFT__HIDDEN;
 bool weft__idle_others_awake(struct weft__idle *id) WEFT__HIDDEN;
 bool weft__idle_end_search(struct weft__idle *id) WEFT__HIDDEN;
-bool weft__idle_to_parked(struct weft__rt *rt, struct weft__worker *w,
-			  bool searching) WEFT__HIDDEN;
+enum { WEFT__PARK_LAST_SEARCHER = 1, WEFT__PARK_LAST_AWAKE = 2 };
+unsigned weft__idle_to_parked(struct weft__rt *rt, struct weft__worker *w,
+			      bool searching) WEFT__HIDDEN;
 bool weft__idle_from_parked(struct weft__rt *rt,
 			    struct weft__worker *w) WEFT__HIDDEN;
 void weft__idle_notify(struct weft__rt *rt) WEFT__HIDDEN;

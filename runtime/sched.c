@@ -702,17 +702,17 @@ static bool park(struct weft__worker *w)
 	struct weft__rt *rt = w->rt;
 	WEFT__BUMP(w->m_parks, 1);
 	busy_end(w);
-	bool last = weft__idle_to_parked(rt, w, w->searching);
+	unsigned last = weft__idle_to_parked(rt, w, w->searching);
 	w->searching = false;
-	/* the parker's half of "no lost wake-up" (idle.c): the last searcher
-	 * looks again, and so does a lone worker, which never searches: a
-	 * plain thread that pushed (a cancel, a blocking call's result) just
-	 * before we left the unparked count did not wake us */
-	if (rt->nworkers == 1) {
-		if (any_work_visible(rt) && weft__idle_from_parked(rt, w))
+	/* the parker's half of "no lost wake-up" (idle.c): a push made while
+	 * we still counted as unparked woke nobody. The last one awake takes
+	 * it itself; the last searcher, with others awake, passes it on */
+	if (last && any_work_visible(rt)) {
+		if (!(last & WEFT__PARK_LAST_AWAKE))
+			weft__idle_notify(rt);
+		else if (weft__idle_from_parked(rt, w))
 			return busy_begin(w, false);
-	} else if (last && any_work_visible(rt)) {
-		weft__idle_notify(rt);
+		/* else a notifier already took us out: the loop sees it */
 	}
 	for (;;) {
 		if (check_termination(rt))

@@ -1,7 +1,8 @@
 /* echo_server.c — a TCP echo server: one fiber per connection.
  *
- *     echo_server [PORT [conn|recv]]   (default 7000 conn; WEFT_WORKERS
- *                                       picks the workers)
+ *     echo_server [PORT [conn|recv]]   (default 7000 conn; port 0 picks a
+ *                                       free one; WEFT_WORKERS picks the
+ *                                       workers)
  *
  * conn: connections come from a weft_listener (multishot accept), each is
  * a weft_conn (one multishot receive into the worker's buffer ring, armed
@@ -9,12 +10,21 @@
  *
  * Python's asyncio version is the same shape (start_server + a coroutine
  * per client); here the handler is a plain function and the fibers run on
- * every worker. Stops on SIGINT/SIGTERM.
+ * every worker. SIGINT or SIGTERM stops it cleanly: a fiber waits for the
+ * signal (wait_for_stop), cancels the acceptor and returns, and weft_run
+ * cancels the connections' fibers, which close their sockets, before it
+ * returns (asyncio.run cancels the remaining tasks the same way).
+ * tests/test_examples.c drives this program and http_server.c.
  */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
 #include <unistd.h>
 #include <weft.h>
 
@@ -48,16 +58,10 @@ static void *serve(void *arg)
 	return NULL;
 }
 
-static void *main_fiber(void *arg)
+/* Accept until cancelled; each connection gets a detached fiber. */
+static void *accept_loop(void *arg)
 {
-	uint16_t port = (uint16_t)(uintptr_t)arg;
-	int lfd = weft_tcp_listen(NULL, port, 4096);
-	if (lfd < 0) {
-		fprintf(stderr, "listen: %s\n", weft_strerror(lfd));
-		return (void *)1;
-	}
-	fprintf(stderr, "echo_server: port %u, %u workers\n", port,
-		weft_worker_count());
+	int lfd = (int)(intptr_t)arg;
 	weft_listener *l = use_conn ? weft_listener_open(lfd, NULL) : NULL;
 	for (;;) {
 		int fd = l ? weft_listener_accept(l, NULL, NULL)
@@ -67,7 +71,7 @@ static void *main_fiber(void *arg)
 			continue;
 		}
 		if (fd < 0)
-			break; /* cancelled at shutdown, or the listener died */
+			break; /* cancelled (a stop signal), or the listener died */
 		weft_task *t = weft_spawn(serve, (void *)(intptr_t)fd);
 		if (t)
 			weft_detach(t);
@@ -81,17 +85,78 @@ static void *main_fiber(void *arg)
 	return NULL;
 }
 
+/* Wait for SIGINT or SIGTERM in a fiber (asyncio's add_signal_handler,
+ * tokio::signal): main() blocked them in every thread (the workers
+ * inherit its mask), so they queue for a signalfd, read through the ring
+ * like any descriptor. Returns the signal number or a negative errno. */
+static int wait_for_stop(void)
+{
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGTERM);
+	int sfd = signalfd(-1, &set, SFD_CLOEXEC);
+	if (sfd < 0)
+		return -errno;
+	struct signalfd_siginfo si;
+	ssize_t n = weft_read(sfd, &si, sizeof si, -1);
+	weft_close(sfd);
+	if (n < 0)
+		return (int)n;
+	return n == (ssize_t)sizeof si ? (int)si.ssi_signo : -EIO;
+}
+
+static void *main_fiber(void *arg)
+{
+	uint16_t port = (uint16_t)(uintptr_t)arg;
+	int lfd = weft_tcp_listen(NULL, port, 4096);
+	if (lfd < 0) {
+		fprintf(stderr, "listen: %s\n", weft_strerror(lfd));
+		return (void *)1;
+	}
+	struct sockaddr_storage sa; /* port 0 picked a free port: which? */
+	socklen_t len = sizeof sa;
+	if (getsockname(lfd, (struct sockaddr *)&sa, &len) == 0)
+		port = ntohs(sa.ss_family == AF_INET6
+				     ? ((struct sockaddr_in6 *)&sa)->sin6_port
+				     : ((struct sockaddr_in *)&sa)->sin_port);
+	fprintf(stderr, "echo_server: port %u, %u workers\n", port,
+		weft_worker_count());
+	weft_task *acceptor = weft_spawn(accept_loop, (void *)(intptr_t)lfd);
+	if (!acceptor) {
+		close(lfd);
+		return (void *)1;
+	}
+	int sig = wait_for_stop();
+	/* stop accepting; the connections' fibers are cancelled when this
+	 * function returns (weft_run), close their sockets and end */
+	weft_cancel(acceptor);
+	weft_join(acceptor, NULL);
+	if (sig < 0) {
+		fprintf(stderr, "echo_server: waiting for a signal: %s\n",
+			weft_strerror(sig));
+		return (void *)1;
+	}
+	fprintf(stderr, "echo_server: %s, stopped\n", strsignal(sig));
+	return NULL;
+}
+
 int main(int argc, char **argv)
 {
 	long port = argc > 1 ? strtol(argv[1], NULL, 10) : 7000;
 	if (argc > 2)
 		use_conn = strcmp(argv[2], "recv") != 0;
-	if (port <= 0 || port > 65535 ||
+	if (port < 0 || port > 65535 ||
 	    (argc > 2 && strcmp(argv[2], "recv") && strcmp(argv[2], "conn"))) {
 		fprintf(stderr, "usage: echo_server [PORT [conn|recv]]\n");
 		return 2;
 	}
 	signal(SIGPIPE, SIG_IGN);
+	sigset_t stop; /* for wait_for_stop: blocked here, in every thread */
+	sigemptyset(&stop);
+	sigaddset(&stop, SIGINT);
+	sigaddset(&stop, SIGTERM);
+	pthread_sigmask(SIG_BLOCK, &stop, NULL);
 	void *res = NULL;
 	int r = weft_run(NULL, main_fiber, (void *)(uintptr_t)port, &res);
 	if (r < 0)

@@ -1,8 +1,9 @@
 /* http_server.c — HTTP/1.1 "Hello, World!": a fiber per connection,
  * keep-alive and pipelining, 400 for a malformed request.
  *
- *     http_server [PORT [recv|conn]]   (default 8080 recv; WEFT_WORKERS
- *                                       picks the workers)
+ *     http_server [PORT [recv|conn]]   (default 8080 recv; port 0 picks a
+ *                                       free one; WEFT_WORKERS picks the
+ *                                       workers)
  *
  * recv: weft_accept and weft_recv, one SQE per call; conn: connections
  * come from a weft_listener (multishot accept) and are read through a
@@ -16,12 +17,20 @@
  * read go out in one send (pipelining costs no extra syscalls). Requests
  * with a body (Content-Length) have the body skipped; chunked request
  * bodies and requests over 8 KiB get 400 / 431 and the connection closes.
+ * SIGINT or SIGTERM stops it cleanly (see echo_server.c); the tests drive
+ * it (tests/test_examples.c).
  */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <limits.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
 #include <unistd.h>
 #include <weft.h>
 
@@ -50,7 +59,7 @@ static const char *head_end(const char *p, const char *end)
 static int tchar(char c)
 {
 	return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
-	       (c >= '0' && c <= '9') || strchr("!#$%&'*+-.^_`|~", c);
+	       (c >= '0' && c <= '9') || (c && strchr("!#$%&'*+-.^_`|~", c));
 }
 
 /* Parse one request head [p, e). Returns 0 ok, -1 malformed. Sets *close
@@ -58,6 +67,8 @@ static int tchar(char c)
 static int parse(const char *p, const char *e, int *close, long *body)
 {
 	const char *le = memchr(p, '\r', (size_t)(e - p));
+	if (le[1] != '\n')
+		return -1; /* a bare CR */
 	const char *q = p;
 	while (q < le && tchar(*q))
 		q++;
@@ -73,11 +84,14 @@ static int parse(const char *p, const char *e, int *close, long *body)
 		return -1;
 	*close = q[7] == '0';
 	*body = 0;
+	int seen_len = 0;
 	for (const char *h = le + 2; h < e - 2;) {
 		const char *hl = memchr(h, '\r', (size_t)(e - h));
-		const char *c = memchr(h, ':', (size_t)(hl - h));
-		if (!c || c == h)
-			return -1;
+		const char *c = h;
+		while (c < hl && tchar(*c))
+			c++;
+		if (c == h || c == hl || *c != ':' || hl[1] != '\n')
+			return -1; /* name: tokens, then ':' at once */
 		size_t n = (size_t)(c - h);
 		const char *v = c + 1;
 		while (v < hl && (*v == ' ' || *v == '\t'))
@@ -88,10 +102,21 @@ static int parse(const char *p, const char *e, int *close, long *body)
 			else if (hl - v >= 10 && !strncasecmp(v, "keep-alive", 10))
 				*close = 0;
 		} else if (n == 14 && !strncasecmp(h, "content-length", 14)) {
-			char *endp;
-			*body = strtol(v, &endp, 10);
-			if (endp == v || *body < 0)
+			/* 1*DIGIT, then only spaces; a second, different one
+			 * is an attack on whoever sits in front (RFC 9112 6.3) */
+			long len = 0;
+			const char *d = v;
+			for (; d < hl && *d >= '0' && *d <= '9'; d++) {
+				if (len > (LONG_MAX - 9) / 10)
+					return -1;
+				len = len * 10 + (*d - '0');
+			}
+			while (d < hl && (*d == ' ' || *d == '\t'))
+				d++;
+			if (d == v || d != hl || (seen_len && len != *body))
 				return -1;
+			*body = len;
+			seen_len = 1;
 		} else if (n == 17 && !strncasecmp(h, "transfer-encoding", 17)) {
 			return -1; /* chunked bodies: not served here */
 		}
@@ -166,16 +191,10 @@ done:
 	return NULL;
 }
 
-static void *main_fiber(void *arg)
+/* Accept until cancelled; each connection gets a detached fiber. */
+static void *accept_loop(void *arg)
 {
-	uint16_t port = (uint16_t)(uintptr_t)arg;
-	int lfd = weft_tcp_listen(NULL, port, 4096);
-	if (lfd < 0) {
-		fprintf(stderr, "listen: %s\n", weft_strerror(lfd));
-		return (void *)1;
-	}
-	fprintf(stderr, "http_server: port %u, %u workers\n", port,
-		weft_worker_count());
+	int lfd = (int)(intptr_t)arg;
 	weft_listener *l = use_conn ? weft_listener_open(lfd, NULL) : NULL;
 	for (;;) {
 		int fd = l ? weft_listener_accept(l, NULL, NULL)
@@ -185,7 +204,7 @@ static void *main_fiber(void *arg)
 			continue;
 		}
 		if (fd < 0)
-			break; /* cancelled at shutdown, or the listener died */
+			break; /* cancelled (a stop signal), or the listener died */
 		weft_task *t = weft_spawn(serve, (void *)(intptr_t)fd);
 		if (t)
 			weft_detach(t);
@@ -199,17 +218,78 @@ static void *main_fiber(void *arg)
 	return NULL;
 }
 
+/* Wait for SIGINT or SIGTERM in a fiber (asyncio's add_signal_handler,
+ * tokio::signal): main() blocked them in every thread (the workers
+ * inherit its mask), so they queue for a signalfd, read through the ring
+ * like any descriptor. Returns the signal number or a negative errno. */
+static int wait_for_stop(void)
+{
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGTERM);
+	int sfd = signalfd(-1, &set, SFD_CLOEXEC);
+	if (sfd < 0)
+		return -errno;
+	struct signalfd_siginfo si;
+	ssize_t n = weft_read(sfd, &si, sizeof si, -1);
+	weft_close(sfd);
+	if (n < 0)
+		return (int)n;
+	return n == (ssize_t)sizeof si ? (int)si.ssi_signo : -EIO;
+}
+
+static void *main_fiber(void *arg)
+{
+	uint16_t port = (uint16_t)(uintptr_t)arg;
+	int lfd = weft_tcp_listen(NULL, port, 4096);
+	if (lfd < 0) {
+		fprintf(stderr, "listen: %s\n", weft_strerror(lfd));
+		return (void *)1;
+	}
+	struct sockaddr_storage sa; /* port 0 picked a free port: which? */
+	socklen_t len = sizeof sa;
+	if (getsockname(lfd, (struct sockaddr *)&sa, &len) == 0)
+		port = ntohs(sa.ss_family == AF_INET6
+				     ? ((struct sockaddr_in6 *)&sa)->sin6_port
+				     : ((struct sockaddr_in *)&sa)->sin_port);
+	fprintf(stderr, "http_server: port %u, %u workers\n", port,
+		weft_worker_count());
+	weft_task *acceptor = weft_spawn(accept_loop, (void *)(intptr_t)lfd);
+	if (!acceptor) {
+		close(lfd);
+		return (void *)1;
+	}
+	int sig = wait_for_stop();
+	/* stop accepting; the connections' fibers are cancelled when this
+	 * function returns (weft_run), close their sockets and end */
+	weft_cancel(acceptor);
+	weft_join(acceptor, NULL);
+	if (sig < 0) {
+		fprintf(stderr, "http_server: waiting for a signal: %s\n",
+			weft_strerror(sig));
+		return (void *)1;
+	}
+	fprintf(stderr, "http_server: %s, stopped\n", strsignal(sig));
+	return NULL;
+}
+
 int main(int argc, char **argv)
 {
 	long port = argc > 1 ? strtol(argv[1], NULL, 10) : 8080;
 	if (argc > 2)
 		use_conn = strcmp(argv[2], "conn") == 0;
-	if (port <= 0 || port > 65535 ||
+	if (port < 0 || port > 65535 ||
 	    (argc > 2 && strcmp(argv[2], "recv") && strcmp(argv[2], "conn"))) {
 		fprintf(stderr, "usage: http_server [PORT [conn|recv]]\n");
 		return 2;
 	}
 	signal(SIGPIPE, SIG_IGN);
+	sigset_t stop; /* for wait_for_stop: blocked here, in every thread */
+	sigemptyset(&stop);
+	sigaddset(&stop, SIGINT);
+	sigaddset(&stop, SIGTERM);
+	pthread_sigmask(SIG_BLOCK, &stop, NULL);
 	void *res = NULL;
 	int r = weft_run(NULL, main_fiber, (void *)(uintptr_t)port, &res);
 	if (r < 0)

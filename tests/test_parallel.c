@@ -264,6 +264,10 @@ static void quiet_run(bool kick)
 static void test_quiet_wake_behind_hog(void **state)
 {
 	(void)state;
+	/* the watcher and the quiet clock are the threaded scheduler's;
+	 * seeded runs pick every next fiber themselves (and under some seeds
+	 * never put both pollers on one worker in 20 attempts) */
+	SKIP_IF_SEEDED("the threaded scheduler's quiet wakes");
 	quiet_run(true);  /* the watcher's look */
 	quiet_run(false); /* the clock's start notifies */
 }

@@ -16,8 +16,7 @@ ssize_t weft_read(int fd, void *buf, size_t n, int64_t off)
 		return -EBADF;
 	if (!buf && n)
 		return -EFAULT;
-	if (n > 0x7ffff000)
-		n = 0x7ffff000; /* what read(2) does at most */
+	n = weft__io_len(n);
 	n = weft__fault_short(fd, n); /* seeded runs (weft/sim.h) */
 	WEFT__IO(io_uring_prep_read(sqe, fd, buf, (unsigned)n, off_of(off)));
 }
@@ -43,8 +42,7 @@ ssize_t weft_writev(int fd, const struct iovec *iov, int cnt, int64_t off)
 
 static ssize_t write_once(int fd, const void *buf, size_t n, int64_t off)
 {
-	if (n > 0x7ffff000)
-		n = 0x7ffff000;
+	n = weft__io_len(n);
 	n = weft__fault_short(fd, n);
 	WEFT__IO(io_uring_prep_write(sqe, fd, buf, (unsigned)n, off_of(off)));
 }
@@ -55,6 +53,9 @@ ssize_t weft_write(int fd, const void *buf, size_t n, int64_t off)
 		return -EBADF;
 	if (!buf && n)
 		return -EFAULT;
+	/* off + done below must not overflow */
+	if (off >= 0 && n > (uint64_t)(INT64_MAX - off))
+		return -EINVAL;
 	size_t done = 0;
 	do {
 		ssize_t r = write_once(fd, (const char *)buf + done, n - done,

@@ -26,6 +26,15 @@ static inline struct io_uring_sqe *weft__io_begin(struct weft__worker **wp,
 	return weft__io_sqe(*wp);
 }
 
+/* An SQE's length is 32 bits: a longer request would wrap (4 GiB asks
+ * for 0 bytes, and a receive of 0 reads as end of file). Ask for what
+ * read(2) does at most; the caller sees a short transfer, as documented. */
+#define WEFT__IO_MAX_LEN 0x7ffff000u
+static inline size_t weft__io_len(size_t n)
+{
+	return n > WEFT__IO_MAX_LEN ? WEFT__IO_MAX_LEN : n;
+}
+
 /* like WEFT__IO, but stores the result in `out` instead of returning */
 #define WEFT__IO_INTO(out, prep_stmt)                                       \
 	do {                                                                \

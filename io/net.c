@@ -74,7 +74,7 @@ ssize_t weft_recv(int fd, void *buf, size_t n, int flags)
 	/* seeded runs (weft/sim.h): a reset or a short receive */
 	if (weft__fault(WEFT_FAULT_RESET))
 		return -ECONNRESET;
-	n = weft__fault_short(fd, n);
+	n = weft__fault_short(fd, weft__io_len(n));
 	for (;;) {
 		int r;
 		/* POLL_FIRST: a server's recv usually waits for the peer, so
@@ -97,7 +97,7 @@ static ssize_t send_once(int fd, const void *buf, size_t n, int flags)
 	weft_task *self = weft__self(NULL);
 	if (weft__fault(WEFT_FAULT_RESET)) /* seeded runs (weft/sim.h) */
 		return -ECONNRESET;
-	n = weft__fault_short(fd, n);
+	n = weft__fault_short(fd, weft__io_len(n));
 	if (self && !(flags & MSG_DONTWAIT)) {
 		int e = weft__io_check(self);
 		if (e)

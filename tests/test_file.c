@@ -13,6 +13,7 @@
  * - read at and past EOF returns 0;
  * - bad input: fd -1 and a closed fd give -EBADF, a missing file -ENOENT,
  *   a NULL path -EFAULT, a bad buffer -EFAULT, bad iovec counts -EINVAL,
+ *   a write whose offset + length passes INT64_MAX -EINVAL,
  *   and every call outside a fiber (no runtime, and a plain pthread while a
  *   runtime runs) -EINVAL;
  * - 200 fibers on 2 workers write and read back disjoint regions of one
@@ -422,7 +423,7 @@ static struct {
 	int read_m1, write_m1, readv_m1, writev_m1, close_m1, fsync_m1, poll_m1;
 	int read_closed, write_closed, fsync_closed, close_closed;
 	int open_missing, open_null, open_dir_w, open_excl;
-	int read_nullbuf, write_nullbuf, read_badbuf;
+	int read_nullbuf, write_nullbuf, read_badbuf, write_off_ovf;
 	int readv_neg, readv_many, readv_null, writev_neg;
 	int read_wronly, write_rdonly;
 	int fd_ok;
@@ -449,6 +450,8 @@ static void *bad_main(void *arg)
 	X.write_nullbuf = (int)weft_write(fd, NULL, 4, 0);
 	weft_write(fd, "abcd", 4, 0);
 	X.read_badbuf = (int)weft_read(fd, (void *)(uintptr_t)8, 4, 0);
+	/* an offset + length past INT64_MAX (the loop's offset would wrap) */
+	X.write_off_ovf = (int)weft_write(fd, b, 8, INT64_MAX - 4);
 	X.readv_neg = (int)weft_readv(fd, &iov, -1, 0);
 	X.readv_many = (int)weft_readv(fd, &iov, 100000, 0);
 	X.readv_null = (int)weft_readv(fd, NULL, 1, 0);
@@ -554,6 +557,7 @@ static void test_file_bad_input(void **state)
 	assert_int_equal(X.read_nullbuf, -EFAULT);
 	assert_int_equal(X.write_nullbuf, -EFAULT);
 	assert_int_equal(X.read_badbuf, -EFAULT);
+	assert_int_equal(X.write_off_ovf, -EINVAL);
 	assert_int_equal(X.readv_neg, -EINVAL);
 	assert_int_equal(X.readv_many, -EINVAL);
 	assert_int_equal(X.readv_null, -EINVAL);

@@ -649,6 +649,7 @@ static struct {
 	int recv_cl, send_cl, accept_cl, connect_cl, sendto_cl, recvfrom_cl;
 	int accept_pipe, accept_nolisten, recv_nullbuf, accept_salen;
 	int connect_null;
+	ssize_t recv_4g; /* 4 GiB asked: the 2 bytes there, not 0 (EOF) */
 } BD;
 
 static void *badfd_main(void *arg)
@@ -687,6 +688,15 @@ static void *badfd_main(void *arg)
 	BD.accept_salen = weft_accept(s, (struct sockaddr *)&a, NULL);
 	BD.connect_null = weft_connect(s, NULL, 0);
 	close(s);
+	/* a length of 4 GiB: an SQE's 32-bit length would wrap to 0 and the
+	 * receive would read as end of file; one byte is there to take */
+	int sv[2];
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0) {
+		if (write(sv[1], "xy", 2) == 2) /* b has room for 4 */
+			BD.recv_4g = weft_recv(sv[0], b, (size_t)1 << 32, 0);
+		close(sv[0]);
+		close(sv[1]);
+	}
 	(void)al;
 	return NULL;
 }
@@ -713,6 +723,7 @@ static void test_net_bad_fd(void **state)
 	assert_int_equal(BD.recv_nullbuf, -EFAULT);
 	assert_int_equal(BD.accept_salen, -EFAULT);
 	assert_int_equal(BD.connect_null, -EFAULT);
+	assert_int_equal(BD.recv_4g, 2);
 	/* outside a fiber: -EINVAL, never a crash */
 	int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	assert_true(s >= 0);

@@ -31,6 +31,8 @@
 
 #include "testutil.h"
 
+#include <limits.h>
+
 static void spin_ns(uint64_t ns)
 {
 	uint64_t t0 = weft_now();
@@ -819,6 +821,15 @@ static void *sr_main(void *arg)
 	weft_sem neg;
 	weft_sem_init(&neg, -5); /* clamped to 0 */
 	CHECK_EQ(weft_sem_try_acquire(&neg), -EAGAIN);
+	/* past LONG_MAX: refused, the count unchanged (was signed overflow) */
+	weft_sem big;
+	weft_sem_init(&big, LONG_MAX - 1);
+	CHECK_EQ(weft_sem_release(&big, 2), -EOVERFLOW);
+	CHECK_EQ(weft_sem_release(&big, LONG_MAX), -EOVERFLOW);
+	CHECK_EQ(weft_sem_release(&big, 1), 0);
+	CHECK_EQ(weft_sem_release(&big, 1), -EOVERFLOW);
+	CHECK_EQ(weft_sem_try_acquire(&big), 0);
+	CHECK_EQ(weft_sem_release(&big, 1), 0);
 	weft_sem_init(NULL, 1);
 	return NULL;
 }
@@ -1022,6 +1033,13 @@ static void *wg_main(void *arg)
 	weft_deadline_pop(&d);
 	CHECK_EQ(weft_wg_done(&g), 0);
 	CHECK_EQ(weft_wg_done(&g), -EINVAL);
+	CHECK_EQ(weft_wg_wait(&g), 0);
+	/* past LONG_MAX: refused, the count unchanged (was signed overflow) */
+	CHECK_EQ(weft_wg_add(&g, LONG_MAX), 0);
+	CHECK_EQ(weft_wg_add(&g, 1), -EOVERFLOW);
+	CHECK_EQ(weft_wg_add(&g, LONG_MAX), -EOVERFLOW);
+	CHECK_EQ(weft_wg_add(&g, LONG_MIN), -EINVAL);
+	CHECK_EQ(weft_wg_add(&g, -LONG_MAX), 0);
 	CHECK_EQ(weft_wg_wait(&g), 0);
 	CHECK_EQ(weft_wg_add(NULL, 1), -EINVAL);
 	CHECK_EQ(weft_wg_done(NULL), -EINVAL);

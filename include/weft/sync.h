@@ -51,14 +51,16 @@ typedef struct weft_sem {
 WEFT_API void weft_sem_init(weft_sem *s, long count);
 WEFT_API int weft_sem_acquire(weft_sem *s);     /* 0 -ECANCELED -ETIMEDOUT -EINVAL */
 WEFT_API int weft_sem_try_acquire(weft_sem *s); /* 0 -EAGAIN */
-WEFT_API int weft_sem_release(weft_sem *s, long n); /* 0; -EINVAL n < 1 */
+/* 0; -EINVAL n < 1; -EOVERFLOW count + n > LONG_MAX (nothing changes) */
+WEFT_API int weft_sem_release(weft_sem *s, long n);
 
 typedef struct weft_wg {
 	long _count;
 	weft_waitq_ _q;
 } weft_wg;
 WEFT_API void weft_wg_init(weft_wg *wg);
-/* 0; -EINVAL if the counter would go negative (nothing changes). */
+/* 0; -EINVAL if the counter would go negative, -EOVERFLOW past LONG_MAX
+ * (nothing changes). */
 WEFT_API int weft_wg_add(weft_wg *wg, long delta);
 WEFT_API int weft_wg_done(weft_wg *wg);         /* weft_wg_add(wg, -1) */
 WEFT_API int weft_wg_wait(weft_wg *wg);         /* 0 -ECANCELED -ETIMEDOUT -EINVAL */

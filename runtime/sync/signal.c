@@ -11,6 +11,8 @@
  * them (barging, as with the mutex). A waiter cancelled after a unit was
  * handed to it keeps the unit and reports success (success wins).
  */
+#include <limits.h>
+
 #include "waitq.h"
 
 /* ---- semaphore ------------------------------------------------------------- */
@@ -71,6 +73,12 @@ int weft_sem_release(weft_sem *s, long n)
 	if (!s || n < 1)
 		return -EINVAL;
 	weft__spin_lock(&s->_q._lock);
+	/* waiters queue only while the count is 0, so a count that could
+	 * overflow has none to take units first */
+	if (__atomic_load_n(&s->_count, __ATOMIC_RELAXED) > LONG_MAX - n) {
+		weft__spin_unlock(&s->_q._lock);
+		return -EOVERFLOW;
+	}
 	struct weft__waiter *w;
 	while (n > 0 && (w = weft__wl_claim(weft__wq_list(&s->_q)))) {
 		weft__wake_held(w, 0);
@@ -97,15 +105,16 @@ int weft_wg_add(weft_wg *wg, long delta)
 	if (!wg)
 		return -EINVAL;
 	weft__spin_lock(&wg->_q._lock);
-	long c = __atomic_load_n(&wg->_count, __ATOMIC_RELAXED);
-	if (c + delta < 0) {
+	long c = __atomic_load_n(&wg->_count, __ATOMIC_RELAXED), nc;
+	bool ovf = __builtin_add_overflow(c, delta, &nc); /* c >= 0: upward */
+	if (ovf || nc < 0) {
 		weft__spin_unlock(&wg->_q._lock);
-		return -EINVAL;
+		return ovf ? -EOVERFLOW : -EINVAL;
 	}
 	/* release: work done before weft_wg_done is visible to waiters
 	 * (pairs with wait's acquire load) */
-	__atomic_store_n(&wg->_count, c + delta, __ATOMIC_RELEASE);
-	if (c + delta == 0) {
+	__atomic_store_n(&wg->_count, nc, __ATOMIC_RELEASE);
+	if (nc == 0) {
 		struct weft__waiter *w;
 		while ((w = weft__wl_claim(weft__wq_list(&wg->_q))))
 			weft__wake_held(w, 0);

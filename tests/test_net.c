@@ -87,6 +87,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <time.h>
@@ -689,14 +690,22 @@ static void *badfd_main(void *arg)
 	BD.connect_null = weft_connect(s, NULL, 0);
 	close(s);
 	/* a length of 4 GiB: an SQE's 32-bit length would wrap to 0 and the
-	 * receive would read as end of file; one byte is there to take */
+	 * receive would read as end of file; two bytes are there to take.
+	 * The buffer really is 4 GiB (reserved, never touched but for them):
+	 * the kernel may check the whole range it is asked to fill. */
+	const size_t big_n = (size_t)1 << 32;
+	char *big = mmap(NULL, big_n, PROT_READ | PROT_WRITE,
+			 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 	int sv[2];
-	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0) {
-		if (write(sv[1], "xy", 2) == 2) /* b has room for 4 */
-			BD.recv_4g = weft_recv(sv[0], b, (size_t)1 << 32, 0);
+	if (big != MAP_FAILED &&
+	    socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0) {
+		if (write(sv[1], "xy", 2) == 2)
+			BD.recv_4g = weft_recv(sv[0], big, big_n, 0);
 		close(sv[0]);
 		close(sv[1]);
 	}
+	if (big != MAP_FAILED)
+		munmap(big, big_n);
 	(void)al;
 	return NULL;
 }

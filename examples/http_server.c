@@ -239,6 +239,12 @@ static int wait_for_stop(void)
 	return n == (ssize_t)sizeof si ? (int)si.ssi_signo : -EIO;
 }
 
+static void *stop_waiter(void *arg)
+{
+	(void)arg;
+	return (void *)(intptr_t)wait_for_stop();
+}
+
 static void *main_fiber(void *arg)
 {
 	uint16_t port = (uint16_t)(uintptr_t)arg;
@@ -255,31 +261,40 @@ static void *main_fiber(void *arg)
 				     : ((struct sockaddr_in *)&sa)->sin_port);
 	fprintf(stderr, "http_server: port %u, %u workers\n", port,
 		weft_worker_count());
-	weft_task *acceptor = weft_spawn(accept_loop, (void *)(intptr_t)lfd);
-	if (!acceptor) {
+	weft_task *t[2] = {weft_spawn(accept_loop, (void *)(intptr_t)lfd),
+			   weft_spawn(stop_waiter, NULL)};
+	if (!t[0])
 		close(lfd);
+	/* whichever ends first (asyncio.wait FIRST_COMPLETED): a stop
+	 * signal, or the acceptor, whose listener failed */
+	int first = t[0] && t[1] ? weft_wait_any(t, 2) : -ENOMEM;
+	void *sig = (void *)(intptr_t)-ENOMEM;
+	for (int i = 0; i < 2; i++) {
+		if (!t[i])
+			continue;
+		weft_cancel(t[i]);
+		weft_join(t[i], i ? &sig : NULL);
+	}
+	/* the connections' fibers are cancelled when this function returns
+	 * (weft_run): they close their sockets and end */
+	if (first != 1 || (intptr_t)sig < 0) {
+		fprintf(stderr, "http_server: %s\n",
+			first == 0 ? "the listener failed"
+				   : weft_strerror((int)(intptr_t)sig));
 		return (void *)1;
 	}
-	int sig = wait_for_stop();
-	/* stop accepting; the connections' fibers are cancelled when this
-	 * function returns (weft_run), close their sockets and end */
-	weft_cancel(acceptor);
-	weft_join(acceptor, NULL);
-	if (sig < 0) {
-		fprintf(stderr, "http_server: waiting for a signal: %s\n",
-			weft_strerror(sig));
-		return (void *)1;
-	}
-	fprintf(stderr, "http_server: %s, stopped\n", strsignal(sig));
+	fprintf(stderr, "http_server: %s, stopped\n",
+		strsignal((int)(intptr_t)sig));
 	return NULL;
 }
 
 int main(int argc, char **argv)
 {
-	long port = argc > 1 ? strtol(argv[1], NULL, 10) : 8080;
+	char *end = NULL;
+	long port = argc > 1 ? strtol(argv[1], &end, 10) : 8080;
 	if (argc > 2)
 		use_conn = strcmp(argv[2], "conn") == 0;
-	if (port < 0 || port > 65535 ||
+	if ((end && (end == argv[1] || *end)) || port < 0 || port > 65535 ||
 	    (argc > 2 && strcmp(argv[2], "recv") && strcmp(argv[2], "conn"))) {
 		fprintf(stderr, "usage: http_server [PORT [conn|recv]]\n");
 		return 2;

@@ -380,7 +380,8 @@ static void http_case(const char *mode, unsigned workers)
 	int fd = dial(s.port);
 	assert_true(fd >= 0);
 	char buf[sizeof OK];
-	assert_int_equal(send_all(fd, LIT("GET / HTTP/1.1\r\nHost: a\r\n\r\n")), 0);
+	assert_int_equal(
+		send_all(fd, LIT("GET / HTTP/1.1\r\nHost: a\r\n\r\n")), 0);
 	assert_int_equal(recv_exact(fd, buf, sizeof OK - 1), 0);
 	assert_memory_equal(buf, OK, sizeof OK - 1);
 	assert_int_equal(send_all(fd, LIT(CLOSE_REQ)), 0);

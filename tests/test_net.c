@@ -41,6 +41,8 @@
  *   nothing but the data, -ECANCELED or -ETIMEDOUT comes back; a recv
  *   after a deadline recv in the same fiber (same op address) is never
  *   cancelled by the kernel's late cancel of the earlier op;
+ * - a send from a cancelled fiber or past a deadline fails first and
+ *   sends nothing, although weft_send tries the syscall before the ring;
  * - 600 fibers blocked in recv/read/poll cancelled at once, and the same
  *   left blocked when main returns (weft_run cancels them);
  * - O_NONBLOCK sockets (the -EAGAIN + poll path): 4 MiB through them,
@@ -1489,6 +1491,65 @@ static void test_net_no_stale_cancel_after_deadline(void **state)
 	check_no_leak();
 }
 
+/* ---- a send from a cancelled fiber, or past its deadline ------------------------------- */
+
+/* weft_send tries the syscall before the ring (net.c, send_once): a
+ * cancelled fiber or a passed deadline must still fail first, and send
+ * nothing (net.md). */
+static struct {
+	int sv[2];
+	ssize_t cancelled, timed_out, sendto_cancelled;
+	int sleep_ret;
+	ssize_t peer_got;
+	int peer_errno;
+} SC;
+
+static void *sc_victim(void *arg)
+{
+	(void)arg;
+	SC.sleep_ret = weft_sleep(10 * SEC); /* cancelled: -ECANCELED */
+	SC.cancelled = weft_send(SC.sv[0], "abc", 3, 0);
+	SC.sendto_cancelled = weft_sendto(SC.sv[0], "abc", 3, 0, NULL, 0);
+	return NULL;
+}
+
+static void *sc_main(void *arg)
+{
+	(void)arg;
+	weft_task *v = weft_spawn(sc_victim, NULL);
+	weft_sleep(10 * MS);
+	weft_cancel(v);
+	weft_join(v, NULL);
+	weft_deadline d;
+	weft_deadline_push(&d, 1 * MS);
+	weft_sleep(5 * MS); /* -ETIMEDOUT: the deadline has passed */
+	SC.timed_out = weft_send(SC.sv[0], "def", 3, 0);
+	weft_deadline_pop(&d);
+	char b[8];
+	SC.peer_got = recv(SC.sv[1], b, sizeof b, MSG_DONTWAIT);
+	SC.peer_errno = errno;
+	return NULL;
+}
+
+static void test_net_send_after_cancel(void **state)
+{
+	(void)state;
+	memset(&SC, 0, sizeof SC);
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0,
+				    SC.sv), 0);
+	assert_int_equal(weft_run(NULL, sc_main, NULL, NULL), 0);
+	close(SC.sv[0]);
+	close(SC.sv[1]);
+	assert_int_equal(SC.sleep_ret, -ECANCELED);
+	assert_int_equal(SC.cancelled, -ECANCELED);
+	assert_int_equal(SC.sendto_cancelled, -ECANCELED);
+	assert_int_equal(SC.timed_out, -ETIMEDOUT);
+	/* nothing reached the peer */
+	assert_int_equal(SC.peer_got, -1);
+	assert_int_equal(SC.peer_errno, EAGAIN);
+	check_no_leak();
+}
+
 /* ---- many blocked fibers cancelled at once; weft_run's shutdown ------------------------ */
 
 static struct {
@@ -2383,6 +2444,7 @@ int main(void)
 		cmocka_unit_test_setup(test_net_cancel_races_completion, setup),
 		cmocka_unit_test_setup(test_net_no_stale_cancel_after_deadline,
 				       setup),
+		cmocka_unit_test_setup(test_net_send_after_cancel, setup),
 		cmocka_unit_test_setup(test_net_mass_cancel, setup),
 		cmocka_unit_test_setup(test_net_shutdown_cancels_blocked_io,
 				       setup),

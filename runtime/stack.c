@@ -36,6 +36,10 @@
 
 #include "internal.h"
 
+#ifndef WEFT_STACK_GUARD_MPROTECT
+#define WEFT_STACK_GUARD_MPROTECT 0 /* 1: guard with mprotect from the start */
+#endif
+
 #ifdef WEFT__ASAN
 #include <sanitizer/asan_interface.h>
 #endif
@@ -68,6 +72,9 @@ int weft__stacks_init(struct weft__stacks *s, size_t usable)
 	s->usable = (usable + ps - 1) & ~(ps - 1);
 	s->guard = ps;
 	s->slot = s->usable + s->guard;
+	/* tests build a copy that starts with the fallback (this kernel has
+	 * MADV_GUARD_INSTALL; tests/CMakeLists.txt, test_overflow_mprotect) */
+	s->use_mprotect = WEFT_STACK_GUARD_MPROTECT;
 	return 0;
 }
 

@@ -6,6 +6,14 @@
  * Then: when no more stack memory can be mapped (RLIMIT_AS), a fiber that
  * cannot get a stack ends at once and its joiner gets -ENOMEM; the runtime
  * keeps working once memory is back.
+ *
+ * Built twice: test_overflow guards stacks as this kernel allows
+ * (MADV_GUARD_INSTALL, no map entry per stack); test_overflow_mprotect
+ * against a runtime that starts with the mprotect fallback (kernels before
+ * 6.13), where each guarded stack costs two of vm.max_map_count's entries:
+ * there, fibers started until the entries run out (~32k) must end with
+ * -ENOMEM for the one that found none, 0 for the others, and the runtime
+ * must go on (pooled stacks need no new entry).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -154,11 +162,103 @@ static void test_out_of_stacks(void **state)
 	assert_int_equal(atomic_load(&after_ok), 100);
 }
 
+/* ---- out of map entries (the mprotect fallback) ------------------------ */
+
+#define MAP_MAX_FIBERS 60000 /* 65530 entries, two per stack: never reached */
+static weft_event me_go;
+static atomic_int me_started;
+static int me_spawned, me_failed_at, me_got, me_enomem, me_ok, me_other,
+	me_after;
+
+static void *map_holder(void *arg)
+{
+	atomic_fetch_add(&me_started, 1); /* it got a stack */
+	weft_event_wait(&me_go);
+	return arg;
+}
+
+static void *map_main(void *arg)
+{
+	(void)arg;
+	static weft_task *t[MAP_MAX_FIBERS];
+	weft_event_init(&me_go);
+	me_failed_at = -1;
+	/* one worker: each new fiber runs at our yield, takes a stack (two
+	 * more map entries) and parks; the first that cannot ends at once */
+	for (int i = 0; i < MAP_MAX_FIBERS; i++) {
+		int before = atomic_load(&me_started);
+		if (!(t[i] = weft_spawn(map_holder, (void *)(intptr_t)i)))
+			break;
+		me_spawned = i + 1;
+		weft_yield();
+		if (atomic_load(&me_started) == before) {
+			me_failed_at = i;
+			break;
+		}
+	}
+	me_got = atomic_load(&me_started);
+	weft_event_set(&me_go);
+	for (int i = 0; i < me_spawned; i++) {
+		void *res = NULL;
+		int r = weft_join(t[i], &res);
+		if (r == -ENOMEM)
+			me_enomem++;
+		else if (r == 0 && res == (void *)(intptr_t)i)
+			me_ok++;
+		else
+			me_other++;
+	}
+	/* stacks come from the pool now: no new map entry needed */
+	for (int i = 0; i < 100; i++) {
+		weft_task *x = weft_spawn(map_holder, (void *)(intptr_t)i);
+		void *res = NULL;
+		if (x && weft_join(x, &res) == 0 && res == (void *)(intptr_t)i)
+			me_after++;
+	}
+	return NULL;
+}
+
+static void test_out_of_map_entries(void **state)
+{
+	(void)state;
+#ifndef WEFT_STACK_GUARD_MPROTECT
+	skip(); /* guards cost no map entry here: see test_overflow_mprotect */
+#endif
+#ifdef UNDER_SANITIZER
+	skip(); /* the sanitizers' own mappings would fail first */
+#endif
+	long max_map = 0;
+	FILE *f = fopen("/proc/sys/vm/max_map_count", "r");
+	if (!f || fscanf(f, "%ld", &max_map) != 1)
+		skip();
+	fclose(f);
+	if (max_map > 2 * MAP_MAX_FIBERS - 10000)
+		skip(); /* a raised limit: this many fibers would not reach it */
+	weft_config cfg;
+	weft_config_init(&cfg);
+	cfg.workers = 1;
+	assert_int_equal(weft_run(&cfg, map_main, NULL, NULL), 0);
+	print_message("  vm.max_map_count %ld: %d fibers got a stack, fiber %d "
+		      "found no map entry\n",
+		      max_map, me_got, me_failed_at);
+	/* the limit was the map count: two entries per stack, a few left to
+	 * the rest of the process */
+	assert_true(me_failed_at > 0);
+	assert_int_equal(me_got, me_failed_at);
+	assert_true(me_got > max_map / 2 - 4000);
+	assert_true(me_got < max_map / 2 + 100);
+	assert_int_equal(me_enomem, 1);
+	assert_int_equal(me_other, 0);
+	assert_int_equal(me_ok, me_spawned - 1);
+	assert_int_equal(me_after, 100);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_guard_page),
 		cmocka_unit_test(test_out_of_stacks),
+		cmocka_unit_test(test_out_of_map_entries),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

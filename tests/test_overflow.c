@@ -184,13 +184,18 @@ static void *map_main(void *arg)
 	weft_event_init(&me_go);
 	me_failed_at = -1;
 	/* one worker: each new fiber runs at our yield, takes a stack (two
-	 * more map entries) and parks; the first that cannot ends at once */
+	 * more map entries) and parks; the first that cannot ends at once,
+	 * without counting itself */
 	for (int i = 0; i < MAP_MAX_FIBERS; i++) {
 		int before = atomic_load(&me_started);
 		if (!(t[i] = weft_spawn(map_holder, (void *)(intptr_t)i)))
 			break;
 		me_spawned = i + 1;
-		weft_yield();
+		/* one yield runs it on one worker; a seeded run may pick
+		 * others first, so give it a bounded number of turns */
+		for (int k = 0; k < 1000 && atomic_load(&me_started) == before;
+		     k++)
+			weft_yield();
 		if (atomic_load(&me_started) == before) {
 			me_failed_at = i;
 			break;

@@ -215,6 +215,20 @@ static ssize_t recv_to_eof(int fd, char *buf, size_t cap)
 	return (ssize_t)have;
 }
 
+/* Two clients that vanish after sending part of something: one closes
+ * (a FIN), the other resets (SO_LINGER 0: an RST). The server must go on. */
+static void vanish(uint16_t port, const char *closer, const char *resetter)
+{
+	int a = dial(port), b = dial(port);
+	assert_true(a >= 0 && b >= 0);
+	assert_int_equal(send_all(a, closer, strlen(closer)), 0);
+	assert_int_equal(send_all(b, resetter, strlen(resetter)), 0);
+	close(a);
+	struct linger lg = {.l_onoff = 1, .l_linger = 0};
+	setsockopt(b, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+	close(b);
+}
+
 /* ---- echo ----------------------------------------------------------------- */
 
 struct echo_client {
@@ -276,15 +290,7 @@ static void echo_case(const char *mode, unsigned workers)
 		pthread_join(th[i], NULL);
 	assert_no_fails();
 
-	/* clients that vanish: one closes mid-stream, one resets */
-	int a = dial(s.port), b = dial(s.port);
-	assert_true(a >= 0 && b >= 0);
-	assert_int_equal(send_all(a, "half", 4), 0);
-	assert_int_equal(send_all(b, "reset", 5), 0);
-	close(a);
-	struct linger lg = {.l_onoff = 1, .l_linger = 0};
-	setsockopt(b, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
-	close(b); /* an RST */
+	vanish(s.port, "half", "reset"); /* mid-stream */
 
 	/* still serving; then stop with connections open: they see EOF */
 	int open_fds[8];
@@ -451,17 +457,8 @@ static void http_case(const char *mode, unsigned workers)
 	memcpy(huge, "GET / HTTP/1.1\r\nX-Long: ", 24);
 	http_expect(s.port, huge, sizeof huge, 0, BIG);
 
-	/* clients that vanish mid-request */
-	int a = dial(s.port), b = dial(s.port);
-	assert_true(a >= 0 && b >= 0);
-	assert_int_equal(send_all(a, LIT("GET / HT")), 0);
-	assert_int_equal(send_all(b, LIT("POST / HTTP/1.1\r\n"
-					 "Content-Length: 100\r\n\r\nab")),
-			 0);
-	close(a);
-	struct linger lg = {.l_onoff = 1, .l_linger = 0};
-	setsockopt(b, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
-	close(b);
+	vanish(s.port, "GET / HT", /* mid-request */
+	       "POST / HTTP/1.1\r\nContent-Length: 100\r\n\r\nab");
 
 	/* concurrent keep-alive clients */
 	reset_fails();

@@ -145,8 +145,11 @@ void weft__fiber_finish(struct weft__worker *w, weft_task *f)
 	}
 	uint32_t fl = atomic_fetch_or(&f->flags, WEFT__F_EXITED);
 	bool is_main = fl & WEFT__F_MAIN;
-	if (is_main)
+	if (is_main) {
 		rt->main_result = f->result;
+		/* weft_run reports it: main_fn never ran */
+		rt->main_nostack = fl & WEFT__F_NOMEM;
+	}
 	/* release: pairs with weft__live_count's acquire */
 	atomic_store_explicit(&w->exited,
 			      atomic_load_explicit(&w->exited,
@@ -187,6 +190,18 @@ static inline weft_task *self_fiber(struct weft__worker **wp)
 	return w ? w->cur : NULL;
 }
 
+/* A spawn from another thread that counted itself (ext_spawned) and then
+ * failed, or found the runtime shutting down: uncount it, and wake a
+ * worker to count again (one that saw our count may have gone to sleep).
+ * The caller is inside weft__foreign_enter: rt is still there. */
+static weft_task *ext_give_up(struct weft__rt *rt)
+{
+	atomic_fetch_sub(&rt->ext_spawned, 1);
+	if (!rt->sim && !atomic_load(&rt->terminate))
+		weft__idle_notify(rt);
+	return NULL;
+}
+
 /* site: where it was spawned (a return address), for the dump and the
  * never-joined report (dump.c) */
 weft_task *weft__spawn_flags(void *(*fn)(void *), void *arg, uint32_t extra,
@@ -194,16 +209,31 @@ weft_task *weft__spawn_flags(void *(*fn)(void *), void *arg, uint32_t extra,
 {
 	struct weft__rt *rt = atomic_load_explicit(&weft__rt_cur,
 						   memory_order_acquire);
-	if (!rt || !fn || atomic_load(&rt->terminate))
+	if (!rt || !fn)
 		return NULL;
-	if (!(extra & WEFT__F_MAIN) && weft__fault(WEFT_FAULT_NOMEM))
-		return NULL; /* seeded: as if the slab could not grow */
 	struct weft__worker *w = weft__worker_self();
 	if (w && w->rt != rt)
 		w = NULL;
+	if (w) {
+		/* a fiber of rt spawns (it is live), or weft_run its main:
+		 * rt cannot terminate meanwhile */
+	} else {
+		/* the pair with weft__try_terminate (sched.c): count
+		 * ourselves live, then look (seq_cst both). Once main_fn
+		 * has returned, other threads spawn no more (asyncio's
+		 * call_soon_threadsafe on a closed loop raises): else a
+		 * thread spawning in a loop could keep the runtime from
+		 * ever ending */
+		atomic_fetch_add(&rt->ext_spawned, 1);
+		if (atomic_load(&rt->shutdown))
+			return ext_give_up(rt);
+	}
+	if (!(extra & WEFT__F_MAIN) && weft__fault(WEFT_FAULT_NOMEM))
+		return w ? NULL : ext_give_up(rt); /* seeded: as if the slab
+						     could not grow */
 	weft_task *f = weft__slab_get(&rt->fibers, w ? &w->fcache : NULL);
 	if (!f)
-		return NULL;
+		return w ? NULL : ext_give_up(rt);
 	/* relaxed atomics for what the dump reads (fn, id, name): on x86 and
 	 * arm64 plain stores, but not a data race with a concurrent dump */
 	__atomic_store_n(&f->fn, fn, __ATOMIC_RELAXED);
@@ -242,7 +272,6 @@ weft_task *weft__spawn_flags(void *(*fn)(void *), void *arg, uint32_t extra,
 				  rt->nworkers + 1) |
 					 1ull << 62,
 				 __ATOMIC_RELAXED);
-		atomic_fetch_add(&rt->ext_spawned, 1);
 	}
 	/* the shutdown pair, with weft__begin_shutdown (store shutdown, then
 	 * scan flags): either the scan sees us, or we see shutdown. With
@@ -261,7 +290,7 @@ weft_task *weft__spawn_flags(void *(*fn)(void *), void *arg, uint32_t extra,
 	}
 	if (shut)
 		atomic_fetch_or(&f->flags, WEFT__F_CANCEL);
-	weft__schedule(w, f, false);
+	weft__schedule_rt(rt, w, f, false);
 	return f;
 }
 
@@ -309,8 +338,9 @@ int weft_join(weft_task *t, void **result)
 			weft__park_abort(self);
 			j = expect;
 			if (!WEFT__JOIN_IS_DONE(j))
-				weft__die("weft_join: task %p changed hands "
-					  "while joined",
+				weft__die("weft_join: task %p is being "
+					  "waited on by weft_wait_any in "
+					  "another fiber",
 					  (void *)t);
 			break;
 		}
@@ -363,6 +393,13 @@ void weft_detach(weft_task *t)
 	if (atomic_compare_exchange_strong(&t->join_word, &expect,
 					   WEFT__DETACH_MARK))
 		return; /* the exit frees it */
+	/* a weft_wait_any is registered on it (it does not take the handle):
+	 * the task may still run, and the waiter still reads it. Freeing it
+	 * here handed a running task's memory to the next spawn. */
+	if (WEFT__JOIN_IS_FIBER(expect))
+		weft__die("weft_detach: task %p is being waited on by "
+			  "weft_wait_any",
+			  (void *)t);
 	/* already finished: free it here */
 	if (expect == WEFT__JOIN_DONE)
 		wait_released(t);

@@ -452,7 +452,10 @@ struct weft__rt {
 	 * worker or spawner can see rt */
 	bool membarrier;
 	_Atomic int terminate; /* every fiber finished: workers exit */
-	_Atomic uint64_t ext_spawned; /* spawns from non-worker threads */
+	/* spawns from non-worker threads; counted before the spawn looks at
+	 * shutdown (so it drops back by one when that spawn gives up:
+	 * sched.c, weft__try_terminate) */
+	_Atomic uint64_t ext_spawned;
 	_Atomic uint64_t ext_ids;
 	struct weft__blocking *blocking; /* the blocking pool (blocking.c) */
 	unsigned blocking_threads, blocking_queue;
@@ -461,6 +464,7 @@ struct weft__rt {
 	pthread_cond_t gate_cond;
 	unsigned gate_arrived, gate_expected;
 	void *main_result;
+	bool main_nostack; /* main_fn never ran: no stack for it (fiber.c) */
 
 	/* ---- observability (dump.c), set by weft_run before any worker */
 	unsigned slow_ms;          /* slow-fiber watchdog threshold, 0: off */
@@ -533,11 +537,14 @@ bool weft__wake_ex(weft_task *f, uint32_t seq, int reason,
 void weft__reap_notify(struct weft__worker *w) WEFT__HIDDEN;
 void weft__schedule(struct weft__worker *w, weft_task *f,
 		    int front) WEFT__HIDDEN;
+void weft__schedule_rt(struct weft__rt *held, struct weft__worker *w,
+		       weft_task *f, int front) WEFT__HIDDEN;
 void weft__worker_loop(struct weft__worker *w) WEFT__HIDDEN;
 void weft__switch_out(struct weft__worker *w, weft_task *self,
 		      int action) WEFT__HIDDEN;
 void weft__after_switch(struct weft__worker *w) WEFT__HIDDEN;
 uint64_t weft__live_count(struct weft__rt *rt) WEFT__HIDDEN;
+bool weft__try_terminate(struct weft__rt *rt) WEFT__HIDDEN;
 void weft__begin_shutdown(struct weft__rt *rt) WEFT__HIDDEN;
 
 enum { WEFT__ACT_NONE, WEFT__ACT_YIELD, WEFT__ACT_PARK, WEFT__ACT_EXIT };

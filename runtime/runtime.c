@@ -465,6 +465,9 @@ int weft_run(const weft_config *cfg, void *(*main_fn)(void *), void *arg,
 ended:
 	weft__monitor_stop(rt);
 	weft__blocking_fini(rt);
+	/* main_fn's fiber got no stack: nothing ran (weft/runtime.h) */
+	if (!err && rt->main_nostack)
+		err = -ENOMEM;
 	if ((!err || err == -EDEADLK) && result)
 		*result = rt->main_result;
 	/* foreign callers: a thread that entered before this store may still

@@ -123,6 +123,16 @@ static inline void ctx_jump(struct weft__ctx *from, struct weft__ctx *to,
  * and help (idle.c). */
 void weft__schedule(struct weft__worker *w, weft_task *f, int front)
 {
+	weft__schedule_rt(NULL, w, f, front);
+}
+
+/* The same, for a caller that already holds the runtime (a spawn from
+ * another thread): weft_run's teardown may clear weft__rt_cur while that
+ * caller is still inside (counted in weft__foreign_busy), so reloading it
+ * here could read NULL. */
+void weft__schedule_rt(struct weft__rt *held, struct weft__worker *w,
+		       weft_task *f, int front)
+{
 	struct weft__rt *rt;
 	if (w && w->sim) { /* deterministic mode: the master picks (sim.c) */
 		weft__sim_push(w->rt, w, f, front == WEFT__FRONT_YIELD);
@@ -138,9 +148,10 @@ void weft__schedule(struct weft__worker *w, weft_task *f, int front)
 	} else if (w && weft__dq_push_front(&w->dq, f)) {
 		rt = w->rt;
 	} else {
-		rt = w ? w->rt
-		       : atomic_load_explicit(&weft__rt_cur,
-					      memory_order_acquire);
+		rt = w      ? w->rt
+		     : held ? held
+			    : atomic_load_explicit(&weft__rt_cur,
+						   memory_order_acquire);
 		if (!w && rt->sim) { /* another thread, seeded run: inbox */
 			weft__sim_push(rt, NULL, f, false);
 			weft__foreign_exit();
@@ -637,20 +648,30 @@ uint64_t weft__live_count(struct weft__rt *rt)
 	for (unsigned i = 0; i < rt->nworkers; i++)
 		sp += atomic_load_explicit(&rt->workers[i].spawned,
 					   memory_order_acquire);
-	sp += atomic_load_explicit(&rt->ext_spawned, memory_order_acquire);
+	/* seq_cst: the pair with a foreign spawn (weft__try_terminate) */
+	sp += atomic_load(&rt->ext_spawned);
 	return sp - ex;
 }
 
-static bool check_termination(struct weft__rt *rt)
+/* Shutdown and no fiber left: tell every worker to exit. True if the
+ * runtime terminates (now or already).
+ *
+ * The pair with a spawn from another thread (fiber.c): it counts itself in
+ * ext_spawned, then looks at shutdown, and gives up (NULL) if it is set;
+ * we look at shutdown, then count (seq_cst, all four). So a spawn that
+ * goes on was counted before shutdown was set, and our count sees it.
+ * Without it, a spawn that had looked just before a worker counted 0 was
+ * queued after every worker had left: returned, never run. */
+bool weft__try_terminate(struct weft__rt *rt)
 {
 	if (atomic_load(&rt->terminate))
 		return true;
-	if (atomic_load(&rt->shutdown) && weft__live_count(rt) == 0) {
-		atomic_store(&rt->terminate, 1);
+	if (!atomic_load(&rt->shutdown) || weft__live_count(rt))
+		return false;
+	atomic_store(&rt->terminate, 1);
+	if (!rt->sim)
 		weft__idle_notify_all(rt);
-		return true;
-	}
-	return false;
+	return true;
 }
 
 static void end_search(struct weft__worker *w)
@@ -715,7 +736,7 @@ static bool park(struct weft__worker *w)
 		/* else a notifier already took us out: the loop sees it */
 	}
 	for (;;) {
-		if (check_termination(rt))
+		if (weft__try_terminate(rt))
 			return false;
 		uint64_t next = weft__timers_next(w), timeout = UINT64_MAX;
 		atomic_store_explicit(&w->asleep, 1, memory_order_relaxed);

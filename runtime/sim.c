@@ -701,7 +701,7 @@ static bool idle(struct weft__rt *rt, struct weft__sim *s)
 	take_inbox(rt, s);
 	if (s->n)
 		return true;
-	if (atomic_load(&rt->shutdown) && weft__live_count(rt) == 0)
+	if (weft__try_terminate(rt)) /* the foreign spawn pair (sched.c) */
 		return false;
 	pool_sync(rt, s);
 	bool pool_quiet = !s->pool_late;
@@ -742,8 +742,9 @@ static bool idle(struct weft__rt *rt, struct weft__sim *s)
 	pthread_mutex_unlock(&s->lock);
 	if (got || !pool_quiet)
 		return true; /* a blocking call still runs: it may wake one */
-	if (weft__live_count(rt) == 0)
-		return false; /* every fiber ended (main first: shutdown) */
+	if (weft__live_count(rt) == 0) /* every fiber ended (main first) */
+		return !weft__try_terminate(rt); /* or one was just spawned
+						  * from another thread */
 	deadlock(rt, s);
 	return true;
 }

@@ -202,8 +202,11 @@ static uint64_t steal_at(struct weft__worker *w, struct weft__worker *v)
 {
 	uint64_t when = atomic_load_explicit(&v->timers.next_when,
 					     memory_order_relaxed);
-	return v == w || when == UINT64_MAX ? UINT64_MAX
-					    : when + WEFT_TIMER_STEAL_NS;
+	/* saturate: a sleep "forever" is at UINT64_MAX - 1, and a wrapped
+	 * sum would read as long overdue (the watcher would spin) */
+	return v == w || when > UINT64_MAX - WEFT_TIMER_STEAL_NS
+		       ? UINT64_MAX
+		       : when + WEFT_TIMER_STEAL_NS;
 }
 
 /* Fire the heaps of other workers whose earliest entry is overdue by more

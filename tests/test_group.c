@@ -632,6 +632,10 @@ static void *wait_any_main(void *arg)
 	CHECK_EQ(pthread_create(&th, NULL, wa_thread, u), 0);
 	pthread_join(th, NULL);
 	CHECK_EQ(wa_thread_res, -EINVAL);
+	/* a task listed twice: -EINVAL, and both stay joinable (it used to
+	 * abort: "being joined elsewhere", by itself) */
+	weft_task *twice[3] = {u[0], u[1], u[0]};
+	CHECK_EQ(weft_wait_any(twice, 3), -EINVAL);
 
 	/* now cancel them: wait-any sees one finish, join reports it */
 	CHECK_EQ(weft_cancel(u[1]), 0);

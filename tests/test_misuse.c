@@ -579,6 +579,63 @@ static void test_detach_joined_aborts(void **state)
 	}
 }
 
+/* ---- a join or detach of a task that another fiber waits on (wait_any) ------- */
+
+/* The task's one waiter slot is the wait_any's: a detach used to free the
+ * still-running task (the next spawn got its memory); now it aborts, as a
+ * join does. */
+static weft_task *wa_target;
+static atomic_int wa_waiting;
+
+static void *wa_waiter(void *arg)
+{
+	(void)arg;
+	atomic_store(&wa_waiting, 1);
+	weft_wait_any(&wa_target, 1);
+	return NULL;
+}
+
+static void *wa_conflict_main(void *arg)
+{
+	wa_target = weft_spawn(sleep_fn, (void *)(uintptr_t)(500 * MS));
+	weft_task *w = weft_spawn(wa_waiter, NULL);
+	while (!atomic_load(&wa_waiting))
+		weft_yield();
+	weft_sleep(20 * MS); /* it is parked on wa_target now */
+	if (arg)
+		weft_join(wa_target, NULL); /* must abort */
+	else
+		weft_detach(wa_target); /* must abort */
+	weft_join(w, NULL);
+	return NULL;
+}
+
+static void wa_conflict_case(void *arg)
+{
+	weft_config c = cfg_workers(1);
+	weft_run(&c, wa_conflict_main, arg, NULL);
+	_exit(0); /* not aborted */
+}
+
+static void test_wait_any_conflicts_abort(void **state)
+{
+	(void)state;
+	static const char *const want[2] = {
+		"weft_detach: task", "weft_join: task"};
+	for (uintptr_t k = 0; k < 2; k++) {
+		char err[4096];
+		int st = run_in_child(wa_conflict_case, (void *)k, err,
+				      sizeof err);
+		int ok = WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT &&
+			  strstr(err, want[k]) != NULL &&
+			  strstr(err, "waited on by weft_wait_any") != NULL;
+		if (!ok)
+			print_error("case %d: status %#x, stderr: %s\n",
+				    (int)k, st, err);
+		assert_true(ok);
+	}
+}
+
 /* ---- weft_strerror ------------------------------------------------------------ */
 
 static void strerror_int_min(void *arg)
@@ -634,6 +691,7 @@ int main(void)
 		cmocka_unit_test(test_calls_from_foreign_thread),
 		cmocka_unit_test(test_gather_and_spawn_misuse),
 		cmocka_unit_test(test_detach_joined_aborts),
+		cmocka_unit_test(test_wait_any_conflicts_abort),
 		cmocka_unit_test(test_strerror),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

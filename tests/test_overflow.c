@@ -162,6 +162,58 @@ static void test_out_of_stacks(void **state)
 	assert_int_equal(atomic_load(&after_ok), 100);
 }
 
+/* ---- main_fn itself gets no stack ----------------------------------------- */
+
+/* weft_run must say so (-ENOMEM, *result untouched), not return 0 as if
+ * main_fn had run and returned NULL. */
+static int mn_ran;
+
+static void *mn_main(void *arg)
+{
+	(void)arg;
+	mn_ran = 1;
+	return (void *)7;
+}
+
+static void test_main_out_of_stack(void **state)
+{
+	(void)state;
+#ifdef UNDER_SANITIZER
+	skip(); /* sanitizers reserve terabytes of shadow: no RLIMIT_AS */
+#endif
+	struct rlimit old, lim;
+	getrlimit(RLIMIT_AS, &old);
+	FILE *f = fopen("/proc/self/statm", "r");
+	unsigned long pages = 0;
+	assert_non_null(f);
+	assert_int_equal(fscanf(f, "%lu", &pages), 1);
+	fclose(f);
+	/* room for a runtime with 64 KiB stacks, not for one 1 GiB stack */
+	lim = old;
+	lim.rlim_cur = pages * (unsigned long)sysconf(_SC_PAGESIZE) +
+		       256ul * 1024 * 1024;
+	assert_int_equal(setrlimit(RLIMIT_AS, &lim), 0);
+	weft_config cfg;
+	weft_config_init(&cfg);
+	cfg.workers = 1;
+	cfg.stack_size = 1ul << 30;
+	void *res = (void *)1;
+	mn_ran = 0;
+	int big = weft_run(&cfg, mn_main, NULL, &res);
+	int big_ran = mn_ran;
+	void *big_res = res;
+	cfg.stack_size = 64 * 1024; /* the control: the limit leaves room */
+	mn_ran = 0;
+	int small = weft_run(&cfg, mn_main, NULL, &res);
+	setrlimit(RLIMIT_AS, &old);
+	assert_int_equal(big, -ENOMEM);
+	assert_int_equal(big_ran, 0);
+	assert_ptr_equal(big_res, (void *)1);
+	assert_int_equal(small, 0);
+	assert_int_equal(mn_ran, 1);
+	assert_ptr_equal(res, (void *)7);
+}
+
 /* ---- out of map entries (the mprotect fallback) ------------------------ */
 
 #define MAP_MAX_FIBERS 60000 /* 65530 entries, two per stack: never reached */
@@ -263,6 +315,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_guard_page),
 		cmocka_unit_test(test_out_of_stacks),
+		cmocka_unit_test(test_main_out_of_stack),
 		cmocka_unit_test(test_out_of_map_entries),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

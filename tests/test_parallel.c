@@ -131,6 +131,59 @@ static void test_idle_sleeps(void **state)
 			 idle_wall);
 }
 
+/* A fiber asleep "forever" (weft_sleep(UINT64_MAX), until cancelled) on
+ * worker 1: the parked worker 0 watches worker 1's timers, and used to see
+ * that one as long overdue (its time plus the 2 ms grace wrapped around)
+ * and spin at 100% (timer.c, steal_at). */
+static _Atomic int forever_on1;
+
+static void *forever_sleeper(void *arg)
+{
+	(void)arg;
+	/* spin until one of us runs on worker 1 (the others steal us) */
+	uint64_t until = weft_now() + 2000 * 1000000ull;
+	while (!atomic_load(&forever_on1) && weft_worker_id() != 1 &&
+	       weft_now() < until)
+		; /* spin: keep this worker busy */
+	if (weft_worker_id() != 1)
+		return NULL;
+	atomic_fetch_add(&forever_on1, 1);
+	weft_sleep(UINT64_MAX); /* cancelled when main returns */
+	return NULL;
+}
+
+static void *idle_forever_main(void *arg)
+{
+	(void)arg;
+	for (int i = 0; i < 8; i++)
+		weft_detach(weft_spawn(forever_sleeper, NULL));
+	uint64_t until = weft_now() + 3000 * 1000000ull;
+	while (!atomic_load(&forever_on1) && weft_now() < until)
+		weft_sleep(1000000);
+	weft_sleep(50 * 1000000ull); /* let everyone settle */
+	double c0 = cpu_secs(), w0 = (double)weft_now() * 1e-9;
+	weft_sleep(400 * 1000000ull);
+	idle_cpu = cpu_secs() - c0;
+	idle_wall = (double)weft_now() * 1e-9 - w0;
+	return NULL;
+}
+
+static void test_idle_sleeps_forever(void **state)
+{
+	(void)state;
+	SKIP_IF_SEEDED("measures real CPU time");
+	idle_wall = 0;
+	weft_config cfg = cfg_workers(2);
+	assert_int_equal(weft_run(&cfg, idle_forever_main, NULL, NULL), 0);
+	if (!atomic_load(&forever_on1))
+		fail_msg("setup: no sleeper ran on worker 1 in 2 s");
+	assert_true(idle_wall >= 0.4);
+	if (idle_cpu > 0.05 * idle_wall)
+		fail_msg("idle runtime (a fiber asleep forever on worker 1) "
+			 "used %.3f s CPU in %.3f s",
+			 idle_cpu, idle_wall);
+}
+
 /* ---- quiet wakes behind a hog ------------------------------------------- */
 
 static int qpipe[2];
@@ -403,6 +456,7 @@ int main(void)
 		cmocka_unit_test(test_every_worker_2),
 		cmocka_unit_test(test_every_worker_4),
 		cmocka_unit_test(test_idle_sleeps),
+		cmocka_unit_test(test_idle_sleeps_forever),
 		cmocka_unit_test(test_quiet_wake_behind_hog),
 		cmocka_unit_test(test_lone_wake_behind_hog),
 	};

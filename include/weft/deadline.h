@@ -8,7 +8,9 @@
  * Under a scope every wait of the calling fiber — sleep, join, channels,
  * locks, I/O — returns -ETIMEDOUT once the deadline has passed (a wait
  * started after it fails at once). Scopes nest; the earliest deadline wins.
- * Pop in reverse order of push. A scope belongs to one fiber.
+ * Pop in reverse order of push. A scope belongs to one fiber. A wait that
+ * must park under a scope and finds no memory for the deadline's timer
+ * returns -ENOMEM at once (nothing happened, as with -ETIMEDOUT).
  */
 #ifndef WEFT_DEADLINE_H
 #define WEFT_DEADLINE_H

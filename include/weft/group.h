@@ -37,8 +37,12 @@ WEFT_API void weft_group_cancel(weft_group *g);
 WEFT_API void weft_group_free(weft_group *g);
 
 /* asyncio.wait(FIRST_COMPLETED): wait until one of t[0..n-1] has finished
- * and return its index (the tasks stay unjoined; join them as usual).
- * -EINVAL (n == 0, a NULL task, not a fiber), -ECANCELED, -ETIMEDOUT. */
+ * and return its index (the tasks stay unjoined; join them as usual, once
+ * this call has returned: a join or detach of a task while another fiber
+ * waits on it here aborts with a message, as does waiting on a detached
+ * task). -EINVAL (n == 0, a NULL task, not a fiber, or a task listed twice:
+ * noticed when the call has to wait), -ECANCELED, -ETIMEDOUT, -ENOMEM (no
+ * room for the deadline's timer). */
 WEFT_API int weft_wait_any(weft_task *const *t, size_t n);
 
 #endif

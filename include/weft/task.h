@@ -22,16 +22,20 @@ typedef struct weft_task weft_task;
  * worker; from another thread (while weft_run runs) into the global queue.
  * The fiber owns no stack until it first runs.
  * Returns the task, to be joined or detached exactly once; NULL if no
- * runtime is running, fn is NULL, or memory is exhausted. */
+ * runtime is running (from another thread: also once main_fn has
+ * returned), fn is NULL, or memory is exhausted. */
 WEFT_API weft_task *weft_spawn(void *(*fn)(void *), void *arg);
 
 /* Wait for t to finish; *result (if non-NULL) gets fn's return value. Frees
- * t, even on -ECANCELED (not on -ETIMEDOUT or -EINVAL). If the caller is cancelled while waiting, the
- * cancellation is passed on to t (as asyncio does) and join keeps waiting
- * for t to finish.
+ * t, even on -ECANCELED (not on -ETIMEDOUT or -EINVAL). If the caller is
+ * cancelled while waiting, the cancellation is passed on to t (as asyncio
+ * does) and join keeps waiting for t to finish. Joining t while another
+ * fiber waits on it in weft_wait_any aborts with a message.
  * Returns 0 when t finished and was never cancelled, or
  *   -ECANCELED  t was cancelled before it finished (*result still set);
- *   -ENOMEM     t never ran: no stack could be mapped for it;
+ *   -ENOMEM     t never ran: no stack could be mapped for it; or, under
+ *               a deadline scope, no memory for its timer: t is not
+ *               freed, as for -ETIMEDOUT;
  *   -ETIMEDOUT  the caller's deadline scope expired first: t is NOT freed
  *               and may be joined (or detached, or cancelled) again;
  *   -EINVAL     t NULL or not a live task, t already joined or detached,
@@ -39,7 +43,8 @@ WEFT_API weft_task *weft_spawn(void *(*fn)(void *), void *arg);
 WEFT_API int weft_join(weft_task *t, void **result);
 
 /* Let t run on its own; its memory is freed when it ends. Calling it on a
- * task already joined or detached aborts with a message; NULL is ignored. */
+ * task already joined or detached, or while another fiber waits on t in
+ * weft_wait_any, aborts with a message; NULL is ignored. */
 WEFT_API void weft_detach(weft_task *t);
 
 /* Ask t to stop: its current or next wait returns -ECANCELED (sticky).
@@ -54,7 +59,8 @@ WEFT_API void weft_yield(void);
 
 /* Suspend the calling fiber for at least ns nanoseconds; never returns early.
  * Returns 0, -ECANCELED (cancelled, before or while sleeping), -ETIMEDOUT (a
- * deadline scope expired first) or -EINVAL (not called from a fiber). */
+ * deadline scope expired first), -ENOMEM (no memory for the timer) or
+ * -EINVAL (not called from a fiber). */
 WEFT_API int weft_sleep(uint64_t ns);
 
 /* Join t[0..n-1] in order (asyncio.gather); results[i] (if results is not

@@ -86,9 +86,16 @@ int weft_group_spawn(weft_group *g, int (*fn)(void *), void *arg)
 	int err = g->freeing     ? -EINVAL
 		  : g->cancelled || g->first_err ? -ECANCELED
 						 : 0;
+	/* from a plain thread: keep the runtime from ending under us, as
+	 * weft_spawn does */
+	bool foreign = !weft__worker_self();
+	if (foreign)
+		weft__foreign_enter();
 	if (!err && !(c->t = weft__spawn_flags(child_main, c, 0,
 					       __builtin_return_address(0))))
 		err = -ENOMEM;
+	if (foreign)
+		weft__foreign_exit();
 	if (err) {
 		weft__spin_unlock(&g->lock);
 		free(c);
@@ -216,23 +223,26 @@ int weft_wait_any(weft_task *const *t, size_t n)
 				    memory_order_acq_rel, memory_order_acquire)) {
 				if (WEFT__JOIN_IS_DONE(expect))
 					found = (int)reg;
+				else if (expect == (uintptr_t)self)
+					found = -2; /* listed twice */
 				else
 					weft__die("weft_wait_any: task %p is "
-						  "being joined elsewhere",
+						  "being joined or waited on "
+						  "elsewhere, or was detached",
 						  (void *)t[reg]);
 				break;
 			}
 		}
-		int r = found >= 0 ? (weft__park_abort(self), WEFT__R_WOKEN)
-				   : weft__park_wait(self);
+		int r = found != -1 ? (weft__park_abort(self), WEFT__R_WOKEN)
+				    : weft__park_wait(self);
 		/* take ourselves off every task we registered on */
 		for (size_t i = 0; i < reg; i++) {
 			uintptr_t me = (uintptr_t)self;
 			atomic_compare_exchange_strong(&t[i]->join_word,
 						       &me, 0);
 		}
-		if (found >= 0)
-			return found;
+		if (found != -1)
+			return found >= 0 ? found : -EINVAL;
 		if (r != WEFT__R_WOKEN) {
 			for (size_t i = 0; i < n; i++)
 				if (WEFT__JOIN_IS_DONE(atomic_load_explicit(

@@ -134,6 +134,7 @@ struct weft__blocking {
 	unsigned queued;           /* length of the FIFO */
 	unsigned nthreads;         /* live threads: started, not retired */
 	unsigned idle;             /* live threads inside their wait loop */
+	unsigned starting;         /* started, not yet at their first lock */
 	unsigned max_threads, max_queued; /* from rt; read-only */
 	unsigned running;          /* calls in fn now */
 	pthread_cond_t quiet;      /* signalled when none queued or running */
@@ -188,6 +189,7 @@ static void *pool_thread(void *arg)
 
 	pthread_setname_np(pthread_self(), "weft-blocking");
 	pthread_mutex_lock(&p->lock);
+	p->starting--;
 	for (;;) {
 		if (!p->head && !p->stop) {
 			struct timespec until;
@@ -259,6 +261,7 @@ static int start_thread(struct weft__blocking *p)
 		p->threads->prev = t;
 	p->threads = t;
 	p->nthreads++;
+	p->starting++;
 	return 0;
 }
 
@@ -344,7 +347,13 @@ int weft_blocking(void *(*fn)(void *), void *arg, void **result)
 	struct breq req = {.fn = fn, .arg = arg, .fiber = self,
 			   .state = BREQ_QUEUED};
 	pthread_mutex_lock(&p->lock);
-	if (p->queued >= p->max_queued) {
+	/* full: max_queued calls already wait with no thread coming for them
+	 * (an idle one, one starting, or one a call may still start). It
+	 * used to count calls an idle or starting thread was about to take:
+	 * 4 threads and a queue of 1 refused 3 of 4 calls at once */
+	unsigned coming = p->idle + p->starting +
+			  (p->max_threads - p->nthreads);
+	if (p->queued >= coming + p->max_queued) {
 		pthread_mutex_unlock(&p->lock);
 		return -EAGAIN;
 	}
@@ -352,7 +361,7 @@ int weft_blocking(void *(*fn)(void *), void *arg, void **result)
 	weft__wait_note(self, WEFT__W_BLOCKING, 0, (uintptr_t)fn);
 	req.seq = weft__park_begin(self, true);
 	q_push(p, &req);
-	if (p->queued > p->idle && p->nthreads < p->max_threads &&
+	if (p->queued > p->idle + p->starting && p->nthreads < p->max_threads &&
 	    start_thread(p) && p->nthreads == 0) {
 		/* no thread exists and none could be started: nobody saw it */
 		q_unlink(p, &req);

@@ -527,6 +527,9 @@ static inline int weft__reason_err(int r)
 				    : 0;
 }
 bool weft__wake(weft_task *f, uint32_t seq, int reason) WEFT__HIDDEN;
+/* group.c: a group child's fiber function, and its end when it got no stack */
+void *weft__group_child_main(void *arg) WEFT__HIDDEN;
+void weft__group_child_nostack(void *arg) WEFT__HIDDEN;
 bool weft__wake_ex(weft_task *f, uint32_t seq, int reason,
 		   bool fifo) WEFT__HIDDEN;
 /* front: 0 the back of the queue, WEFT__FRONT the front (a completion, in

@@ -369,6 +369,8 @@ static bool local_has_work(struct weft__worker *w)
 static void fail_nostack(struct weft__worker *w, weft_task *t)
 {
 	atomic_fetch_or(&t->flags, WEFT__F_NOMEM);
+	if (t->fn == weft__group_child_main) /* a group child: leave the group */
+		weft__group_child_nostack(t->arg);
 	weft__fiber_finish(w, t);
 }
 

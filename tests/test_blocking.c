@@ -1029,6 +1029,56 @@ static void test_stress_deadline(void **state)
 	run_stress(true);
 }
 
+/* ---- a call a thread is coming for is not "queued" -------------------------- */
+
+/* 4 threads, a queue of 1: of 6 calls at once, 4 get a thread (started on
+ * demand), one waits in the queue, only the last is refused. The queue
+ * used to count calls a thread just started (or idle) was about to take:
+ * 3 of the 4 were refused. workers=1: the callers run one by one, each
+ * until its call parks, before any pool thread need have come up. */
+#define FQ 6
+static struct call fq[FQ];
+
+static void *fq_main(void *arg)
+{
+	(void)arg;
+	weft_task *t[FQ];
+	for (int i = 0; i < FQ; i++) {
+		fq[i].fn = gate_fn;
+		fq[i].arg = (void *)(uintptr_t)(300 + i);
+		t[i] = weft_spawn(call_fiber, &fq[i]);
+	}
+	weft_yield(); /* behind all six: each called and parked (or not) */
+	wait_for(&Gate.started, 4);
+	gate_open();
+	weft_gather(t, FQ, NULL);
+	return NULL;
+}
+
+static void test_threads_to_start_are_not_queue(void **state)
+{
+	(void)state;
+	SKIP_IF_SEEDED("pool threads running beside the workers (seeded, the master waits for the pool)");
+	memset(fq, 0, sizeof fq);
+	gate_reset();
+	weft_config c = cfg(1, 4, 1);
+	assert_int_equal(weft_run(&c, fq_main, NULL, NULL), 0);
+	int ok = 0, again = 0;
+	for (int i = 0; i < FQ; i++) {
+		if (fq[i].ret == 0) {
+			ok++;
+			assert_ptr_equal(fq[i].res,
+					 (void *)(uintptr_t)(300 + i));
+		} else {
+			assert_int_equal(fq[i].ret, -EAGAIN);
+			again++;
+		}
+	}
+	assert_int_equal(ok, FQ - 1); /* 4 on threads, 1 queued */
+	assert_int_equal(again, 1);
+	assert_int_equal(atomic_load(&Gate.started), FQ - 1);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1042,6 +1092,7 @@ int main(void)
 		cmocka_unit_test(test_concurrent_200_on_4),
 		cmocka_unit_test(test_saturation_workers1),
 		cmocka_unit_test(test_saturation_workers2),
+		cmocka_unit_test(test_threads_to_start_are_not_queue),
 		cmocka_unit_test(test_cancel_queued_workers1),
 		cmocka_unit_test(test_cancel_queued_workers2),
 		cmocka_unit_test(test_cancel_running),

@@ -738,6 +738,59 @@ static void test_wait_any_as_completed(void **state)
 	assert_int_equal(atomic_load(&ac_joined), (int)(4 * ac_rounds * AC_N));
 }
 
+/* ---- a child that gets no stack ------------------------------------------ */
+
+/* A child whose fiber cannot get a stack never runs its function; it must
+ * still leave the group (counted as an -ENOMEM failure), or
+ * weft_group_wait waits forever (a seeded run reported a deadlock). The
+ * seeded "nomem" fault makes stacks (and other allocations) fail. */
+static int ns_ran, ns_spawned, ns_wait;
+
+static int ns_child(void *arg)
+{
+	(void)arg;
+	ns_ran++; /* seeded: one thread */
+	return 0;
+}
+
+static void *ns_main(void *arg)
+{
+	(void)arg;
+	weft_group *g = weft_group_new();
+	if (!g)
+		return NULL;
+	for (int i = 0; i < 20; i++)
+		if (weft_group_spawn(g, ns_child, NULL) == 0)
+			ns_spawned++;
+	ns_wait = weft_group_wait(g);
+	weft_group_free(g);
+	return NULL;
+}
+
+static void test_group_child_without_stack(void **state)
+{
+	(void)state;
+	int enomem = 0, bad = 0;
+	for (uint64_t seed = 1; seed <= 60; seed++) {
+		weft_config c = cfg_workers(2);
+		c.seed = seed;
+		c.faults = "nomem=0.2";
+		ns_ran = ns_spawned = 0;
+		ns_wait = 12345;
+		int r = weft_run(&c, ns_main, NULL, NULL);
+		if (r != 0 || (ns_wait != 0 && ns_wait != -ENOMEM) ||
+		    (ns_wait == 0 && ns_ran != ns_spawned)) {
+			print_error("seed %d: weft_run %d, group_wait %d, "
+				    "%d of %d children ran\n",
+				    (int)seed, r, ns_wait, ns_ran, ns_spawned);
+			bad++;
+		}
+		enomem += ns_wait == -ENOMEM;
+	}
+	assert_int_equal(bad, 0);
+	assert_true(enomem > 0); /* the path ran */
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -748,6 +801,7 @@ int main(void)
 		cmocka_unit_test(test_group_grandchildren),
 		cmocka_unit_test(test_group_free_running),
 		cmocka_unit_test(test_group_stress),
+		cmocka_unit_test(test_group_child_without_stack),
 		cmocka_unit_test(test_wait_any),
 		cmocka_unit_test(test_wait_any_as_completed),
 	};

@@ -1327,6 +1327,73 @@ static void test_cond_free_after_broadcast(void **state)
 	lt_check(LT_COND, "weft_cond_broadcast");
 }
 
+/* ---- the unlock's wake vs the woken waiter's cancel ------------------------ */
+
+/* The unlocker takes the oldest waiter A (to compete for the lock) and,
+ * before waking it, A is cancelled: A settles, finds its record taken and
+ * tries the lock once more. LOCKED used to be cleared only after the
+ * unlocker's list unlock, so A found it still held, queued again and gave
+ * up, and B, the next waiter, was never woken (the one wake was spent on
+ * A). Seeded: the unlock's slow path is a preemption point just there,
+ * and across seeds the cancel lands in it; a lost wake is a deadlock. */
+static weft_mutex uw_m;
+static int uw_a, uw_b;
+
+static void *uw_locker(void *arg)
+{
+	int *res = arg;
+	*res = weft_mutex_lock(&uw_m);
+	if (*res == 0)
+		weft_mutex_unlock(&uw_m);
+	return NULL;
+}
+
+static void *uw_canceller(void *arg)
+{
+	weft_cancel(arg);
+	return NULL;
+}
+
+static void *uw_main(void *arg)
+{
+	(void)arg;
+	weft_mutex_init(&uw_m);
+	weft_mutex_lock(&uw_m);
+	/* A queues first, then B; both wait under 1 ms, so the unlock lets
+	 * A compete rather than handing it the lock (mutex.c, HANDOFF_NS) */
+	weft_task *a = weft_spawn(uw_locker, &uw_a);
+	weft_sleep(50 * US);
+	weft_task *b = weft_spawn(uw_locker, &uw_b);
+	weft_sleep(50 * US);
+	weft_task *c = weft_spawn(uw_canceller, a);
+	weft_mutex_unlock(&uw_m); /* C may cancel A in the middle */
+	weft_join(c, NULL);
+	weft_join(a, NULL);
+	weft_join(b, NULL);
+	return NULL;
+}
+
+static void test_mutex_unlock_wake_vs_cancel(void **state)
+{
+	(void)state;
+	int bad = 0, a_cancelled = 0;
+	for (uint64_t seed = 1; seed <= 300; seed++) {
+		weft_config c = cfg_workers(2);
+		c.seed = seed;
+		uw_a = uw_b = 1;
+		int r = weft_run(&c, uw_main, NULL, NULL);
+		if (r != 0 || uw_b != 0 ||
+		    (uw_a != 0 && uw_a != -ECANCELED)) {
+			print_error("seed %d: weft_run %d, A %d, B %d\n",
+				    (int)seed, r, uw_a, uw_b);
+			bad++;
+		}
+		a_cancelled += uw_a == -ECANCELED;
+	}
+	assert_int_equal(bad, 0);
+	assert_true(a_cancelled > 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1334,6 +1401,7 @@ int main(void)
 		cmocka_unit_test(test_mutex_trylock_owner),
 		cmocka_unit_test(test_mutex_cancel_waiter),
 		cmocka_unit_test(test_mutex_cancel_stress),
+		cmocka_unit_test(test_mutex_unlock_wake_vs_cancel),
 		cmocka_unit_test(test_mutex_deadline),
 		cmocka_unit_test(test_mutex_no_starvation),
 		cmocka_unit_test(test_cond_producer_consumer),

@@ -48,11 +48,10 @@ static void cancel_children(weft_group *g)
 		weft_cancel(c->t);
 }
 
-static void *child_main(void *arg)
+/* the child's end: record a failure, leave the list, wake the waiters */
+static void child_end(struct child *c, int r)
 {
-	struct child *c = arg;
 	weft_group *g = c->g;
-	int r = c->fn(c->arg);
 	weft__spin_lock(&g->lock);
 	if (r < 0 && !g->first_err) {
 		g->first_err = r;
@@ -71,7 +70,21 @@ static void *child_main(void *arg)
 	}
 	weft__spin_unlock(&g->lock);
 	free(c);
+}
+
+void *weft__group_child_main(void *arg)
+{
+	struct child *c = arg;
+	child_end(c, c->fn(c->arg));
 	return NULL;
+}
+
+/* A child whose fiber got no stack ends without running (sched.c,
+ * fail_nostack): it must still leave the list, or the group's waiters
+ * never wake. It counts as a failure (-ENOMEM), as a join would report. */
+void weft__group_child_nostack(void *arg)
+{
+	child_end(arg, -ENOMEM);
 }
 
 int weft_group_spawn(weft_group *g, int (*fn)(void *), void *arg)
@@ -91,7 +104,7 @@ int weft_group_spawn(weft_group *g, int (*fn)(void *), void *arg)
 	bool foreign = !weft__worker_self();
 	if (foreign)
 		weft__foreign_enter();
-	if (!err && !(c->t = weft__spawn_flags(child_main, c, 0,
+	if (!err && !(c->t = weft__spawn_flags(weft__group_child_main, c, 0,
 					       __builtin_return_address(0))))
 		err = -ENOMEM;
 	if (foreign)

@@ -93,8 +93,9 @@ static struct weft__wakeup release_locked(weft_mutex *m)
 	struct weft__wlist *l = weft__wq_list(&m->_q);
 	struct weft__waiter *w = weft__wl_claim(l);
 	if (!w) {
-		__atomic_and_fetch(&m->_state, ~(LOCKED | WAITERS),
-				   __ATOMIC_RELEASE);
+		/* the waiters left (cancel, deadline): LOCKED stays, the
+		 * caller unlocks after the list unlock (its last touch) */
+		__atomic_and_fetch(&m->_state, ~WAITERS, __ATOMIC_RELAXED);
 		return (struct weft__wakeup){0};
 	}
 	if (!l->head)
@@ -103,8 +104,14 @@ static struct weft__wakeup release_locked(weft_mutex *m)
 		set_owner(m, w->f); /* LOCKED stays: the lock changes hands */
 		return weft__complete(w, ST_OWNER);
 	}
-	/* LOCKED is cleared by the caller after the list unlock: a fiber that
-	 * barges in then may free the mutex, so that must be the last touch */
+	/* Clear LOCKED before the list unlock. Were it cleared after, w
+	 * could be woken by its cancel or deadline in between, settle (under
+	 * the list lock), find ST_RETRY, retry, find LOCKED still set, queue
+	 * again and give up: the next waiter would never be woken, the one
+	 * wake of this unlock spent on w. The list unlock is still a safe
+	 * last touch: w is inside its lock call until after it, and nobody
+	 * may free a mutex a fiber is locking. */
+	__atomic_and_fetch(&m->_state, ~LOCKED, __ATOMIC_RELEASE);
 	return weft__complete(w, ST_RETRY);
 }
 
@@ -201,14 +208,25 @@ int weft_mutex_lock(weft_mutex *m)
  * saves no registers. */
 static WEFT__NOINLINE void unlock_slow(weft_mutex *m)
 {
-	weft__spin_lock(&m->_q._lock);
-	struct weft__wakeup wk = release_locked(m);
-	bool handed = wk.f && owner(m) == wk.f;
-	weft__spin_unlock(&m->_q._lock);
-	if (wk.f && !handed)
-		/* release: the critical section ends; the last touch */
-		__atomic_and_fetch(&m->_state, ~LOCKED, __ATOMIC_RELEASE);
-	weft__wakeup_do(wk);
+	for (;;) {
+		weft__spin_lock(&m->_q._lock);
+		struct weft__wakeup wk = release_locked(m);
+		weft__spin_unlock(&m->_q._lock);
+		if (wk.f) { /* handed over, or LOCKED cleared for w to retry */
+			/* seeded runs: w's cancel or deadline may come now
+			 * (tests/test_sync.c, the unlock's wake vs cancel) */
+			weft__sim_point();
+			weft__wakeup_do(wk);
+			return;
+		}
+		/* nobody waited after all: the fast unlock, our last touch
+		 * (once LOCKED is clear a barger may lock, unlock and free
+		 * the mutex). A locker that queued meanwhile set WAITERS
+		 * again: then round again, to wake it. */
+		unsigned s = LOCKED;
+		if (cas(m, &s, 0))
+			return;
+	}
 }
 
 int weft_mutex_unlock(weft_mutex *m)

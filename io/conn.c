@@ -27,8 +27,10 @@
  * Back-pressure. When a conn holds CONN_HIWAT unread buffers the reaper
  * cancels its receive (deferred to the end of the reap through the cancel
  * list: it must not prepare SQEs mid-reap); the reader re-arms once it
- * has read them. A receive that found the pool empty ends with -ENOBUFS
- * and is re-armed the same way.
+ * has read them. A receive that found the pool empty ends with -ENOBUFS;
+ * its reader then does one plain receive (weft_recv into its own buffer)
+ * before it arms again, so a pool held by unread conns neither makes it
+ * spin nor keeps its data from it.
  */
 #include <string.h>
 #include <sys/mman.h>
@@ -63,6 +65,7 @@ struct weft_conn {
 	bool plain;    /* no buffer ring or multishot on this kernel: weft_recv */
 	bool got_data; /* a receive has brought data (under m.lock) */
 	bool nomulti;  /* the multishot receive was refused (under m.lock) */
+	bool nobufs;   /* the last receive ended: the pool was empty (idem) */
 	bool eof;
 	int err;
 	uint16_t head, tail;
@@ -215,8 +218,10 @@ static void conn_cqe(struct weft__worker *w, struct weft__mshot *m,
 	}
 	if (res == 0)
 		c->eof = true;
-	else if (res == -ENOBUFS)
+	else if (res == -ENOBUFS) {
 		atomic_store_explicit(&pb->starved, 1, memory_order_relaxed);
+		c->nobufs = true;
+	}
 	else if (res == -EINVAL && !c->got_data)
 		c->nomulti = true; /* buffer rings, no multishot receive (5.19) */
 	else if (res < 0 && res != -ECANCELED && !c->err)
@@ -340,6 +345,24 @@ ssize_t weft_conn_recv(weft_conn *c, void *buf, size_t n)
 			c->plain = true; /* from now on: weft_recv */
 			weft__spin_unlock(&c->m.lock);
 			return weft_recv(c->fd, buf, n, 0);
+		}
+		if (!c->m.armed && c->nobufs) {
+			/* The last receive found the pool empty (other conns
+			 * hold every buffer unread). Arming again would end
+			 * the same way at once, before any data comes (the
+			 * kernel picks a buffer first): a reader spun so, 60k+
+			 * submissions in 200 ms. One plain receive into buf
+			 * instead: it waits for data without a pool buffer,
+			 * and however long the others keep theirs; the next
+			 * call arms again. */
+			c->nobufs = false;
+			c->m.waiter = self; /* a second reader, a close: -EBUSY */
+			weft__spin_unlock(&c->m.lock);
+			ssize_t got = weft_recv(c->fd, buf, n, 0);
+			weft__spin_lock(&c->m.lock);
+			c->m.waiter = NULL;
+			weft__spin_unlock(&c->m.lock);
+			return got;
 		}
 		if (!c->m.armed) {
 			if (!arm(c, me)) {

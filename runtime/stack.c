@@ -83,6 +83,10 @@ void weft__stacks_fini(struct weft__stacks *s)
 	struct weft__stack_region *r = s->regions;
 	while (r) {
 		struct weft__stack_region *nx = r->next;
+		/* frames that never returned (a fiber's last switch) leave ASan
+		 * poison in the shadow; a later mapping at these addresses (a
+		 * buffer ring, the next run's stacks) would inherit it */
+		weft__stack_prepare(r->base, r->len);
 		munmap(r->base, r->len);
 		free(r);
 		r = nx;

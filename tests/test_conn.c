@@ -297,6 +297,84 @@ static void test_conn_backpressure(void **state)
 	assert_int_equal(fds_open(), fds0);
 }
 
+/* ---- an empty pool: other conns hold every buffer unread ------------------- */
+
+/* c1 holds the worker's 2 buffers, unread. A reader of c2 used to re-arm
+ * at once after each -ENOBUFS (the kernel picks a buffer before it looks
+ * for data): 60k+ submissions in a 200 ms wait for nothing. Now it waits
+ * quietly, and gets c2's data while c1 still holds the pool. Then c1 is
+ * read: every byte, in order, from its buffers and then the socket. */
+#define EP_BYTES 8192
+
+static void *empty_pool_main(void *arg)
+{
+	(void)arg;
+	struct pair p1 = {-1, -1}, p2 = {-1, -1};
+	CHECK_EQ(make_pair(&p1), 0);
+	CHECK_EQ(make_pair(&p2), 0);
+	weft_conn *c1 = weft_conn_open(p1.a, NULL);
+	weft_conn *c2 = weft_conn_open(p2.a, NULL);
+	char buf[600];
+	weft_deadline d;
+	weft_deadline_push(&d, 5 * MS); /* arm c1 */
+	CHECK_EQ(weft_conn_recv(c1, buf, 1), -ETIMEDOUT);
+	weft_deadline_pop(&d);
+	static char out[EP_BYTES];
+	for (size_t i = 0; i < EP_BYTES; i++)
+		out[i] = (char)pat(7, i);
+	CHECK_EQ(weft_send(p1.b, out, EP_BYTES, 0), EP_BYTES);
+	weft_sleep(20 * MS); /* c1's receive fills the pool and stops */
+
+	weft_metrics m0, m1;
+	weft_metrics_get(&m0);
+	weft_deadline_push(&d, 200 * MS);
+	CHECK_EQ(weft_conn_recv(c2, buf, sizeof buf), -ETIMEDOUT);
+	weft_deadline_pop(&d);
+	weft_metrics_get(&m1);
+	/* a few: the arm that found the pool empty, the plain receive */
+	CHECK(m1.io_submitted - m0.io_submitted < 50);
+
+	CHECK_EQ(weft_send(p2.b, "hello", 5, 0), 5);
+	weft_deadline_push(&d, 5 * SEC);
+	CHECK_EQ(weft_conn_recv(c2, buf, sizeof buf), 5); /* c1 holds on */
+	weft_deadline_pop(&d);
+	CHECK(memcmp(buf, "hello", 5) == 0);
+
+	size_t got = 0;
+	int bad = 0;
+	while (got < EP_BYTES) {
+		ssize_t n = weft_conn_recv(c1, buf, sizeof buf);
+		CHECK(n > 0);
+		if (n <= 0)
+			break;
+		for (ssize_t i = 0; i < n; i++)
+			bad += (unsigned char)buf[i] != pat(7, got + (size_t)i);
+		got += (size_t)n;
+	}
+	CHECK_EQ(got, EP_BYTES);
+	CHECK_EQ(bad, 0);
+	CHECK_EQ(weft_conn_close(c1), 0);
+	CHECK_EQ(weft_conn_close(c2), 0);
+	close(p1.b);
+	close(p2.b);
+	return NULL;
+}
+
+static void test_conn_empty_pool(void **state)
+{
+	(void)state;
+	int fds0 = fds_open();
+	for (unsigned workers = 1; workers <= 2; workers++) {
+		reset_fails();
+		weft_config c = cfg_workers(workers);
+		c.conn_buffers = 2;
+		c.conn_buffer_size = 512;
+		assert_int_equal(weft_run(&c, empty_pool_main, NULL, NULL), 0);
+		assert_no_fails();
+	}
+	assert_int_equal(fds_open(), fds0);
+}
+
 /* ---- peer close, reset ------------------------------------------------------ */
 
 static void *close_reset_main(void *arg)
@@ -727,6 +805,7 @@ int main(void)
 		cmocka_unit_test(test_conn_echo),
 		cmocka_unit_test(test_conn_echo_tiny_pool),
 		cmocka_unit_test(test_conn_backpressure),
+		cmocka_unit_test(test_conn_empty_pool),
 		cmocka_unit_test(test_conn_close_reset),
 		cmocka_unit_test(test_conn_cancel_deadline),
 		cmocka_unit_test(test_conn_buffers_return),

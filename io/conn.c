@@ -304,6 +304,26 @@ static size_t take(weft_conn *c, char *buf, size_t n, struct weft__worker *me)
 	return got;
 }
 
+/* One plain receive into buf (weft_recv), with nothing armed. Called with
+ * the lock held; returns with it dropped. The reader is marked as c's
+ * waiter meanwhile, so that a second reader and weft_conn_close get
+ * -EBUSY as they do while it waits on the multishot receive (with nothing
+ * armed no completion can come to take the mark). */
+static ssize_t plain_recv(weft_conn *c, weft_task *self, void *buf, size_t n)
+{
+	if (c->m.waiter) {
+		weft__spin_unlock(&c->m.lock);
+		return -EBUSY;
+	}
+	c->m.waiter = self;
+	weft__spin_unlock(&c->m.lock);
+	ssize_t got = weft_recv(c->fd, buf, n, 0);
+	weft__spin_lock(&c->m.lock);
+	c->m.waiter = NULL;
+	weft__spin_unlock(&c->m.lock);
+	return got;
+}
+
 ssize_t weft_conn_recv(weft_conn *c, void *buf, size_t n)
 {
 	struct weft__worker *me;
@@ -312,8 +332,10 @@ ssize_t weft_conn_recv(weft_conn *c, void *buf, size_t n)
 		return -EINVAL;
 	if (!buf && n)
 		return -EFAULT;
-	if (c->plain)
-		return weft_recv(c->fd, buf, n, 0);
+	if (c->plain) {
+		weft__spin_lock(&c->m.lock);
+		return plain_recv(c, self, buf, n);
+	}
 	int e = weft__io_check(self);
 	if (e)
 		return e;
@@ -343,8 +365,7 @@ ssize_t weft_conn_recv(weft_conn *c, void *buf, size_t n)
 		}
 		if (c->nomulti && !c->m.armed) {
 			c->plain = true; /* from now on: weft_recv */
-			weft__spin_unlock(&c->m.lock);
-			return weft_recv(c->fd, buf, n, 0);
+			return plain_recv(c, self, buf, n);
 		}
 		if (!c->m.armed && c->nobufs) {
 			/* The last receive found the pool empty (other conns
@@ -356,20 +377,11 @@ ssize_t weft_conn_recv(weft_conn *c, void *buf, size_t n)
 			 * and however long the others keep theirs; the next
 			 * call arms again. */
 			c->nobufs = false;
-			c->m.waiter = self; /* a second reader, a close: -EBUSY */
-			weft__spin_unlock(&c->m.lock);
-			ssize_t got = weft_recv(c->fd, buf, n, 0);
-			weft__spin_lock(&c->m.lock);
-			c->m.waiter = NULL;
-			weft__spin_unlock(&c->m.lock);
-			return got;
+			return plain_recv(c, self, buf, n);
 		}
 		if (!c->m.armed) {
-			if (!arm(c, me)) {
-				weft__spin_unlock(&c->m.lock);
-				/* no buffer ring (for now): one plain receive */
-				return weft_recv(c->fd, buf, n, 0);
-			}
+			if (!arm(c, me)) /* no buffer ring (for now) */
+				return plain_recv(c, self, buf, n);
 			continue; /* the lock was dropped: look again */
 		}
 		int r = weft__mshot_wait(&c->m, self, IORING_OP_RECV, c->fd);
@@ -387,7 +399,13 @@ int weft_conn_close(weft_conn *c)
 	weft_task *self = weft__self(&me);
 	if (!c || !self)
 		return -EINVAL;
-	if (!c->plain) {
+	if (c->plain) { /* a reader in plain_recv: -EBUSY, as below */
+		weft__spin_lock(&c->m.lock);
+		bool busy = c->m.waiter != NULL;
+		weft__spin_unlock(&c->m.lock);
+		if (busy)
+			return -EBUSY;
+	} else {
 		int r = weft__mshot_stop(&c->m, self);
 		if (r)
 			return r;

@@ -306,6 +306,20 @@ static void test_conn_backpressure(void **state)
  * read: every byte, in order, from its buffers and then the socket. */
 #define EP_BYTES 8192
 
+/* while the reader waits (in its plain receive, with the pool empty), a
+ * second reader and a close get -EBUSY */
+static weft_conn *ep_conn;
+
+static void *ep_second(void *arg)
+{
+	(void)arg;
+	char x;
+	weft_sleep(50 * MS);
+	CHECK_EQ(weft_conn_recv(ep_conn, &x, 1), -EBUSY);
+	CHECK_EQ(weft_conn_close(ep_conn), -EBUSY);
+	return NULL;
+}
+
 static void *empty_pool_main(void *arg)
 {
 	(void)arg;
@@ -327,10 +341,13 @@ static void *empty_pool_main(void *arg)
 
 	weft_metrics m0, m1;
 	weft_metrics_get(&m0);
+	ep_conn = c2;
+	weft_task *busy = weft_spawn(ep_second, NULL);
 	weft_deadline_push(&d, 200 * MS);
 	CHECK_EQ(weft_conn_recv(c2, buf, sizeof buf), -ETIMEDOUT);
 	weft_deadline_pop(&d);
 	weft_metrics_get(&m1);
+	CHECK_EQ(weft_join(busy, NULL), 0);
 	/* a few: the arm that found the pool empty, the plain receive */
 	CHECK(m1.io_submitted - m0.io_submitted < 50);
 

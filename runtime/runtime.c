@@ -463,6 +463,14 @@ int weft_run(const weft_config *cfg, void *(*main_fn)(void *), void *arg,
 	for (unsigned i = 1; i < started; i++)
 		pthread_join(rt->workers[i].thread, NULL);
 ended:
+	/* foreign callers: a thread that entered before this store may still
+	 * be using rt; one that enters after it sees NULL. seq_cst on both
+	 * sides (weft__foreign_enter, then its load of weft__rt_cur). Before
+	 * the pool and the monitor go: weft_metrics_get reads the pool under
+	 * its lock, and a reader still inside would lock a freed mutex. */
+	atomic_store(&weft__rt_cur, NULL);
+	while (atomic_load(&weft__foreign_busy))
+		sched_yield();
 	weft__monitor_stop(rt);
 	weft__blocking_fini(rt);
 	/* main_fn's fiber got no stack: nothing ran (weft/runtime.h) */
@@ -470,12 +478,6 @@ ended:
 		err = -ENOMEM;
 	if ((!err || err == -EDEADLK) && result)
 		*result = rt->main_result;
-	/* foreign callers: a thread that entered before this store may still
-	 * be using rt; one that enters after it sees NULL. seq_cst on both
-	 * sides (weft__foreign_enter, then its load of weft__rt_cur). */
-	atomic_store(&weft__rt_cur, NULL);
-	while (atomic_load(&weft__foreign_busy))
-		sched_yield();
 	if (!err && rt->unjoined_report)
 		weft__report_unjoined(rt);
 	for (unsigned i = 0; i < rt->nworkers; i++)

@@ -898,7 +898,11 @@ int64_t weft_sim_explore(const weft_config *cfg, uint64_t first,
 			return -errno;
 		if (pid == 0) {
 			setpgid(0, 0); /* a timeout kills what it started too */
-			_exit(run_one(cfg, seed, fn, arg));
+			int rc = run_one(cfg, seed, fn, arg);
+			/* _exit skips stdio: what the run printed to a file
+			 * or pipe (a CI log) would be lost */
+			fflush(NULL);
+			_exit(rc);
 		}
 		setpgid(pid, pid);
 		int st = 0;

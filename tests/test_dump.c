@@ -507,6 +507,50 @@ static void watchdog(void **state)
 	unsetenv("WEFT_SLOW_MS");
 }
 
+/* In a seeded run the virtual clock stands still while a fiber runs
+ * without calling weft: the watchdog read it, and never fired there. It
+ * reads real time now. (The fiber spins on real time: weft_now() would
+ * not move either.) */
+static void *real_spinner(void *a)
+{
+	(void)a;
+	struct timespec t0, t;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	do
+		clock_gettime(CLOCK_MONOTONIC, &t);
+	while ((t.tv_sec - t0.tv_sec) * 1000000000ll + (t.tv_nsec - t0.tv_nsec) <
+	       300 * (long long)MS);
+	return NULL;
+}
+
+static void *seeded_watch_main(void *arg)
+{
+	(void)arg;
+	weft_join(dt_spawn_named(real_spinner, NULL, "spinner"), NULL);
+	return NULL;
+}
+
+static void seeded_watch_child(void *arg)
+{
+	(void)arg;
+	unsetenv("WEFT_SLOW_MS");
+	weft_config c = cfg_workers(2);
+	c.seed = 7;
+	c.slow_ms = 50;
+	fprintf(stderr, "run=%d\n", weft_run(&c, seeded_watch_main, NULL, NULL));
+}
+
+static void watchdog_seeded(void **state)
+{
+	(void)state;
+	static char err[16384];
+	int st = run_in_child(seeded_watch_child, NULL, err, sizeof err);
+	assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	assert_non_null(strstr(err, "run=0"));
+	if (count_slow(err, "spinner", 50) != 1)
+		fail_msg("want 1 report of spinner:\n%s", err);
+}
+
 /* ---- the never-joined report -------------------------------------------------------------- */
 
 static void *ev_wait(void *a)
@@ -637,6 +681,7 @@ int main(void)
 		cmocka_unit_test(dump_running),
 		cmocka_unit_test(dump_signal),
 		cmocka_unit_test(watchdog),
+		cmocka_unit_test(watchdog_seeded),
 		cmocka_unit_test(unjoined_report),
 	};
 	apply_test_filters();

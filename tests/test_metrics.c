@@ -336,6 +336,70 @@ static void metrics_foreign(void **state)
 	assert_int_equal(m1.completed, 1);
 }
 
+/* ---- from other threads, racing the end of weft_run ---------------------------- */
+
+/* weft_run freed the blocking pool (its mutex included) before it shut
+ * out plain-thread callers: a weft_metrics_get that got in just before
+ * locked freed memory and hung (gdb: the reader in weft__blocking_stats,
+ * weft_run waiting for it to leave). Two readers loop while runs start
+ * and end; a watchdog turns a hang into a failure. */
+static atomic_int mr_stop, mr_done;
+static atomic_long mr_reads;
+
+static void *mr_reader(void *arg)
+{
+	(void)arg;
+	weft_metrics m;
+	while (!atomic_load(&mr_stop))
+		if (weft_metrics_get(&m) == 0)
+			atomic_fetch_add(&mr_reads, 1);
+	return NULL;
+}
+
+static void *mr_watchdog(void *arg)
+{
+	(void)arg;
+	for (int i = 0; i < 600 && !atomic_load(&mr_done); i++)
+		usleep(100 * 1000);
+	if (!atomic_load(&mr_done)) {
+		fprintf(stderr, "metrics_foreign_vs_end: hung for 60 s\n");
+		_exit(1);
+	}
+	return NULL;
+}
+
+static void *mr_blocking_fn(void *arg) { return arg; }
+
+static void *mr_main(void *arg)
+{
+	(void)arg;
+	weft_blocking(mr_blocking_fn, NULL, NULL); /* the pool exists */
+	return NULL;
+}
+
+static void metrics_foreign_vs_end(void **state)
+{
+	(void)state;
+	SKIP_IF_SEEDED("plain threads on a real-time schedule");
+	pthread_t th[2], wd;
+	assert_int_equal(pthread_create(&wd, NULL, mr_watchdog, NULL), 0);
+	for (int i = 0; i < 2; i++)
+		assert_int_equal(pthread_create(&th[i], NULL, mr_reader, NULL),
+				 0);
+	weft_config c = cfg_workers(1);
+	int bad = 0;
+	size_t runs = scaled(300, 30);
+	for (size_t i = 0; i < runs; i++)
+		bad += weft_run(&c, mr_main, NULL, NULL) != 0;
+	atomic_store(&mr_stop, 1);
+	for (int i = 0; i < 2; i++)
+		pthread_join(th[i], NULL);
+	atomic_store(&mr_done, 1);
+	pthread_join(wd, NULL);
+	assert_int_equal(bad, 0);
+	assert_true(atomic_load(&mr_reads) > 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -347,6 +411,7 @@ int main(void)
 		cmocka_unit_test(metrics_blocking),
 		cmocka_unit_test(metrics_rough),
 		cmocka_unit_test(metrics_foreign),
+		cmocka_unit_test(metrics_foreign_vs_end),
 	};
 	apply_test_filters();
 	return cmocka_run_group_tests(tests, NULL, NULL);

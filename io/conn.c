@@ -150,9 +150,12 @@ static void give_back(struct weft__worker *w, uint16_t bid,
 	weft__spin_lock(&pb->ret_lock);
 	pb->ret[pb->nret++] = bid;
 	weft__spin_unlock(&pb->ret_lock);
-	/* release: pairs with the owner's exchange in weft__pbuf_drain */
-	if (!atomic_exchange_explicit(&pb->has_ret, 1, memory_order_acq_rel) &&
-	    atomic_load_explicit(&pb->starved, memory_order_relaxed))
+	/* seq_cst RMW, then seq_cst load of starved: against the owner's
+	 * seq_cst store of starved, then seq_cst load of has_ret (a Dekker
+	 * pair: with weaker orders both could read the old value, on x86
+	 * too, and the owner would sleep on an empty pool while buffers wait
+	 * here); the RMW also releases the push above to the owner */
+	if (!atomic_exchange(&pb->has_ret, 1) && atomic_load(&pb->starved))
 		weft__ring_wake(w); /* it may be parked with an empty pool */
 }
 
@@ -160,7 +163,8 @@ static void give_back(struct weft__worker *w, uint16_t bid,
 void weft__pbuf_drain(struct weft__worker *w)
 {
 	struct weft__pbuf *pb = w->pbuf;
-	if (!atomic_load_explicit(&pb->has_ret, memory_order_relaxed))
+	/* seq_cst: the owner's half of the pair in give_back */
+	if (!atomic_load(&pb->has_ret))
 		return;
 	atomic_store_explicit(&pb->has_ret, 0, memory_order_relaxed);
 	uint16_t bids[64];
@@ -219,7 +223,8 @@ static void conn_cqe(struct weft__worker *w, struct weft__mshot *m,
 	if (res == 0)
 		c->eof = true;
 	else if (res == -ENOBUFS) {
-		atomic_store_explicit(&pb->starved, 1, memory_order_relaxed);
+		/* seq_cst: then the drain's load of has_ret (give_back) */
+		atomic_store(&pb->starved, 1);
 		c->nobufs = true;
 	}
 	else if (res == -EINVAL && !c->got_data)

@@ -77,11 +77,36 @@ int weft_open(const char *path, int flags, mode_t mode)
 				      mode));
 }
 
+/* close(2) here, on the worker: for a fiber that must not wait */
+static int close_now(int fd)
+{
+	return close(fd) ? -errno : 0;
+}
+
+/* A close is cleanup: it is not cancellable and ignores deadlines (Go's
+ * Close, asyncio's transport.close()). Before, a cancelled fiber's close
+ * failed with -ECANCELED and left the fd open: a server cancelled at
+ * shutdown leaked every connection it closed on its way out. Through the
+ * ring when it can wait (a close that must flush, on NFS, does not stall
+ * the worker); cancelled or past the deadline, close(2) at once. */
 int weft_close(int fd)
 {
 	if (fd < 0)
 		return -EBADF;
-	WEFT__IO(io_uring_prep_close(sqe, fd));
+	struct weft__worker *w;
+	weft_task *self;
+	int err;
+	struct io_uring_sqe *sqe = weft__io_begin(&w, &self, &err);
+	if (!sqe)
+		return err == -EINVAL ? err : close_now(fd);
+	io_uring_prep_close(sqe, fd);
+	struct weft__op op;
+	int r = weft__io_submit_wait(w, self, &op, sqe);
+	if (op.res == -ECANCELED) /* cancelled before it ran: still open */
+		return close_now(fd);
+	/* -EINTR: interrupted while flushing, after the fd was released (as
+	 * close(2) on Linux): closed, and to retry would close a reused fd */
+	return op.res == -EINTR ? 0 : r;
 }
 
 int weft_fsync(int fd)

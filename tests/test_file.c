@@ -886,9 +886,63 @@ static void test_file_deadline_cancel_partial_write(void **state)
 	check_no_leak();
 }
 
+/* ---- weft_close is not cancellable ------------------------------------------ */
+
+/* A cancelled fiber, or one past its deadline, still closes: a server
+ * cancelled at shutdown closes its connections on its way out (before,
+ * weft_close returned -ECANCELED and the fd stayed open). */
+static struct {
+	int fds[4];
+	int r_cancelled, r_deadline, r_plain;
+	weft_event go;
+} CL;
+
+static void *cl_cancelled(void *arg)
+{
+	(void)arg;
+	weft_event_wait(&CL.go); /* -ECANCELED: we are cancelled */
+	CL.r_cancelled = weft_close(CL.fds[0]);
+	return NULL;
+}
+
+static void *cl_main(void *arg)
+{
+	(void)arg;
+	weft_event_init(&CL.go);
+	weft_task *t = weft_spawn(cl_cancelled, NULL);
+	weft_sleep(5 * MS);
+	weft_cancel(t);
+	weft_join(t, NULL);
+	weft_deadline d;
+	weft_deadline_push(&d, 1 * MS);
+	weft_sleep(2 * MS); /* -ETIMEDOUT: the deadline has passed */
+	CL.r_deadline = weft_close(CL.fds[1]);
+	weft_deadline_pop(&d);
+	CL.r_plain = weft_close(CL.fds[2]);
+	return NULL;
+}
+
+static void test_close_not_cancellable(void **state)
+{
+	(void)state;
+	int p[2];
+	assert_int_equal(pipe(p), 0);
+	CL.fds[0] = p[0];
+	CL.fds[1] = p[1];
+	CL.fds[2] = dup(p[0]);
+	weft_config c = cfg_workers(2);
+	assert_int_equal(weft_run(&c, cl_main, NULL, NULL), 0);
+	assert_int_equal(CL.r_cancelled, 0);
+	assert_int_equal(CL.r_deadline, 0);
+	assert_int_equal(CL.r_plain, 0);
+	for (int i = 0; i < 3; i++) /* all three are closed */
+		assert_int_equal(fcntl(CL.fds[i], F_GETFD), -1);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_close_not_cancellable),
 		cmocka_unit_test_setup_teardown(test_file_random_rw, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_file_position_vectored_eof,

@@ -6,7 +6,8 @@
  *
  * Cancellation is sticky: once weft_cancel(t) is called, t's current wait and
  * every later one that has to park return -ECANCELED at once (sleep and I/O
- * fail at once even when they would not park; a channel or lock operation
+ * fail at once even when they would not park, weft_close excepted: it
+ * always closes; a channel or lock operation
  * that can complete without waiting still completes); t is expected to
  * clean up and return. A cancelled fiber still runs its function (so it
  * can release what arg owns).

@@ -56,6 +56,34 @@ static const char *head_end(const char *p, const char *end)
 	return NULL;
 }
 
+/* Connection is a list of tokens ("keep-alive, close"): "close" anywhere
+ * closes, else "keep-alive" keeps an HTTP/1.0 connection open; a token
+ * is compared whole ("closed" is not "close"). */
+static void connection_tokens(const char *v, const char *end, int *close)
+{
+	int keep = 0, cl = 0;
+	while (v < end) {
+		const char *t = v;
+		while (v < end && *v != ',')
+			v++;
+		const char *te = v;
+		while (te > t && (te[-1] == ' ' || te[-1] == '\t'))
+			te--;
+		while (t < te && (*t == ' ' || *t == '\t'))
+			t++;
+		if (te - t == 5 && !strncasecmp(t, "close", 5))
+			cl = 1;
+		else if (te - t == 10 && !strncasecmp(t, "keep-alive", 10))
+			keep = 1;
+		if (v < end)
+			v++; /* the comma */
+	}
+	if (cl)
+		*close = 1;
+	else if (keep)
+		*close = 0;
+}
+
 static int tchar(char c)
 {
 	return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
@@ -97,10 +125,7 @@ static int parse(const char *p, const char *e, int *close, long *body)
 		while (v < hl && (*v == ' ' || *v == '\t'))
 			v++;
 		if (n == 10 && !strncasecmp(h, "connection", 10)) {
-			if (hl - v >= 5 && !strncasecmp(v, "close", 5))
-				*close = 1;
-			else if (hl - v >= 10 && !strncasecmp(v, "keep-alive", 10))
-				*close = 0;
+			connection_tokens(v, hl, close);
 		} else if (n == 14 && !strncasecmp(h, "content-length", 14)) {
 			/* 1*DIGIT, then only spaces; a second, different one
 			 * is an attack on whoever sits in front (RFC 9112 6.3) */
@@ -168,7 +193,12 @@ static void *serve(void *arg)
 			memcpy(out + olen, OK, sizeof OK - 1);
 			olen += sizeof OK - 1;
 		}
-		if (bad && olen + sizeof BAD - 1 <= sizeof out) {
+		if (bad) { /* flush first if the 400 does not fit */
+			if (olen + sizeof BAD - 1 > sizeof out) {
+				if (weft_send(fd, out, olen, 0) != (ssize_t)olen)
+					goto done;
+				olen = 0;
+			}
 			memcpy(out + olen, BAD, sizeof BAD - 1);
 			olen += sizeof BAD - 1;
 		}

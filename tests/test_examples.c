@@ -419,6 +419,21 @@ static void http_case(const char *mode, unsigned workers)
 			"0123456789GET / HTTP/1.1\r\nConnection: close\r\n\r\n"),
 		    2, NULL);
 	http_expect(s.port, LIT("GET / HTTP/1.0\r\nHost: a\r\n\r\n"), 1, NULL);
+	/* Connection is a token list: "close" anywhere closes (it used to
+	 * be matched at the start only); "closed" is not "close", so the
+	 * second request is answered too */
+	http_expect(s.port,
+		    LIT("GET / HTTP/1.1\r\nConnection: keep-alive, Close\r\n\r\n"
+			"GET / HTTP/1.1\r\n\r\n"),
+		    1, NULL);
+	http_expect(s.port,
+		    LIT("GET / HTTP/1.1\r\nConnection: closed\r\n\r\n"
+			"GET / HTTP/1.1\r\nConnection: close\r\n\r\n"),
+		    2, NULL);
+	http_expect(s.port,
+		    LIT("GET / HTTP/1.0\r\nConnection: foo ,keep-alive \r\n\r\n"
+			"GET / HTTP/1.0\r\n\r\n"),
+		    2, NULL);
 
 	/* malformed: 400 and close, after the answers to what came before */
 	static const struct {
@@ -448,6 +463,16 @@ static void http_case(const char *mode, unsigned workers)
 			"Content-Length: 2\r\nContent-Length: 2 \r\n\r\nxy"
 			"BAD\r\n\r\n"),
 		    2, BAD);
+
+	/* 89 answers fill the 8 KiB output buffer to 8188 bytes: the 400
+	 * after them must still go out (it was dropped: no room left) */
+	static char full[89 * 18 + 7];
+	len = 0;
+	for (int i = 0; i < 89; i++)
+		len += (size_t)sprintf(full + len, "GET / HTTP/1.1\r\n\r\n");
+	memcpy(full + len, "BAD\r\n\r\n", 7);
+	len += 7;
+	http_expect(s.port, full, len, 89, BAD);
 
 	/* a head that does not end within the 8 KiB buffer: exactly 8 KiB,
 	 * so the server has read everything and closes with a FIN, not an

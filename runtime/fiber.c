@@ -204,14 +204,13 @@ static weft_task *ext_give_up(struct weft__rt *rt)
 
 /* site: where it was spawned (a return address), for the dump and the
  * never-joined report (dump.c) */
-weft_task *weft__spawn_flags(void *(*fn)(void *), void *arg, uint32_t extra,
-			     const void *site)
+static weft_task *spawn_in(struct weft__worker *w, void *(*fn)(void *),
+			   void *arg, uint32_t extra, const void *site)
 {
 	struct weft__rt *rt = atomic_load_explicit(&weft__rt_cur,
 						   memory_order_acquire);
 	if (!rt || !fn)
 		return NULL;
-	struct weft__worker *w = weft__worker_self();
 	if (w && w->rt != rt)
 		w = NULL;
 	if (w) {
@@ -294,16 +293,24 @@ weft_task *weft__spawn_flags(void *(*fn)(void *), void *arg, uint32_t extra,
 	return f;
 }
 
+/* From a plain thread (weft_spawn, weft_group_spawn), counted as a
+ * foreign caller: the runtime cannot end under us (design.md). */
+weft_task *weft__spawn_flags(void *(*fn)(void *), void *arg, uint32_t extra,
+			     const void *site)
+{
+	struct weft__worker *w = weft__worker_self();
+	if (!w)
+		weft__foreign_enter();
+	weft_task *f = spawn_in(w, fn, arg, extra, site);
+	if (!w)
+		weft__foreign_exit();
+	return f;
+}
+
 weft_task *weft_spawn(void *(*fn)(void *), void *arg)
 {
-	bool foreign = !weft__worker_self();
-	if (foreign)
-		weft__foreign_enter();
 	weft_task *f = weft__spawn_flags(fn, arg, 0, __builtin_return_address(0));
-	if (foreign)
-		weft__foreign_exit();
-	else
-		weft__sim_point(); /* seeded: the child may get in first */
+	weft__sim_point(); /* seeded: the child may get in first */
 	return f;
 }
 

@@ -742,9 +742,8 @@ static bool idle(struct weft__rt *rt, struct weft__sim *s)
 	pthread_mutex_unlock(&s->lock);
 	if (got || !pool_quiet)
 		return true; /* a blocking call still runs: it may wake one */
-	if (weft__live_count(rt) == 0) /* every fiber ended (main first) */
-		return !weft__try_terminate(rt); /* or one was just spawned
-						  * from another thread */
+	if (weft__try_terminate(rt))
+		return false; /* every fiber ended (main first: shutdown) */
 	deadlock(rt, s);
 	return true;
 }

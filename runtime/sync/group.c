@@ -99,16 +99,9 @@ int weft_group_spawn(weft_group *g, int (*fn)(void *), void *arg)
 	int err = g->freeing     ? -EINVAL
 		  : g->cancelled || g->first_err ? -ECANCELED
 						 : 0;
-	/* from a plain thread: keep the runtime from ending under us, as
-	 * weft_spawn does */
-	bool foreign = !weft__worker_self();
-	if (foreign)
-		weft__foreign_enter();
 	if (!err && !(c->t = weft__spawn_flags(weft__group_child_main, c, 0,
 					       __builtin_return_address(0))))
 		err = -ENOMEM;
-	if (foreign)
-		weft__foreign_exit();
 	if (err) {
 		weft__spin_unlock(&g->lock);
 		free(c);

@@ -16,7 +16,9 @@
  * Every complete request in the buffer is answered, and the answers to one
  * read go out in one send (pipelining costs no extra syscalls). Requests
  * with a body (Content-Length) have the body skipped; chunked request
- * bodies and requests over 8 KiB get 400 / 431 and the connection closes.
+ * bodies and requests over 8 KiB get 400 / 431 and the connection closes,
+ * as does a header value with a NUL, a bare LF or another control byte
+ * (RFC 9110 5.5; a tab and bytes >= 0x80 are allowed).
  * SIGINT or SIGTERM stops it cleanly (see echo_server.c); the tests drive
  * it (tests/test_examples.c).
  */
@@ -124,6 +126,11 @@ static int parse(const char *p, const char *e, int *close, long *body)
 		const char *v = c + 1;
 		while (v < hl && (*v == ' ' || *v == '\t'))
 			v++;
+		for (const char *x = v; x < hl; x++) {
+			unsigned char ch = (unsigned char)*x;
+			if ((ch < ' ' && ch != '\t') || ch == 0x7f)
+				return -1; /* NUL, bare LF, controls */
+		}
 		if (n == 10 && !strncasecmp(h, "connection", 10)) {
 			connection_tokens(v, hl, close);
 		} else if (n == 14 && !strncasecmp(h, "content-length", 14)) {

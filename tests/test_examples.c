@@ -16,7 +16,8 @@
  *   a time, a body skipped by Content-Length, HTTP/1.0's implicit close,
  *   and malformed requests (a bad method, target, version, header line or
  *   Content-Length, two different Content-Lengths, a chunked body, a NUL
- *   byte in the method), each answered 400 and closed after the answers
+ *   byte in the method, a NUL, bare LF or other control byte in a header
+ *   value), each answered 400 and closed after the answers
  *   to the good requests before it; 8 KiB without an end of head gets 431;
  *   then concurrent keep-alive clients;
  * - both: clients that vanish mid-request (close, or a reset), after which
@@ -434,6 +435,11 @@ static void http_case(const char *mode, unsigned workers)
 		    LIT("GET / HTTP/1.0\r\nConnection: foo ,keep-alive \r\n\r\n"
 			"GET / HTTP/1.0\r\n\r\n"),
 		    2, NULL);
+	/* tabs and obs-text (bytes >= 0x80) are allowed in a field value */
+	http_expect(s.port,
+		    LIT("GET / HTTP/1.1\r\nX-A: a\tb \xe9t\xe9\r\n\r\n"
+			"GET / HTTP/1.1\r\nConnection: close\r\n\r\n"),
+		    2, NULL);
 
 	/* malformed: 400 and close, after the answers to what came before */
 	static const struct {
@@ -455,6 +461,12 @@ static void http_case(const char *mode, unsigned workers)
 		{LIT("GET / HTTP/1.1\r\nContent-Length: 3\r\n"
 		     "Content-Length: 4\r\n\r\n")},
 		{LIT("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n")},
+		/* field values: no NUL, bare LF or other controls (RFC 9110
+		 * 5.5: a recipient rejects or replaces them) */
+		{LIT("GET / HTTP/1.1\r\nHost: a\0b\r\n\r\n")},
+		{LIT("GET / HTTP/1.1\r\nHost: a\nX-A: b\r\n\r\n")},
+		{LIT("GET / HTTP/1.1\r\nHost: a\x7f\r\n\r\n")},
+		{LIT("GET / HTTP/1.1\r\nX-A: \x01\r\n\r\n")},
 	};
 	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
 		http_expect(s.port, bad[i].req, bad[i].len, 0, BAD);

@@ -34,7 +34,8 @@ typedef struct weft_sim_report {
 	int deadlock;      /* 1: all fibers parked, no timers, no I/O */
 } weft_sim_report;
 
-/* The report of the seeded run now running, or else of the last one.
+/* From a fiber of a seeded run: its report so far; from anywhere else
+ * (another thread, or after weft_run): the last finished seeded run's.
  * Returns 0, -EINVAL (out NULL), -ENOENT (no seeded run yet). */
 WEFT_API int weft_sim_report_get(weft_sim_report *out);
 

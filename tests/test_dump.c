@@ -10,8 +10,14 @@
 
 #include "testutil.h"
 
-/* not static: with -rdynamic (tests/CMakeLists.txt) the dump names them */
-__attribute__((noinline)) weft_task *dt_spawn_named(void *(*fn)(void *), void *arg,
+/* not static: with -rdynamic (tests/CMakeLists.txt) the dump names them;
+ * not cloned either (gcc -O3 makes a local dt_spawn_named.constprop.N) */
+#if defined(__GNUC__) && !defined(__clang__)
+#define DT_KEEP __attribute__((noinline, noipa))
+#else
+#define DT_KEEP __attribute__((noinline))
+#endif
+DT_KEEP weft_task *dt_spawn_named(void *(*fn)(void *), void *arg,
 						   const char *name);
 void *dt_nop(void *arg);
 void *dt_hold(void *arg);

@@ -305,6 +305,10 @@ int weft__io_submit_wait(struct weft__worker *w, weft_task *self,
 			return -ECANCELED;
 		if (dl && weft__clock() >= dl)
 			return -ETIMEDOUT;
+		/* seeded: no memory for the deadline's timer ended the wait;
+		 * nobody cancelled the fiber (weft/deadline.h: -ENOMEM) */
+		if (r == WEFT__R_NOMEM)
+			return -ENOMEM;
 	}
 	return res;
 }

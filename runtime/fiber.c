@@ -314,7 +314,9 @@ weft_task *weft_spawn(void *(*fn)(void *), void *arg)
 	return f;
 }
 
-int weft_join(weft_task *t, void **result)
+/* weft_join; *kept (if not NULL) is set when the deadline, or no memory
+ * for its timer, gave t back unjoined (t is not freed then) */
+static int join_task(weft_task *t, void **result, bool *kept)
 {
 	weft__sim_point();
 	struct weft__worker *w;
@@ -367,6 +369,8 @@ int weft_join(weft_task *t, void **result)
 				   &t->join_word, memory_order_acquire))) {
 			/* deadline: give the handle back, joinable again */
 			atomic_fetch_and(&t->flags, ~WEFT__F_JOINING);
+			if (kept)
+				*kept = true;
 			return weft__reason_err(r);
 		}
 		j = atomic_load_explicit(&t->join_word, memory_order_acquire);
@@ -381,6 +385,11 @@ int weft_join(weft_task *t, void **result)
 					  : 0;
 	task_free(w->rt, weft__worker_self(), t);
 	return ret;
+}
+
+int weft_join(weft_task *t, void **result)
+{
+	return join_task(t, result, NULL);
 }
 
 void weft_detach(weft_task *t)
@@ -500,16 +509,34 @@ int weft_sleep(uint64_t ns)
 int weft_gather(weft_task *const *t, size_t n, void **results)
 {
 	struct weft__worker *w;
-	if (!self_fiber(&w) || (n && !t))
+	weft_task *self = self_fiber(&w);
+	if (!self || (n && !t))
 		return -EINVAL;
 	for (size_t i = 0; i < n; i++)
 		if (!t[i])
 			return -EINVAL;
 	int first = 0;
 	for (size_t i = 0; i < n; i++) {
-		int r = weft_join(t[i], results ? &results[i] : NULL);
+		bool kept = false;
+		int r = join_task(t[i], results ? &results[i] : NULL, &kept);
 		if (r && !first)
 			first = r;
+		if (kept) {
+			/* the deadline (or no memory for its timer) gave t[i]
+			 * back unjoined. Every task is still joined and freed
+			 * (task.h), or the caller could not tell which handles
+			 * live: cancel what is left and join it with the scope
+			 * lifted, as weft_group_wait does */
+			uint64_t dl = self->deadline;
+			self->deadline = 0;
+			for (size_t k = i; k < n; k++)
+				weft_cancel(t[k]);
+			for (size_t k = i; k < n; k++)
+				join_task(t[k], results ? &results[k] : NULL,
+					  NULL);
+			self->deadline = dl;
+			break;
+		}
 	}
 	return first;
 }

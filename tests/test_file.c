@@ -939,6 +939,66 @@ static void test_close_not_cancellable(void **state)
 		assert_int_equal(fcntl(CL.fds[i], F_GETFD), -1);
 }
 
+/* ---- seeded: no memory for a deadline's timer --------------------------------
+ * In a seeded run an I/O deadline is a virtual-time timer (no linked
+ * timeout). When the worker's timer heap cannot grow, the op is cancelled
+ * in the kernel; the read then returned -ECANCELED to a fiber nobody
+ * cancelled. As every other wait does (weft/deadline.h), it reports
+ * -ENOMEM. Interposed realloc: fails while nomem_realloc is set (the first
+ * timer of a worker allocates its heap). */
+#include <dlfcn.h>
+static _Atomic int nomem_realloc;
+#if INTERPOSE
+void *realloc(void *p, size_t n)
+{
+	static void *(*real)(void *, size_t);
+	if (atomic_load(&nomem_realloc) && n) {
+		atomic_fetch_add(&nomem_realloc, 1);
+		return NULL;
+	}
+	if (!real)
+		real = (void *(*)(void *, size_t))dlsym(RTLD_NEXT, "realloc");
+	return real(p, n);
+}
+#endif
+
+static struct {
+	ssize_t r;
+	int failed;
+} NT;
+
+static void *nomem_timer_main(void *arg)
+{
+	(void)arg;
+	int p[2];
+	CHECK_EQ(pipe(p), 0);
+	char b[8];
+	weft_deadline d;
+	CHECK_EQ(weft_deadline_push(&d, 10 * SEC), 0);
+	atomic_store(&nomem_realloc, 1);
+	NT.r = weft_read(p[0], b, sizeof b, -1);
+	NT.failed = atomic_exchange(&nomem_realloc, 0) - 1;
+	weft_deadline_pop(&d);
+	close(p[0]);
+	close(p[1]);
+	return NULL;
+}
+
+static void test_seeded_deadline_timer_nomem(void **state)
+{
+	(void)state;
+	if (!INTERPOSE)
+		skip(); /* sanitizers keep realloc */
+	weft_config c = cfg_workers(1);
+	c.seed = seeded() ? 0 : 1; /* 0: the WEFT_SEED of the suite */
+	reset_fails();
+	memset(&NT, 0, sizeof NT);
+	assert_int_equal(weft_run(&c, nomem_timer_main, NULL, NULL), 0);
+	assert_no_fails();
+	assert_true(NT.failed > 0);
+	assert_int_equal(NT.r, -ENOMEM);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -955,6 +1015,7 @@ int main(void)
 						setup, teardown),
 		cmocka_unit_test_setup_teardown(
 			test_file_deadline_cancel_partial_write, setup, teardown),
+		cmocka_unit_test(test_seeded_deadline_timer_nomem),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -2265,16 +2265,7 @@ static void test_net_poll_pipe(void **state)
  * libweft calls it through this executable): it records the thread it ran
  * on, and the host "slow.weft.test" takes 300 ms and resolves as
  * "localhost". */
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-#define INTERPOSE 0
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-#define INTERPOSE 0
-#endif
-#endif
-#ifndef INTERPOSE
-#define INTERPOSE 1
-#endif
+/* (INTERPOSE: testutil.h) */
 
 static _Atomic int gai_calls, gai_on_worker;
 

@@ -625,6 +625,68 @@ static void test_foreign_spawn_at_end(void **state)
 	assert_int_equal(lost, 0);
 }
 
+/* ---- gather under a deadline scope ------------------------------------------
+ * weft_gather joins and frees every task "even when one fails" (task.h).
+ * A deadline that expires during a gather used to stop that promise: each
+ * unfinished task's join returned -ETIMEDOUT and gave its handle back, the
+ * finished ones were freed, and the caller could not tell which handles
+ * were still live (the rest leaked, reported as never joined). Now the
+ * gather cancels what is left and joins it, as weft_group_wait does. */
+static _Atomic int gd_cancelled;
+static void *gd_quick(void *arg)
+{
+	return arg;
+}
+static void *gd_slow(void *arg)
+{
+	if (weft_sleep(10 * SEC) == -ECANCELED)
+		atomic_fetch_add(&gd_cancelled, 1);
+	return arg;
+}
+
+static struct {
+	int r, cancel_after, cancel_quick;
+	void *res[3];
+	uint64_t ms;
+} GD;
+
+static void *gd_main(void *arg)
+{
+	(void)arg;
+	weft_task *t[3] = {weft_spawn(gd_quick, (void *)1),
+			   weft_spawn(gd_slow, (void *)2),
+			   weft_spawn(gd_quick, (void *)3)};
+	CHECK(t[0] && t[1] && t[2]);
+	if (!t[0] || !t[1] || !t[2])
+		return NULL;
+	weft_sleep(MS); /* the quick ones finish */
+	uint64_t t0 = weft_now();
+	weft_deadline d;
+	CHECK_EQ(weft_deadline_push(&d, 20 * MS), 0);
+	GD.r = weft_gather(t, 3, GD.res);
+	weft_deadline_pop(&d);
+	GD.ms = ms_since(t0);
+	/* every task was joined: none is live any more */
+	GD.cancel_after = weft_cancel(t[1]);
+	return NULL;
+}
+
+static void test_gather_deadline(void **state)
+{
+	(void)state;
+	memset(&GD, 0, sizeof GD);
+	atomic_store(&gd_cancelled, 0);
+	run(2, gd_main, NULL);
+	assert_int_equal(GD.r, -ETIMEDOUT);
+	assert_int_equal(GD.cancel_after, -EINVAL); /* freed by the gather */
+	assert_int_equal(atomic_load(&gd_cancelled), 1);
+	assert_ptr_equal(GD.res[0], (void *)1);
+	assert_ptr_equal(GD.res[1], (void *)2);
+	assert_ptr_equal(GD.res[2], (void *)3);
+	if (!seeded())
+		assert_true(GD.ms < 5000); /* not the 10 s sleep */
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -639,6 +701,7 @@ int main(void)
 		cmocka_unit_test(test_foreign_spawn_workers2),
 		cmocka_unit_test(test_foreign_spawn_vs_shutdown),
 		cmocka_unit_test(test_foreign_spawn_at_end),
+		cmocka_unit_test(test_gather_deadline),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

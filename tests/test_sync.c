@@ -16,9 +16,11 @@
  * - lifetime: a waiter that frees the wait group / event / semaphore / cond
  *   as soon as its wait returned (checked in a forked child, where ASan or
  *   TSan report a use after free, and plain builds see the freed block
- *   written or crash). These four FAIL today: signal.c and mutex.c wake
- *   waiters while still holding the object's lock and touch the object
- *   again afterwards (the next claim, the unlock).
+ *   written or crash). They failed while signal.c and mutex.c woke
+ *   waiters under the object's lock and touched it again afterwards (the
+ *   next claim, the unlock): "the last touch", design.md;
+ * - no memory for a deadline's timer: the waits return -ENOMEM, nothing
+ *   taken (an interposed realloc fails).
  *
  * Fibers never call assert_* (cmocka longjmps): they record failures with
  * CHECK into globals, checked after weft_run returns. Counts scale with env
@@ -1394,6 +1396,83 @@ static void test_mutex_unlock_wake_vs_cancel(void **state)
 	assert_true(a_cancelled > 0);
 }
 
+/* ---- no memory for the deadline's timer ------------------------------------
+ * A wait that must park under a deadline scope adds a timer to its worker's
+ * heap; when the heap cannot grow (realloc fails) the wait returns -ENOMEM
+ * at once, having taken nothing (weft/deadline.h). Interposed realloc:
+ * fails while nomem_realloc is set. The first timer of a worker allocates
+ * its heap, so a fresh runtime with one worker hits it. */
+#include <dlfcn.h>
+static _Atomic int nomem_realloc;
+#if INTERPOSE
+void *realloc(void *p, size_t n)
+{
+	static void *(*real)(void *, size_t);
+	if (atomic_load(&nomem_realloc) && n) {
+		atomic_fetch_add(&nomem_realloc, 1);
+		return NULL;
+	}
+	if (!real)
+		real = (void *(*)(void *, size_t))dlsym(RTLD_NEXT, "realloc");
+	return real(p, n);
+}
+#endif
+
+static int nomem_child(void *arg)
+{
+	(void)arg;
+	weft_sleep(5 * MS);
+	return 0;
+}
+
+static void *nomem_main(void *arg)
+{
+	(void)arg;
+	weft_mutex m = WEFT_MUTEX_INIT;
+	weft_sem s;
+	weft_sem_init(&s, 0);
+	weft_event e;
+	weft_event_init(&e);
+	weft_wg wg;
+	weft_wg_init(&wg);
+	weft_wg_add(&wg, 1);
+	weft_chan *c = weft_chan_new(1, sizeof(int));
+	weft_group *g = weft_group_new();
+	CHECK(c && g);
+	if (!c || !g)
+		return NULL;
+	CHECK_EQ(weft_group_spawn(g, nomem_child, NULL), 0);
+	CHECK_EQ(weft_mutex_trylock(&m), 0);
+	int x = 0;
+	weft_deadline d;
+	CHECK_EQ(weft_deadline_push(&d, 10 * SEC), 0);
+	atomic_store(&nomem_realloc, 1);
+	CHECK_EQ(weft_chan_recv(c, &x), -ENOMEM);
+	CHECK_EQ(weft_sem_acquire(&s), -ENOMEM);
+	CHECK_EQ(weft_event_wait(&e), -ENOMEM);
+	CHECK_EQ(weft_wg_wait(&wg), -ENOMEM);
+	CHECK_EQ(weft_group_wait(g), -ENOMEM);
+	int failed = atomic_exchange(&nomem_realloc, 0);
+	weft_deadline_pop(&d);
+	CHECK(failed > 1);
+	/* nothing was taken: the channel is empty, the semaphore at 0 */
+	CHECK_EQ(weft_chan_try_recv(c, &x), -EAGAIN);
+	CHECK_EQ(weft_sem_try_acquire(&s), -EAGAIN);
+	CHECK_EQ(weft_mutex_unlock(&m), 0);
+	weft_chan_free(c);
+	weft_group_free(g);
+	return NULL;
+}
+
+static void test_deadline_timer_nomem(void **state)
+{
+	(void)state;
+	if (seeded() || !INTERPOSE)
+		skip(); /* the simulator's timers are its own; sanitizers
+			   keep realloc */
+	run(1, nomem_main, NULL);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1415,6 +1494,7 @@ int main(void)
 		cmocka_unit_test(test_event_free_after_wait),
 		cmocka_unit_test(test_sem_free_after_acquire),
 		cmocka_unit_test(test_cond_free_after_broadcast),
+		cmocka_unit_test(test_deadline_timer_nomem),
 	};
 	apply_test_filters();
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -16,7 +16,11 @@
  * - run_in_child: run a function in a forked child and get its status
  *   (and stderr);
  * - apply_test_filters: WEFT_TEST_FILTER / WEFT_TEST_SKIP;
- * - seeded, SKIP_IF_SEEDED: the suite under WEFT_SEED (weft/sim.h).
+ * - seeded, SKIP_IF_SEEDED: the suite under WEFT_SEED (weft/sim.h);
+ * - INTERPOSE: 1 where a test may define a libc function (realloc,
+ *   getaddrinfo) to steer the static libweft; 0 under the sanitizers, whose
+ *   runtimes intercept those themselves (TSan's is linked in statically:
+ *   ours would bypass its allocator).
  */
 #ifndef WEFT_TESTUTIL_H
 #define WEFT_TESTUTIL_H
@@ -299,5 +303,16 @@ static inline void apply_test_filters(void)
 	if (skip && *skip)
 		cmocka_set_skip_filter(skip);
 }
+
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define INTERPOSE 0
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define INTERPOSE 0
+#endif
+#endif
+#ifndef INTERPOSE
+#define INTERPOSE 1
+#endif
 
 #endif /* WEFT_TESTUTIL_H */

@@ -27,6 +27,8 @@
  *   -ETIMEDOUT  the deadline scope expired before the call or while it was
  *               queued (fn did not run); a running fn is waited for, as
  *               for -ECANCELED;
+ *   -ENOMEM     under a deadline scope, no memory for the deadline's
+ *               timer while the call was queued (fn did not run);
  *   -EINVAL     fn NULL, or not called from a fiber. */
 WEFT_API int weft_blocking(void *(*fn)(void *), void *arg, void **result);
 

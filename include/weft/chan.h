@@ -19,9 +19,12 @@ typedef struct weft_chan weft_chan;
 WEFT_API weft_chan *weft_chan_new(size_t capacity, size_t elem_size);
 
 /* 0 sent; -EPIPE closed (before or while waiting); -ECANCELED; -ETIMEDOUT;
- * -EINVAL (NULL argument, or not a fiber and it would have to wait). */
+ * -EINVAL (NULL argument, or not a fiber and it would have to wait);
+ * -ENOMEM (it had to wait under a deadline scope and found no memory for
+ * the deadline's timer: nothing was sent, weft/deadline.h). */
 WEFT_API int weft_chan_send(weft_chan *c, const void *elem);
-/* 0 received; -EPIPE closed and drained; -ECANCELED; -ETIMEDOUT; -EINVAL. */
+/* 0 received; -EPIPE closed and drained; -ECANCELED; -ETIMEDOUT; -EINVAL;
+ * -ENOMEM (as for send). */
 WEFT_API int weft_chan_recv(weft_chan *c, void *elem);
 
 /* Never block; callable from any thread. 0; -EAGAIN (full / no waiting
@@ -49,7 +52,8 @@ typedef struct weft_select_case {
 /* Ready cases are chosen at random (no case starves). With nowait != 0 it
  * is select-with-default: -EAGAIN when no case is ready. Returns the index,
  * or -EAGAIN, -ECANCELED, -ETIMEDOUT, -EINVAL (n == 0 or > 64, a NULL chan
- * or elem, a bad op, or not a fiber when it would block). */
+ * or elem, a bad op, or not a fiber when it would block), -ENOMEM (as for
+ * send: no case happened). */
 WEFT_API int weft_select(weft_select_case *cases, size_t n, int nowait);
 
 #endif

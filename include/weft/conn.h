@@ -35,6 +35,8 @@ WEFT_API weft_conn *weft_conn_open(int fd, int *err);
  *   -ECANCELED / -ETIMEDOUT  the caller was cancelled / its deadline
  *                            passed (nothing is lost: data that arrives
  *                            stays queued for the next call);
+ *   -ENOMEM   it had to wait under a deadline scope and found no memory
+ *             for the deadline's timer (nothing is lost either);
  *   -EBUSY    another fiber is already waiting in weft_conn_recv on c;
  *   -EINVAL   c NULL, or not called from a fiber;
  *   -EFAULT   buf NULL with n > 0;
@@ -58,7 +60,8 @@ typedef struct weft_listener weft_listener;
 WEFT_API weft_listener *weft_listener_open(int lfd, int *err);
 /* The next connection, as weft_accept (close-on-exec, TCP_NODELAY; sa/len
  * from getpeername, *len 0 if that failed). Returns the fd, or -ECANCELED,
- * -ETIMEDOUT (a connection that arrives later stays queued), -EBUSY
+ * -ETIMEDOUT, -ENOMEM (as for weft_conn_recv; a connection that arrives
+ * later stays queued), -EBUSY
  * (another fiber waits on l), -EINVAL (l NULL, not a fiber), -EFAULT (sa
  * without len), or an accept error once (-EMFILE, -ENFILE, ...: the next
  * call accepts again). */

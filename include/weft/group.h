@@ -27,7 +27,8 @@ WEFT_API int weft_group_spawn(weft_group *g, int (*fn)(void *), void *arg);
  * (weft_group_cancel, or the waiting fiber was: the cancellation is passed
  * to every child, and the wait still joins them all), -ETIMEDOUT if the
  * waiter's deadline passed (the group is cancelled and joined the same
- * way), or -EINVAL. */
+ * way), -ENOMEM if, under a deadline scope, there was no memory for the
+ * deadline's timer (cancelled and joined the same way), or -EINVAL. */
 WEFT_API int weft_group_wait(weft_group *g);
 
 /* Cancel every child now and every later spawn. Any thread. */

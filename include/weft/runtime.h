@@ -63,8 +63,11 @@ WEFT_API void weft_config_init(weft_config *cfg);
  *   -EBUSY    a runtime is already running in this process (nested or
  *             concurrent weft_run);
  *   -ENOMEM   out of memory; or a negative errno from io_uring_setup
- *             (-ENOSYS, -EPERM) or pthread_create (-EAGAIN).
- * On error nothing ran and nothing is left behind. */
+ *             (-ENOSYS, -EPERM), pthread_create (-EAGAIN), or from
+ *             io_uring_setup, eventfd or pipe at the descriptor limit
+ *             (-EMFILE, -ENFILE).
+ * On those errors (all but -EDEADLK) nothing ran and nothing is left
+ * behind. */
 WEFT_API int weft_run(const weft_config *cfg, void *(*main_fn)(void *),
 		      void *arg, void **result);
 

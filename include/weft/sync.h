@@ -3,7 +3,8 @@
  * Value types: zero-initialize them (or use the _init calls); no free
  * needed. Waiting parks the fiber, never the worker; any worker may
  * release. Waits return -ECANCELED when the fiber is cancelled and
- * -ETIMEDOUT when its deadline scope expires; nothing was acquired then.
+ * -ETIMEDOUT when its deadline scope expires (-ENOMEM when, under a scope,
+ * no memory was left for the deadline's timer); nothing was acquired then.
  * Calling a waiting function outside a fiber returns -EINVAL.
  *
  * Mutex policy (as Go's sync.Mutex): an unlock wakes the oldest waiter,
@@ -50,7 +51,7 @@ typedef struct weft_sem {
 } weft_sem;
 WEFT_API void weft_sem_init(weft_sem *s, long count);
 WEFT_API int weft_sem_acquire(weft_sem *s);     /* 0 -ECANCELED -ETIMEDOUT -EINVAL */
-WEFT_API int weft_sem_try_acquire(weft_sem *s); /* 0 -EAGAIN */
+WEFT_API int weft_sem_try_acquire(weft_sem *s); /* 0 -EAGAIN -EINVAL */
 /* 0; -EINVAL n < 1; -EOVERFLOW count + n > LONG_MAX (nothing changes) */
 WEFT_API int weft_sem_release(weft_sem *s, long n);
 

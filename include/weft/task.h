@@ -67,8 +67,11 @@ WEFT_API int weft_sleep(uint64_t ns);
 /* Join t[0..n-1] in order (asyncio.gather); results[i] (if results is not
  * NULL) gets t[i]'s return value. Every task is joined and freed, even when
  * one fails. Returns 0, or the first non-zero weft_join result in index
- * order (-ECANCELED, -ENOMEM); -EINVAL if t is NULL with n > 0, any t[i] is
- * NULL (then no task is joined), or the caller is not a fiber. */
+ * order (-ECANCELED, -ENOMEM, -ETIMEDOUT); -EINVAL if t is NULL with n > 0,
+ * any t[i] is NULL (then no task is joined), or the caller is not a fiber.
+ * If the caller's deadline scope expires (or no memory is left for its
+ * timer), the tasks not yet joined are cancelled and joined all the same,
+ * as weft_group_wait does. */
 WEFT_API int weft_gather(weft_task *const *t, size_t n, void **results);
 
 /* Id of the calling fiber (unique within one weft_run, from 1), 0 outside

@@ -3,7 +3,8 @@
  *
  * Sockets are created blocking: io_uring then waits for readiness inside
  * the kernel (internal poll) instead of failing with -EAGAIN. A receive
- * arms that poll first (IORING_RECVSEND_POLL_FIRST); a send first tries
+ * is tried before that poll is armed (not IORING_RECVSEND_POLL_FIRST: see
+ * weft_recv); a send first tries
  * the syscall with MSG_DONTWAIT and only queues on the ring when the
  * socket buffer is full (as Go's netpoller tries before it parks). A socket the
  * user made O_NONBLOCK can still return -EAGAIN from the kernel; recv,
@@ -77,10 +78,12 @@ ssize_t weft_recv(int fd, void *buf, size_t n, int flags)
 	n = weft__fault_short(fd, weft__io_len(n));
 	for (;;) {
 		int r;
-		/* POLL_FIRST: a server's recv usually waits for the peer, so
-		 * arm the poll without trying the receive first */
-		WEFT__IO_INTO(r, (io_uring_prep_recv(sqe, fd, buf, n, flags),
-				  sqe->ioprio |= IORING_RECVSEND_POLL_FIRST));
+		/* No IORING_RECVSEND_POLL_FIRST: with it the kernel arms the
+		 * poll before it looks at the fd, so a pipe or a listening
+		 * socket (where recv(2) fails at once: -ENOTSOCK, -ENOTCONN)
+		 * waited until it became readable, forever if it never did.
+		 * Tried first, the receive fails as the syscall does. */
+		WEFT__IO_INTO(r, io_uring_prep_recv(sqe, fd, buf, n, flags));
 		if (r != -EAGAIN || (flags & MSG_DONTWAIT))
 			return r;
 		if ((r = weft_poll(fd, POLLIN)) < 0)

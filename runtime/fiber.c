@@ -396,6 +396,16 @@ void weft_detach(weft_task *t)
 {
 	if (!t)
 		return;
+	/* Outside a worker, stay entered throughout: the teardown frees
+	 * every task once the foreign callers that saw the runtime are out.
+	 * No runtime: t's run has ended and freed it, nothing is left to do (a
+	 * thread that spawned t just before the end and detaches it now). */
+	bool foreign = !weft__worker_self();
+	if (foreign)
+		weft__foreign_enter();
+	struct weft__rt *rt = atomic_load(&weft__rt_cur);
+	if (!rt)
+		goto out;
 	uint32_t fl = atomic_load_explicit(&t->flags, memory_order_acquire);
 	do {
 		if (!(fl & WEFT__F_ALLOC) ||
@@ -408,7 +418,7 @@ void weft_detach(weft_task *t)
 	uintptr_t expect = 0;
 	if (atomic_compare_exchange_strong(&t->join_word, &expect,
 					   WEFT__DETACH_MARK))
-		return; /* the exit frees it */
+		goto out; /* the exit frees it */
 	/* a weft_wait_any is registered on it (it does not take the handle):
 	 * the task may still run, and the waiter still reads it. Freeing it
 	 * here handed a running task's memory to the next spawn. */
@@ -419,12 +429,8 @@ void weft_detach(weft_task *t)
 	/* already finished: free it here */
 	if (expect == WEFT__JOIN_DONE)
 		wait_released(t);
-	bool foreign = !weft__worker_self();
-	if (foreign)
-		weft__foreign_enter();
-	struct weft__rt *rt = atomic_load(&weft__rt_cur);
-	if (rt)
-		task_free(rt, weft__worker_self(), t);
+	task_free(rt, weft__worker_self(), t);
+out:
 	if (foreign)
 		weft__foreign_exit();
 }
@@ -434,8 +440,16 @@ int weft_cancel(weft_task *t)
 	if (!t)
 		return -EINVAL;
 	bool foreign = !weft__worker_self();
-	if (foreign)
+	if (foreign) {
 		weft__foreign_enter();
+		/* No runtime (none yet, or t's has ended): no task is live,
+		 * and t's memory may be gone: the teardown frees the fibers
+		 * once the foreign callers that saw it are out (runtime.c) */
+		if (!atomic_load(&weft__rt_cur)) {
+			weft__foreign_exit();
+			return -EINVAL;
+		}
+	}
 	uint32_t fl = atomic_load_explicit(&t->flags, memory_order_acquire);
 	int r = (fl & WEFT__F_ALLOC) ? cancel_task(t) : -EINVAL;
 	if (foreign)
@@ -554,13 +568,26 @@ int weft_task_set_name(weft_task *t, const char *name)
 {
 	if (!t && !(t = weft__self(NULL)))
 		return -EINVAL;
+	/* outside a worker: as weft_cancel, no runtime means no live task */
+	bool foreign = !weft__worker_self();
+	if (foreign) {
+		weft__foreign_enter();
+		if (!atomic_load(&weft__rt_cur)) {
+			weft__foreign_exit();
+			return -EINVAL;
+		}
+	}
+	int r = -EINVAL;
 	/* acquire: pairs with spawn's seq_cst store of F_ALLOC */
-	if (!(atomic_load_explicit(&t->flags, memory_order_acquire) &
-	      WEFT__F_ALLOC))
-		return -EINVAL;
-	/* relaxed: the dump and the watchdog read it racily */
-	__atomic_store_n(&t->name, name, __ATOMIC_RELAXED);
-	return 0;
+	if (atomic_load_explicit(&t->flags, memory_order_acquire) &
+	    WEFT__F_ALLOC) {
+		/* relaxed: the dump and the watchdog read it racily */
+		__atomic_store_n(&t->name, name, __ATOMIC_RELAXED);
+		r = 0;
+	}
+	if (foreign)
+		weft__foreign_exit();
+	return r;
 }
 
 const char *weft_task_name(const weft_task *t)

@@ -47,6 +47,8 @@
  *   left blocked when main returns (weft_run cancels them);
  * - O_NONBLOCK sockets (the -EAGAIN + poll path): 4 MiB through them,
  *   MSG_DONTWAIT -> -EAGAIN, cancel and deadline in the poll wait;
+ * - weft_recv(MSG_DONTWAIT) with data queued returns it (blocking and
+ *   O_NONBLOCK sockets), -EAGAIN only when the socket is empty;
  * - a connect that cannot finish (full accept queue): deadline ->
  *   -ETIMEDOUT, cancel -> -ECANCELED;
  * - echo with 4-entry rings (full SQ, CQ overflow at every step);
@@ -2407,6 +2409,46 @@ static void test_net_resolve(void **state)
 	check_no_leak();
 }
 
+/* ---- MSG_DONTWAIT with data queued ------------------------------------------------------ */
+
+/* weft_recv(MSG_DONTWAIT) is recv(2)'s non-blocking receive: data already
+ * in the socket is returned; only an empty socket gives -EAGAIN (blocking
+ * and O_NONBLOCK sockets alike). */
+static struct {
+	int got_blk, got_nb, empty_blk;
+	char b1[8], b2[8];
+} DW;
+
+static void *dontwait_main(void *arg)
+{
+	(void)arg;
+	int sv[2];
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv))
+		return NULL;
+	DW.empty_blk = (int)weft_recv(sv[0], DW.b1, sizeof DW.b1, MSG_DONTWAIT);
+	CHECK_EQ(send(sv[1], "abc", 3, 0), 3);
+	DW.got_blk = (int)weft_recv(sv[0], DW.b1, sizeof DW.b1, MSG_DONTWAIT);
+	fcntl(sv[0], F_SETFL, fcntl(sv[0], F_GETFL) | O_NONBLOCK);
+	CHECK_EQ(send(sv[1], "de", 2, 0), 2);
+	DW.got_nb = (int)weft_recv(sv[0], DW.b2, sizeof DW.b2, MSG_DONTWAIT);
+	close(sv[0]);
+	close(sv[1]);
+	return NULL;
+}
+
+static void test_net_recv_dontwait_data(void **state)
+{
+	(void)state;
+	memset(&DW, 0, sizeof DW);
+	run(1, dontwait_main, NULL);
+	assert_int_equal(DW.empty_blk, -EAGAIN);
+	assert_int_equal(DW.got_blk, 3);
+	assert_memory_equal(DW.b1, "abc", 3);
+	assert_int_equal(DW.got_nb, 2);
+	assert_memory_equal(DW.b2, "de", 2);
+	check_no_leak();
+}
+
 int main(void)
 {
 	/* 1,000 connections are 2,000 fds in one process */
@@ -2446,6 +2488,7 @@ int main(void)
 		cmocka_unit_test_setup(test_net_unix_echo, setup),
 		cmocka_unit_test_setup(test_net_poll_pipe, setup),
 		cmocka_unit_test_setup(test_net_resolve, setup),
+		cmocka_unit_test_setup(test_net_recv_dontwait_data, setup),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

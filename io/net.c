@@ -197,10 +197,15 @@ static void *do_getaddrinfo(void *p)
 }
 
 /* One address for host:port. Numeric and empty hosts directly; names on
- * the blocking pool. */
+ * the blocking pool. With all != NULL, a name's whole getaddrinfo list is
+ * handed back there (the caller frees it; ss holds its first address);
+ * *all is NULL for a numeric or empty host. */
 static int resolve(const char *host, uint16_t port, int socktype, bool passive,
-		   struct sockaddr_storage *ss, socklen_t *len)
+		   struct sockaddr_storage *ss, socklen_t *len,
+		   struct addrinfo **all)
 {
+	if (all)
+		*all = NULL;
 	memset(ss, 0, sizeof *ss);
 	struct sockaddr_in *s4 = (struct sockaddr_in *)ss;
 	struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)ss;
@@ -238,7 +243,10 @@ static int resolve(const char *host, uint16_t port, int socktype, bool passive,
 									     : -EINVAL;
 	memcpy(ss, rq.res->ai_addr, rq.res->ai_addrlen);
 	*len = rq.res->ai_addrlen;
-	freeaddrinfo(rq.res);
+	if (all)
+		*all = rq.res;
+	else
+		freeaddrinfo(rq.res);
 	return 0;
 }
 
@@ -263,7 +271,7 @@ int weft_tcp_listen(const char *host, uint16_t port, int backlog)
 {
 	struct sockaddr_storage ss;
 	socklen_t len;
-	int r = resolve(host, port, SOCK_STREAM, true, &ss, &len);
+	int r = resolve(host, port, SOCK_STREAM, true, &ss, &len, NULL);
 	if (r)
 		return r;
 	int fd = sock_of(ss.ss_family, SOCK_STREAM);
@@ -286,32 +294,71 @@ int weft_tcp_listen(const char *host, uint16_t port, int backlog)
 			   backlog > 0 ? backlog : SOMAXCONN);
 }
 
+/* the calling fiber was cancelled or its deadline passed: its waits fail
+ * from now on (an -ETIMEDOUT of TCP's own, SYNs unanswered, is not this) */
+static bool stopped(void)
+{
+	weft_task *self = weft__self(NULL);
+	if (!self)
+		return false;
+	if (atomic_load_explicit(&self->flags, memory_order_relaxed) &
+	    WEFT__F_CANCEL)
+		return true;
+	return self->deadline && weft__clock() >= self->deadline;
+}
+
 int weft_tcp_connect(const char *host, uint16_t port)
 {
 	if (!host || !*host)
 		return -EINVAL;
 	struct sockaddr_storage ss;
 	socklen_t len;
-	int r = resolve(host, port, SOCK_STREAM, false, &ss, &len);
+	struct addrinfo *all;
+	int r = resolve(host, port, SOCK_STREAM, false, &ss, &len, &all);
 	if (r)
 		return r;
-	int fd = sock_of(ss.ss_family, SOCK_STREAM);
-	if (fd < 0)
-		return fd;
-	int one = 1;
-	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-	if ((r = weft_connect(fd, (struct sockaddr *)&ss, len)) < 0) {
-		close(fd);
-		return r;
+	/* Every address in the resolver's order until one connects, as Go
+	 * and Tokio do ("localhost" may give ::1 first to an IPv4-only
+	 * server); the first failure is reported if none does. Cancelled or
+	 * out of time: that is reported, and nothing more is tried. */
+	int first = 0;
+	for (struct addrinfo *ai = all;;) {
+		int fd = sock_of(ss.ss_family, SOCK_STREAM);
+		if (fd >= 0) {
+			int one = 1;
+			setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one,
+				   sizeof one);
+			r = weft_connect(fd, (struct sockaddr *)&ss, len);
+			if (r >= 0) {
+				r = fd;
+				break;
+			}
+			close(fd);
+		} else {
+			r = fd;
+		}
+		if (!first)
+			first = r;
+		if (stopped())
+			break;
+		if (!ai || !ai->ai_next) {
+			r = first;
+			break;
+		}
+		ai = ai->ai_next;
+		memcpy(&ss, ai->ai_addr, ai->ai_addrlen);
+		len = ai->ai_addrlen;
 	}
-	return fd;
+	if (all)
+		freeaddrinfo(all);
+	return r;
 }
 
 int weft_udp_bind(const char *host, uint16_t port)
 {
 	struct sockaddr_storage ss;
 	socklen_t len;
-	int r = resolve(host, port, SOCK_DGRAM, true, &ss, &len);
+	int r = resolve(host, port, SOCK_DGRAM, true, &ss, &len, NULL);
 	if (r)
 		return r;
 	int fd = sock_of(ss.ss_family, SOCK_DGRAM);

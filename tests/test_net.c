@@ -2290,6 +2290,29 @@ int getaddrinfo(const char *node, const char *service,
 		nanosleep(&ts, NULL);
 		node = "localhost";
 	}
+	/* two addresses: "two": 127.0.0.2 (nothing listens there) then
+	 * 127.0.0.1; "refused": 127.0.0.2 then 127.0.0.3. glibc frees
+	 * a list node by node, so two lists can be chained. */
+	const char *second = !node ? NULL
+			     : !strcmp(node, "two.weft.test") ? "127.0.0.1"
+			     : !strcmp(node, "refused.weft.test") ? "127.0.0.3"
+								: NULL;
+	if (second) {
+		struct addrinfo *a, *b;
+		int r = real("127.0.0.2", service, hints, &a);
+		if (r)
+			return r;
+		if ((r = real(second, service, hints, &b))) {
+			freeaddrinfo(a);
+			return r;
+		}
+		struct addrinfo *t = a;
+		while (t->ai_next)
+			t = t->ai_next;
+		t->ai_next = b;
+		*res = a;
+		return 0;
+	}
 	return real(node, service, hints, res);
 }
 #endif
@@ -2449,6 +2472,55 @@ static void test_net_recv_dontwait_data(void **state)
 	check_no_leak();
 }
 
+/* ---- a name with several addresses --------------------------------------------
+ * weft_tcp_connect tries each address the resolver gives, in order, until
+ * one connects (it used only the first: "localhost" giving ::1 first failed
+ * against an IPv4-only server); when none does, the first failure comes
+ * back and no socket is left open. */
+static struct {
+	int two, refused, fds_leaked;
+} NM;
+
+static void *multi_addr_main(void *arg)
+{
+	(void)arg;
+	int l = weft_tcp_listen("127.0.0.1", 0, 16);
+	CHECK(l >= 0);
+	if (l < 0)
+		return NULL;
+	uint16_t port = port_of(l);
+	int before = count_fds();
+	NM.two = weft_tcp_connect("two.weft.test", port);
+	if (NM.two >= 0) {
+		int a = weft_accept(l, NULL, NULL);
+		CHECK(a >= 0);
+		CHECK_EQ(weft_send(NM.two, "x", 1, 0), 1);
+		char c = 0;
+		CHECK_EQ(weft_recv(a, &c, 1, 0), 1);
+		CHECK_EQ(c, 'x');
+		close(a);
+		close(NM.two);
+	}
+	NM.refused = weft_tcp_connect("refused.weft.test", port);
+	if (NM.refused >= 0)
+		close(NM.refused);
+	NM.fds_leaked = count_fds() - before;
+	close(l);
+	return NULL;
+}
+
+static void test_net_connect_tries_every_address(void **state)
+{
+	(void)state;
+	if (!INTERPOSE)
+		skip(); /* the two-address names are interposed */
+	memset(&NM, 0, sizeof NM);
+	run(1, multi_addr_main, NULL);
+	assert_true(NM.two >= 0);
+	assert_int_equal(NM.refused, -ECONNREFUSED);
+	assert_int_equal(NM.fds_leaked, 0);
+}
+
 int main(void)
 {
 	/* 1,000 connections are 2,000 fds in one process */
@@ -2489,6 +2561,8 @@ int main(void)
 		cmocka_unit_test_setup(test_net_poll_pipe, setup),
 		cmocka_unit_test_setup(test_net_resolve, setup),
 		cmocka_unit_test_setup(test_net_recv_dontwait_data, setup),
+		cmocka_unit_test_setup(test_net_connect_tries_every_address,
+				       setup),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -29,7 +29,8 @@ WEFT_API ssize_t weft_recvfrom(int fd, void *buf, size_t n, int flags,
  * Returns the fd; -ENOENT for a host that does not resolve, -EAGAIN for a
  * temporary resolver failure, -EADDRINUSE, ... */
 WEFT_API int weft_tcp_listen(const char *host, uint16_t port, int backlog);
-/* Resolves, connects (TCP_NODELAY set) and returns the fd. */
+/* Resolves, connects (TCP_NODELAY set) and returns the fd. Each resolved
+ * address is tried in turn; if none connects, the first one's error. */
 WEFT_API int weft_tcp_connect(const char *host, uint16_t port);
 /* UDP socket bound to host:port (port 0: any). */
 WEFT_API int weft_udp_bind(const char *host, uint16_t port);

@@ -18,7 +18,10 @@
  * Parking: io_uring_submit_and_wait_timeout() up to the earliest timer
  * (EXT_ARG: no timeout SQE), which also flushes SQEs prepared this tick.
  *
- * user_data: TAG_WAKE and TAG_EFD below 4096; anything else is a 15-bit
+ * A MSG_RING that fails posts the waker's CQE after all (TAG_WAKE_FAILED
+ * + target): its reap writes the target's eventfd instead.
+ *
+ * user_data: the TAG_* values below 4096; anything else is a 15-bit
  * generation above a pointer (weft__io_new_ud): to a struct weft__op whose
  * completion the I/O layer handles (io/), or with bit 63 set to a multishot
  * op's struct weft__mshot (io/mshot.c).
@@ -38,6 +41,12 @@ static void drain_cancels(struct weft__worker *w);
 #define TAG_WAKE 1
 #define TAG_EFD 2
 #define TAG_IGNORE 3 /* linked timeouts, async cancels: no one waits */
+/* TAG_WAKE_FAILED + i: the waker's own CQE of a MSG_RING to worker i,
+ * posted only when it failed (IOSQE_CQE_SKIP_SUCCESS): wake i by its
+ * eventfd instead. Workers are at most WEFT__MAX_WORKERS (1024). */
+#define TAG_WAKE_FAILED 2048
+_Static_assert(TAG_WAKE_FAILED + WEFT__MAX_WORKERS <= 4096,
+	       "tags stay below 4096");
 
 static void arm_efd(struct weft__worker *w)
 {
@@ -361,6 +370,15 @@ static void reap_n(struct weft__worker *w, unsigned room)
 			/* nothing to do: the wait returned */
 		} else if (ud == TAG_EFD) {
 			rearm = true;
+		} else if (ud >= TAG_WAKE_FAILED &&
+			   ud < TAG_WAKE_FAILED + w->rt->nworkers) {
+			/* a MSG_RING wake failed (the target's CQ could not
+			 * take it: -EOVERFLOW, -ENOMEM): it must not be lost */
+			uint64_t one = 1;
+			struct weft__worker *t =
+				&w->rt->workers[ud - TAG_WAKE_FAILED];
+			ssize_t r = write(t->efd, &one, sizeof one);
+			(void)r; /* EAGAIN: a wake already pends */
 		} else if (ud >= 4096) {
 			if (!(ud & WEFT__UD_MSHOT) || !(cqe->flags & IORING_CQE_F_MORE)) {
 				w->inflight--;
@@ -426,7 +444,7 @@ void weft__ring_wake(struct weft__worker *t)
 		if (sqe) {
 			io_uring_prep_msg_ring(sqe, t->ring.ring_fd, 0,
 					       TAG_WAKE, 0);
-			io_uring_sqe_set_data64(sqe, 0);
+			io_uring_sqe_set_data64(sqe, TAG_WAKE_FAILED + t->index);
 			sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
 			if (io_uring_submit(&self->ring) >= 0)
 				return;

@@ -526,11 +526,19 @@ int weft__park_wait(weft_task *self)
 {
 	uint64_t dl = self->deadline;
 	if (dl) {
-		uint32_t seq = WEFT__PW_SEQ(atomic_load_explicit(
-			&self->park, memory_order_relaxed));
+		uint64_t s = atomic_load_explicit(&self->park,
+						  memory_order_relaxed);
+		uint32_t seq = WEFT__PW_SEQ(s);
 		if (dl <= weft__clock()) {
 			weft__park_abort(self);
-			return WEFT__R_TIMER;
+			/* a cancel wins over a passed deadline, as in the waits
+			 * that look before parking (sleep, I/O, blocking,
+			 * mutex): cancellation is sticky, every later wait
+			 * returns -ECANCELED (task.md) */
+			return WEFT__PW_CANC(s) && (atomic_load(&self->flags) &
+						    WEFT__F_CANCEL)
+				       ? WEFT__R_CANCEL
+				       : WEFT__R_TIMER;
 		}
 		if (weft__timer_add(weft__worker_self(), self, dl, seq)) {
 			weft__park_abort(self);

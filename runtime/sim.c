@@ -602,12 +602,20 @@ static void poll_ring(struct weft__worker *w)
 		weft__ring_wait(w, until - now);
 }
 
+/* A timer at or past FOREVER_NS is never due: a threaded run's monotonic
+ * clock never gets there (292 years of uptime), and weft_sleep and
+ * weft_deadline_push saturate "forever" at UINT64_MAX - 1. A jump there
+ * fired such sleeps and deadlines, and the steps after it wrapped the
+ * clock around to 0 (weft_now went backwards). Fibers that wait only on
+ * such timers are deadlocked, as they would hang in threaded mode. */
+#define FOREVER_NS (UINT64_MAX / 2)
+
 static uint64_t next_event(struct weft__rt *rt, struct weft__sim *s)
 {
 	uint64_t next = UINT64_MAX;
 	for (unsigned i = 0; i < rt->nworkers; i++) {
 		uint64_t t = weft__timers_next(&rt->workers[i]);
-		if (t < next)
+		if (t < next && t < FOREVER_NS)
 			next = t;
 	}
 	for (size_t i = 0; i < s->nheld; i++)

@@ -237,6 +237,100 @@ static void test_cancel_sticky(void **state)
 	assert_int_equal(ST.join_ret, -ECANCELED);
 }
 
+/* ---- cancel under an expired deadline scope ------------------------------- */
+
+/* Cancelled, and under a deadline that has passed: every wait returns
+ * -ECANCELED (sticky, task.md), whichever kind of wait. The sleep, I/O,
+ * blocking and mutex calls look at the cancel first; the waits that park
+ * through park_wait (channels, select, sem, wait group, event, cond, join,
+ * wait_any, group wait) used to look at the deadline first and return
+ * -ETIMEDOUT. */
+static struct {
+	int r[11];
+	_Atomic int cancelled;
+} CD;
+
+static void *cd_slow(void *arg)
+{
+	(void)arg;
+	weft_sleep(20 * MS);
+	return NULL;
+}
+
+static int cd_gchild(void *arg)
+{
+	(void)arg;
+	weft_sleep(20 * MS);
+	return 0;
+}
+
+static void *cd_fn(void *arg)
+{
+	(void)arg;
+	int k = 0, x;
+	weft_chan *c = weft_chan_new(0, sizeof x);
+	weft_mutex m;
+	weft_cond cv;
+	weft_sem s;
+	weft_wg wg;
+	weft_event e;
+	weft_mutex_init(&m);
+	weft_cond_init(&cv);
+	weft_sem_init(&s, 0);
+	weft_wg_init(&wg);
+	weft_wg_add(&wg, 1);
+	weft_event_init(&e);
+	weft_task *t = weft_spawn(cd_slow, NULL);
+	weft_group *g = weft_group_new();
+	weft_group_spawn(g, cd_gchild, NULL);
+	while (!atomic_load(&CD.cancelled))
+		weft_yield(); /* not a wait: no cancel seen */
+	weft_deadline d;
+	weft_deadline_push(&d, 0); /* already expired */
+	CD.r[k++] = weft_sleep(MS);
+	CD.r[k++] = weft_chan_recv(c, &x);
+	weft_select_case cs[1] = {{.chan = c, .op = WEFT_RECV, .elem = &x}};
+	CD.r[k++] = weft_select(cs, 1, 0);
+	CD.r[k++] = weft_sem_acquire(&s);
+	CD.r[k++] = weft_wg_wait(&wg);
+	CD.r[k++] = weft_event_wait(&e);
+	weft_mutex_lock(&m); /* free: taken even when cancelled */
+	CD.r[k++] = weft_cond_wait(&cv, &m);
+	weft_mutex_unlock(&m);
+	CD.r[k++] = weft_wait_any(&t, 1);
+	CD.r[k++] = weft_group_wait(g);
+	CD.r[k++] = weft_join(t, NULL);
+	weft_deadline_pop(&d);
+	weft_group_free(g);
+	weft_chan_free(c);
+	CD.r[10] = k; /* all ran */
+	return NULL;
+}
+
+static void *cd_main(void *arg)
+{
+	(void)arg;
+	weft_task *t = weft_spawn(cd_fn, NULL);
+	weft_cancel(t);
+	atomic_store(&CD.cancelled, 1);
+	weft_join(t, NULL);
+	return NULL;
+}
+
+static void test_cancel_beats_expired_deadline(void **state)
+{
+	(void)state;
+	memset(&CD, 0, sizeof CD);
+	weft_config c = cfg_workers(2);
+	assert_int_equal(weft_run(&c, cd_main, NULL, NULL), 0);
+	assert_int_equal(CD.r[10], 10);
+	for (int i = 0; i < 10; i++) {
+		if (CD.r[i] != -ECANCELED)
+			print_error("wait %d returned %d\n", i, CD.r[i]);
+		assert_int_equal(CD.r[i], -ECANCELED);
+	}
+}
+
 /* ---- cancel of a finished, not joined task ---------------------------------- */
 
 #define FN_ROUNDS 20
@@ -703,6 +797,7 @@ int main(void)
 		cmocka_unit_test(test_cancel_sleeping),
 		cmocka_unit_test(test_cancel_before_run),
 		cmocka_unit_test(test_cancel_sticky),
+		cmocka_unit_test(test_cancel_beats_expired_deadline),
 		cmocka_unit_test(test_cancel_finished_not_joined),
 		cmocka_unit_test(test_cancel_joiner_propagates),
 		cmocka_unit_test(test_shutdown_live_fibers),

@@ -354,6 +354,49 @@ static void test_virtual_time_deadline(void **state)
 	assert_true(wall < 1.0);
 }
 
+/* "Forever" (a sleep or a deadline scope of UINT64_MAX) never comes, as in
+ * threaded mode: with nothing else pending the run is deadlocked. The clock
+ * used to jump to it (UINT64_MAX - 1), fire both, and wrap around to 0
+ * steps later: weft_now went backwards. */
+static int fv_sleep = 1, fv_recv = 1;
+static uint64_t fv_t0, fv_t1;
+
+static void *fv_sleeper(void *arg)
+{
+	(void)arg;
+	fv_sleep = weft_sleep(UINT64_MAX);
+	return NULL;
+}
+
+static void *fv_main(void *arg)
+{
+	(void)arg;
+	int x;
+	weft_chan *c = weft_chan_new(0, sizeof x);
+	weft_task *t = weft_spawn(fv_sleeper, NULL);
+	weft_deadline d;
+	weft_deadline_push(&d, UINT64_MAX);
+	fv_t0 = weft_now();
+	fv_recv = weft_chan_recv(c, &x);
+	weft_deadline_pop(&d);
+	weft_join(t, NULL);
+	fv_t1 = weft_now();
+	weft_chan_free(c);
+	return NULL;
+}
+
+static void test_virtual_time_forever(void **state)
+{
+	(void)state;
+	weft_config c = sim_cfg(5, 2, NULL);
+	sim_run(&c, fv_main, NULL, &out[0]);
+	assert_true(fv_t1 >= fv_t0);
+	assert_int_equal(fv_recv, -ECANCELED);
+	assert_int_equal(fv_sleep, -ECANCELED);
+	assert_int_equal(out[0].rc, -EDEADLK);
+	assert_true(out[0].rep.deadlock);
+}
+
 /* ---- c: faults ----------------------------------------------------------- */
 
 /* what a fault test saw, compared between a run and its replay */
@@ -988,6 +1031,7 @@ int main(void)
 		cmocka_unit_test(test_determinism_workers),
 		cmocka_unit_test(test_virtual_time_sleep),
 		cmocka_unit_test(test_virtual_time_deadline),
+		cmocka_unit_test(test_virtual_time_forever),
 		cmocka_unit_test(test_fault_short),
 		cmocka_unit_test(test_fault_reset),
 		cmocka_unit_test(test_fault_nomem),

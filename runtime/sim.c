@@ -63,6 +63,10 @@
 #define STEP_NS_SPAN 400
 #define WAIT_REAL_MS 5          /* real wait for I/O before a clock jump */
 #define FOREIGN_GRACE_MS 100    /* real wait for other threads' wakes */
+#define FOREIGN_GRACE_SEEN_MS 2000 /* ... once one has woken a fiber: a
+				      waker thread the OS did not run for
+				      100 ms (a loaded machine) made false
+				      deadlocks */
 #define SURE_WAIT_MS 100        /* a reap's real wait for file ops */
 #define YIELD_STREAK 64
 #define DELAY_MAX_NS 10000000ull /* WEFT_FAULT_DELAY: up to 10 ms */
@@ -111,6 +115,7 @@ struct weft__sim {
 	pthread_cond_t cond;
 	struct ent *inbox;
 	size_t nin, capin;
+	bool foreign_seen; /* under lock: another thread has woken a fiber */
 	int deadlocks;
 	bool pool_late, pool_warned; /* pool_sync */
 };
@@ -451,6 +456,7 @@ void weft__sim_push(struct weft__rt *rt, struct weft__worker *w, weft_task *f,
 	pthread_mutex_lock(&s->lock);
 	grow((void **)&s->inbox, &s->capin, s->nin + 1, sizeof *s->inbox);
 	s->inbox[s->nin++] = (struct ent){f, 0, false};
+	s->foreign_seen = true;
 	pthread_cond_signal(&s->cond);
 	pthread_mutex_unlock(&s->lock);
 }
@@ -741,7 +747,9 @@ static bool idle(struct weft__rt *rt, struct weft__sim *s)
 	if (!s->nin) {
 		struct timespec ts;
 		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_nsec += FOREIGN_GRACE_MS * 1000000l;
+		ts.tv_nsec += (s->foreign_seen ? FOREIGN_GRACE_SEEN_MS
+					       : FOREIGN_GRACE_MS) *
+			      1000000l;
 		ts.tv_sec += ts.tv_nsec / 1000000000l;
 		ts.tv_nsec %= 1000000000l;
 		pthread_cond_timedwait(&s->cond, &s->lock, &ts);

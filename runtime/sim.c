@@ -50,6 +50,8 @@
  * The trace hash folds in, in order, every resume (fiber id, worker, virtual
  * time), every fault, inbox arrival and clock jump. Equal hashes: equal runs.
  */
+#include <dirent.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -63,8 +65,8 @@
 #define STEP_NS_SPAN 400
 #define WAIT_REAL_MS 5          /* real wait for I/O before a clock jump */
 #define FOREIGN_GRACE_MS 100    /* real wait for other threads' wakes */
-#define FOREIGN_GRACE_SEEN_MS 2000 /* ... once one has woken a fiber: a
-				      waker thread the OS did not run for
+#define FOREIGN_GRACE_LONG_MS 2000 /* ... while threads of the program's
+				      own exist: one the OS did not run for
 				      100 ms (a loaded machine) made false
 				      deadlocks */
 #define SURE_WAIT_MS 100        /* a reap's real wait for file ops */
@@ -115,7 +117,6 @@ struct weft__sim {
 	pthread_cond_t cond;
 	struct ent *inbox;
 	size_t nin, capin;
-	bool foreign_seen; /* under lock: another thread has woken a fiber */
 	int deadlocks;
 	bool pool_late, pool_warned; /* pool_sync */
 };
@@ -456,7 +457,6 @@ void weft__sim_push(struct weft__rt *rt, struct weft__worker *w, weft_task *f,
 	pthread_mutex_lock(&s->lock);
 	grow((void **)&s->inbox, &s->capin, s->nin + 1, sizeof *s->inbox);
 	s->inbox[s->nin++] = (struct ent){f, 0, false};
-	s->foreign_seen = true;
 	pthread_cond_signal(&s->cond);
 	pthread_mutex_unlock(&s->lock);
 }
@@ -705,6 +705,38 @@ static void deadlock(struct weft__rt *rt, struct weft__sim *s)
 	weft__begin_shutdown(rt); /* cancel all: they unwind and end */
 }
 
+/* Whether the process has a thread that may yet wake a fiber: one that is
+ * not the master (the caller, which runs every worker), a blocking-pool or
+ * monitor thread, or one of io_uring's own (iou-wrk-*). Asked only when
+ * the run looks deadlocked. */
+static bool outside_threads(struct weft__rt *rt)
+{
+	DIR *d = opendir("/proc/self/task");
+	if (!d)
+		return true; /* cannot tell: assume one */
+	unsigned n = 0;
+	struct dirent *e;
+	while ((e = readdir(d))) {
+		if (e->d_name[0] == '.')
+			continue;
+		char path[64], comm[32] = "";
+		snprintf(path, sizeof path, "/proc/self/task/%.20s/comm",
+			 e->d_name);
+		int fd = open(path, O_RDONLY | O_CLOEXEC);
+		if (fd >= 0) {
+			ssize_t k = read(fd, comm, sizeof comm - 1);
+			(void)k;
+			close(fd);
+		}
+		if (strncmp(comm, "iou-", 4))
+			n++;
+	}
+	closedir(d);
+	unsigned threads, idle, queued;
+	weft__blocking_stats(rt, &threads, &idle, &queued);
+	return n > 1 + threads + (rt->mon ? 1u : 0u);
+}
+
 /* Nothing is runnable. Make something runnable, or conclude. False when
  * the run is over. */
 static bool idle(struct weft__rt *rt, struct weft__sim *s)
@@ -743,13 +775,13 @@ static bool idle(struct weft__rt *rt, struct weft__sim *s)
 	if (inflight(rt))
 		return true; /* completions came but woke no one: look again */
 	/* other threads may still wake someone (weft_spawn, a channel) */
+	long grace = outside_threads(rt) ? FOREIGN_GRACE_LONG_MS
+					 : FOREIGN_GRACE_MS;
 	pthread_mutex_lock(&s->lock);
 	if (!s->nin) {
 		struct timespec ts;
 		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_nsec += (s->foreign_seen ? FOREIGN_GRACE_SEEN_MS
-					       : FOREIGN_GRACE_MS) *
-			      1000000l;
+		ts.tv_nsec += grace * 1000000l;
 		ts.tv_sec += ts.tv_nsec / 1000000000l;
 		ts.tv_nsec %= 1000000000l;
 		pthread_cond_timedwait(&s->cond, &s->lock, &ts);

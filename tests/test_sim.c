@@ -400,11 +400,11 @@ static void test_virtual_time_forever(void **state)
 
 /* ---- b2: wakes from another thread ---------------------------------------
  * A seeded run calls it a deadlock when nothing can wake a fiber, after a
- * grace of real time for wakes from other threads. A waker thread that has
- * woken fibers before and then was not run for 100 ms (a loaded machine:
- * it happened to test_sync under WEFT_SEED=3) is no deadlock: once another
- * thread has woken a fiber, the grace is 2 s. The thread here wakes, then
- * stalls 300 ms, then wakes again. */
+ * grace of real time for wakes from other threads. A waker thread that the
+ * OS did not run for 100 ms (a loaded machine: it happened to test_sync
+ * under WEFT_SEED=3, and to this test's first wake) is no deadlock: while
+ * the program has threads of its own, the grace is 2 s. The thread here
+ * wakes, then stalls 300 ms, then wakes again. */
 static weft_wg fw_a, fw_b;
 static int fw_ra, fw_rb;
 

@@ -53,6 +53,7 @@ CTEST_RUN = $(CTEST) --test-dir $(1) --output-on-failure -j$(JOBS)
 help:
 	@echo 'weft make targets:'
 	@echo '  deps      install the Debian packages that are missing (apt-get)'
+	@echo '  deps-bench  deps, and what bench adds (Go)'
 	@echo '  build     deps, then configure and build $(BUILD_DIR)/ (-DWEFT_WERROR=ON)'
 	@echo '  demo      build, then run $(DEMO)'
 	@echo '  test      build, then run the tests (ctest)'
@@ -61,7 +62,7 @@ help:
 	@echo '  asan      ASan+UBSan build (gcc) in $(ASAN_DIR)/, run the tests (also seeded)'
 	@echo '  tsan      TSan build (clang) in $(TSAN_DIR)/, run the tests (also seeded)'
 	@echo '  install   build, then install into PREFIX (now $(PREFIX))'
-	@echo '  clean     remove the build directories (and .ci/run's logs)'
+	@echo '  clean     remove the build directories (and the logs of .ci/run)'
 	@echo 'variables: BUILD_DIR RELEASE_DIR ASAN_DIR TSAN_DIR PREFIX DEMO JOBS SEEDS'
 	@echo '           CMAKE_FLAGS SKIP_DEPS=1'
 

@@ -16,6 +16,8 @@
 
 #include "common.h"
 
+WEFT_BEGIN_DECLS
+
 /* *result (if non-NULL) gets fn's return value. Returns
  *   0           fn ran;
  *   -EAGAIN     the queue is full, or no pool thread exists and none could
@@ -31,5 +33,7 @@
  *               timer while the call was queued (fn did not run);
  *   -EINVAL     fn NULL, or not called from a fiber. */
 WEFT_API int weft_blocking(void *(*fn)(void *), void *arg, void **result);
+
+WEFT_END_DECLS
 
 #endif

@@ -13,6 +13,8 @@
 
 #include "common.h"
 
+WEFT_BEGIN_DECLS
+
 typedef struct weft_chan weft_chan;
 
 /* NULL if elem_size is 0 or > 65536, capacity > 2^24, or out of memory. */
@@ -55,5 +57,7 @@ typedef struct weft_select_case {
  * or elem, a bad op, or not a fiber when it would block), -ENOMEM (as for
  * send: no case happened). */
 WEFT_API int weft_select(weft_select_case *cases, size_t n, int nowait);
+
+WEFT_END_DECLS
 
 #endif

@@ -23,6 +23,8 @@
 
 #include "common.h"
 
+WEFT_BEGIN_DECLS
+
 typedef struct weft_conn weft_conn;
 
 /* Wrap a connected stream socket (accepted or connected); the conn owns fd
@@ -71,5 +73,7 @@ WEFT_API int weft_listener_fd(const weft_listener *l);
 /* Stop accepting, close queued connections and lfd, free l. Same returns
  * as weft_conn_close. */
 WEFT_API int weft_listener_close(weft_listener *l);
+
+WEFT_END_DECLS
 
 #endif

@@ -17,6 +17,8 @@
 
 #include "common.h"
 
+WEFT_BEGIN_DECLS
+
 typedef struct weft_deadline {
 	uint64_t _prev;
 } weft_deadline;
@@ -29,5 +31,7 @@ WEFT_API int weft_deadline_push_at(weft_deadline *d, uint64_t when);
 WEFT_API void weft_deadline_pop(weft_deadline *d);
 /* The calling fiber's deadline (weft_now() time), 0 if none. */
 WEFT_API uint64_t weft_deadline_current(void);
+
+WEFT_END_DECLS
 
 #endif

@@ -24,6 +24,8 @@
 #include "common.h"
 #include "task.h"
 
+WEFT_BEGIN_DECLS
+
 /* Name t (NULL: the calling fiber) for the dump and the reports. The
  * string is not copied: it must stay valid until t is joined or detached
  * and ended (a literal is the usual choice); NULL removes the name.
@@ -46,5 +48,7 @@ WEFT_API const char *weft_task_name(const weft_task *t);
  * -EINVAL (out NULL), -ESRCH (no runtime running), -ENOMEM, -EIO (a write
  * to out failed). */
 WEFT_API int weft_dump(FILE *out);
+
+WEFT_END_DECLS
 
 #endif

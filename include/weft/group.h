@@ -12,6 +12,8 @@
 #include "common.h"
 #include "task.h"
 
+WEFT_BEGIN_DECLS
+
 typedef struct weft_group weft_group;
 
 /* NULL when out of memory. */
@@ -45,5 +47,7 @@ WEFT_API void weft_group_free(weft_group *g);
  * noticed when the call has to wait), -ECANCELED, -ETIMEDOUT, -ENOMEM (no
  * room for the deadline's timer). */
 WEFT_API int weft_wait_any(weft_task *const *t, size_t n);
+
+WEFT_END_DECLS
 
 #endif

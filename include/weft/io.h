@@ -18,6 +18,8 @@
 
 #include "common.h"
 
+WEFT_BEGIN_DECLS
+
 /* off = -1: the file position (pipes, sockets, terminals). Short reads are
  * returned as the kernel gives them; 0 is end of file. */
 WEFT_API ssize_t weft_read(int fd, void *buf, size_t n, int64_t off);
@@ -42,5 +44,7 @@ WEFT_API int weft_fsync(int fd);
  * OpenSSL or database client socket): waits until one of `events`
  * (POLLIN, POLLOUT, ...) holds and returns the revents mask (> 0). */
 WEFT_API int weft_poll(int fd, short events);
+
+WEFT_END_DECLS
 
 #endif

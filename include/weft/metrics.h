@@ -12,6 +12,8 @@
 
 #include "common.h"
 
+WEFT_BEGIN_DECLS
+
 #define WEFT_METRICS_WORKERS 64 /* per-worker entries a weft_metrics holds */
 
 typedef struct weft_worker_metrics {
@@ -58,5 +60,7 @@ typedef struct weft_metrics {
  * and the blocking pool's lock held for a moment: microseconds; fine every
  * second, not for every request of a server. */
 WEFT_API int weft_metrics_get(weft_metrics *m);
+
+WEFT_END_DECLS
 
 #endif

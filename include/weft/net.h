@@ -14,6 +14,8 @@
 
 #include "common.h"
 
+WEFT_BEGIN_DECLS
+
 WEFT_API int weft_accept(int lfd, struct sockaddr *sa, socklen_t *len);
 WEFT_API int weft_connect(int fd, const struct sockaddr *sa, socklen_t len);
 WEFT_API ssize_t weft_recv(int fd, void *buf, size_t n, int flags);
@@ -38,5 +40,7 @@ WEFT_API int weft_udp_bind(const char *host, uint16_t port);
  * socket from an earlier run). */
 WEFT_API int weft_unix_listen(const char *path, int backlog);
 WEFT_API int weft_unix_connect(const char *path);
+
+WEFT_END_DECLS
 
 #endif

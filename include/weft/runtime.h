@@ -11,6 +11,8 @@
 
 #include "common.h"
 
+WEFT_BEGIN_DECLS
+
 typedef struct weft_config {
 	unsigned workers;      /* 0: env WEFT_WORKERS, else one per online CPU
 	                          (seeded runs: 4, the same on every machine) */
@@ -86,5 +88,7 @@ WEFT_API unsigned weft_worker_count(void);
 /* A static string describing a negative errno (or a positive one); never
  * NULL. Unknown values give "unknown error". */
 WEFT_API const char *weft_strerror(int err);
+
+WEFT_END_DECLS
 
 #endif

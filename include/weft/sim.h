@@ -15,6 +15,8 @@
 #include "common.h"
 #include "runtime.h"
 
+WEFT_BEGIN_DECLS
+
 enum weft_fault {
 	WEFT_FAULT_SHORT,    /* reads/writes cut short (as after EINTR) */
 	WEFT_FAULT_RESET,    /* socket recv/send fail with -ECONNRESET */
@@ -51,5 +53,7 @@ WEFT_API int weft_sim_report_get(weft_sim_report *out);
 WEFT_API int64_t weft_sim_explore(const weft_config *cfg, uint64_t first,
 				  uint64_t count, unsigned timeout_ms,
 				  void *(*fn)(void *), void *arg);
+
+WEFT_END_DECLS
 
 #endif

@@ -16,6 +16,8 @@
 
 #include "common.h"
 
+WEFT_BEGIN_DECLS
+
 /* internal: a wait queue under a spin lock */
 typedef struct weft_waitq_ {
 	unsigned _lock;
@@ -27,7 +29,8 @@ typedef struct weft_mutex {
 	void *_owner;
 	weft_waitq_ _q;
 } weft_mutex;
-#define WEFT_MUTEX_INIT {0}
+/* every member spelled out: g++ -Wextra warns about {0} */
+#define WEFT_MUTEX_INIT {0, NULL, {0, NULL, NULL}}
 WEFT_API void weft_mutex_init(weft_mutex *m);
 WEFT_API int weft_mutex_lock(weft_mutex *m);    /* 0 -ECANCELED -ETIMEDOUT -EINVAL */
 WEFT_API int weft_mutex_trylock(weft_mutex *m); /* 0 -EBUSY -EINVAL */
@@ -74,5 +77,7 @@ WEFT_API void weft_event_init(weft_event *e);
 WEFT_API void weft_event_set(weft_event *e);    /* wakes all; later waits return at once */
 WEFT_API int weft_event_is_set(weft_event *e);
 WEFT_API int weft_event_wait(weft_event *e);    /* 0 -ECANCELED -ETIMEDOUT -EINVAL */
+
+WEFT_END_DECLS
 
 #endif

@@ -17,6 +17,8 @@
 
 #include "common.h"
 
+WEFT_BEGIN_DECLS
+
 typedef struct weft_task weft_task;
 
 /* Start fn(arg) as a new fiber. From a fiber it goes first on the caller's
@@ -78,5 +80,7 @@ WEFT_API int weft_gather(weft_task *const *t, size_t n, void **results);
  * a fiber; and the id of a task (0 for NULL). */
 WEFT_API uint64_t weft_self_id(void);
 WEFT_API uint64_t weft_task_id(const weft_task *t);
+
+WEFT_END_DECLS
 
 #endif

@@ -9,13 +9,22 @@
 #   2. libweft.so exports exactly the weft_* API: no weft__ internals, nothing
 #      without the prefix, and every WEFT_API function of the installed
 #      headers; libweft.a defines no global symbol outside weft_.
-#   3. pkg-config: weft.pc points into the prefix; main.c builds with
+#   3. Every installed header compiles on its own (a file including only
+#      it) as C11 and as C++17, -Wall -Wextra -Wpedantic -Werror, with CC
+#      and CXX and with clang/clang++ if installed; WEFT_VERSION_* match
+#      the package's version.
+#   4. pkg-config: weft.pc points into the prefix; main.c builds with
 #      -std=c11 -Wpedantic -Werror against the shared library (run with
-#      LD_LIBRARY_PATH) and, with `pkg-config --static`, against libweft.a.
-#   4. CMake: tests/consumer configures with find_package(weft) and
-#      CMAKE_PREFIX_PATH, links weft::weft and weft::weft_static; both run.
+#      LD_LIBRARY_PATH) and, with `pkg-config --static`, against libweft.a;
+#      main.cpp (C++17: extern "C" linkage, the macros) likewise.
+#   5. CMake: tests/consumer configures with find_package(weft) and
+#      CMAKE_PREFIX_PATH, links weft::weft and weft::weft_static (and
+#      main.cpp with weft::weft_static); they run.
+#   6. `make help` runs and names every target of the Makefile, and the
+#      README's make-target table lists every one of them.
 #
-# Environment: CC (default cc), KEEP_TMP=1 keeps the temporary directory.
+# Environment: CC (default cc), CXX (default c++), KEEP_TMP=1 keeps the
+# temporary directory.
 # Exit status 0 if every check passed; 1 otherwise.  The last line says which.
 set -euo pipefail
 
@@ -23,6 +32,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 build=${1:-$root/build}
 CC=${CC:-cc}
+CXX=${CXX:-c++}
 
 fail=0
 say() { printf 'consumer: %s\n' "$*"; }
@@ -78,6 +88,11 @@ soname=$(readelf -d "$so" | sed -n 's/.*(SONAME).*\[\(.*\)\]/\1/p')
 if [ -z "$soname" ] || [ ! -e "$libdir/$soname" ]; then
     bad "SONAME '$soname' not installed next to libweft.so"
 fi
+# a NEEDED libjemalloc of libweft.so would be searched after libc: loaded
+# (with libstdc++) and never used
+dyn=$(readelf -d "$so")
+! grep -q 'NEEDED.*libjemalloc' <<<"$dyn" ||
+    bad "libweft.so needs libjemalloc, which cannot replace malloc from there"
 say "installed $(cd "$prefix" && find . -type f -o -type l | sort | tr '\n' ' ')"
 # nothing of the build tree may leak into the installed package
 if grep -rl -- "$root" "$libdir/pkgconfig" "$libdir/cmake" >/dev/null 2>&1; then
@@ -111,6 +126,36 @@ if [ -s "$tmp/static_foreign" ]; then
 fi
 
 # ---------------------------------------------------------------------------
+section "public headers on their own, as C11 and as C++17"
+strict=(-std=c11 -Wall -Wextra -Wpedantic -Werror)
+strict_cxx=(-std=c++17 -Wall -Wextra -Wpedantic -Werror)
+ccs=("$CC") cxxs=("$CXX")
+command -v clang >/dev/null && [ "$CC" != clang ] && ccs+=(clang)
+command -v clang++ >/dev/null && [ "$CXX" != clang++ ] && cxxs+=(clang++)
+nhdr=0
+for h in "$incdir"/weft.h "$incdir"/weft/*.h; do
+    rel=${h#"$incdir"/}
+    printf '#include <%s>\n' "$rel" >"$tmp/hdr.c"
+    cp "$tmp/hdr.c" "$tmp/hdr.cpp"
+    for c in "${ccs[@]}"; do
+        "$c" "${strict[@]}" -I"$incdir" -c "$tmp/hdr.c" -o /dev/null 2>"$tmp/hdr.log" ||
+            { bad "<$rel> alone does not compile as C11 with $c:"; sed 's/^/    | /' "$tmp/hdr.log" >&2; }
+    done
+    for c in "${cxxs[@]}"; do
+        "$c" "${strict_cxx[@]}" -I"$incdir" -c "$tmp/hdr.cpp" -o /dev/null 2>"$tmp/hdr.log" ||
+            { bad "<$rel> alone does not compile as C++17 with $c:"; sed 's/^/    | /' "$tmp/hdr.log" >&2; }
+    done
+    nhdr=$((nhdr + 1))
+done
+say "$nhdr headers compiled with ${ccs[*]} and ${cxxs[*]}"
+# the version macros of the headers are the package's version
+printf '#include <weft.h>\nWEFT_VERSION_MAJOR.WEFT_VERSION_MINOR.WEFT_VERSION_PATCH\n' >"$tmp/ver.c"
+hver=$("$CC" -E -P -I"$incdir" "$tmp/ver.c" | tail -n 1 | tr -d ' ')
+pver=$(PKG_CONFIG_PATH=$libdir/pkgconfig pkg-config --modversion weft 2>/dev/null || echo '?')
+[ "$hver" = "$pver" ] ||
+    bad "weft/common.h says version $hver, the package (project() in CMakeLists.txt) $pver"
+
+# ---------------------------------------------------------------------------
 section "pkg-config"
 export PKG_CONFIG_PATH=$libdir/pkgconfig
 command -v pkg-config >/dev/null || die "pkg-config is not installed"
@@ -129,7 +174,6 @@ fi
 cflags=$(pkg-config "${pc_fix[@]}" --cflags weft)
 libs=$(pkg-config "${pc_fix[@]}" --libs weft)
 slibs=$(pkg-config "${pc_fix[@]}" --static --libs weft)
-strict=(-std=c11 -Wall -Wextra -Wpedantic -Werror)
 
 # shared: -lweft finds libweft.so
 # shellcheck disable=SC2086
@@ -154,24 +198,80 @@ if "$CC" "${strict[@]}" "$here/main.c" $cflags $slibs_a -o "$tmp/consumer_pc_sta
     ! grep -q libweft <<<"$deps" ||
         bad "consumer_pc_static still needs libweft.so"
     run "pkg-config, static" "$tmp/consumer_pc_static"
+    # WEFT_ALLOCATOR=jemalloc: the program's malloc is jemalloc's
+    if grep -qw -- -ljemalloc <<<"$slibs"; then
+        binds=$(LD_DEBUG=bindings "$tmp/consumer_pc_static" 2>&1 >/dev/null || true)
+        grep -q "consumer_pc_static .*libjemalloc.* symbol \`malloc'" <<<"$binds" ||
+            bad "consumer_pc_static links -ljemalloc but its malloc is not jemalloc's"
+    fi
 else
     bad "pkg-config static build: $CC ${strict[*]} main.c $cflags $slibs_a"
 fi
 
+# C++: the same two links from main.cpp (extern "C" in the headers)
+# shellcheck disable=SC2086
+if "$CXX" "${strict_cxx[@]}" "$here/main.cpp" $cflags $libs -o "$tmp/consumer_cxx" 2>"$tmp/cxx.log"; then
+    run "pkg-config, C++, shared" "$tmp/consumer_cxx" LD_LIBRARY_PATH="$libdir"
+else
+    bad "pkg-config C++ build: $CXX ${strict_cxx[*]} main.cpp $cflags $libs"
+    sed 's/^/    | /' "$tmp/cxx.log" >&2
+fi
+# shellcheck disable=SC2086
+if "$CXX" "${strict_cxx[@]}" "$here/main.cpp" $cflags $slibs_a -o "$tmp/consumer_cxx_static" 2>"$tmp/cxx.log"; then
+    run "pkg-config, C++, static" "$tmp/consumer_cxx_static"
+else
+    bad "pkg-config C++ static build: $CXX ${strict_cxx[*]} main.cpp $cflags $slibs_a"
+    sed 's/^/    | /' "$tmp/cxx.log" >&2
+fi
+
+# C++: every WEFT_API function has C linkage (a header without extern "C"
+# leaves C++ a mangled name that libweft does not define)
+{
+    echo '#include <weft.h>'
+    echo 'typedef void (*fp)(void);'
+    echo 'extern const fp all[];'
+    echo 'const fp all[] = {'
+    sed 's/.*/\treinterpret_cast<fp>(\&&),/' "$tmp/declared"
+    echo '};'
+    echo 'int main() { return all[0] == nullptr; }'
+} >"$tmp/linkage.cpp"
+# shellcheck disable=SC2086
+"$CXX" "${strict_cxx[@]}" "$tmp/linkage.cpp" $cflags $libs -o "$tmp/linkage" 2>"$tmp/cxx.log" ||
+    { bad "C++ cannot link every WEFT_API function (C linkage):"; sed 's/^/    | /' "$tmp/cxx.log" | head -n 20 >&2; }
+
 # ---------------------------------------------------------------------------
 section "CMake find_package(weft)"
 if cmake -S "$here" -B "$tmp/cmake-build" -DCMAKE_PREFIX_PATH="$prefix" \
-    -DCMAKE_C_COMPILER="$CC" -DCMAKE_BUILD_TYPE=RelWithDebInfo >"$tmp/cmake.log" 2>&1 &&
+    -DCMAKE_C_COMPILER="$CC" -DCMAKE_CXX_COMPILER="$CXX" -DCMAKE_BUILD_TYPE=RelWithDebInfo >"$tmp/cmake.log" 2>&1 &&
     cmake --build "$tmp/cmake-build" -j"$(nproc)" >>"$tmp/cmake.log" 2>&1; then
     run "cmake, weft::weft" "$tmp/cmake-build/consumer"
     deps=$(ldd "$tmp/cmake-build/consumer_static")
     ! grep -q libweft <<<"$deps" ||
         bad "consumer_static (weft::weft_static) still needs libweft.so"
     run "cmake, weft::weft_static" "$tmp/cmake-build/consumer_static"
+    run "cmake, C++, weft::weft_static" "$tmp/cmake-build/consumer_cxx"
 else
     bad "CMake consumer build:"
     sed 's/^/    | /' "$tmp/cmake.log" >&2
 fi
+
+# ---------------------------------------------------------------------------
+section "make help and the README's make targets"
+targets=$(sed -n 's/^\.PHONY://p' "$root/Makefile" | tr ' ' '\n' | sed '/^$/d' | sort -u)
+if help=$(make -s -C "$root" --no-print-directory help 2>&1); then
+    for t in $targets; do
+        [ "$t" = help ] && continue
+        grep -q "^  $t " <<<"$help" || bad "make help does not list '$t'"
+    done
+else
+    bad "make help failed:"
+    printf '%s\n' "$help" | sed 's/^/    | /' >&2
+fi
+for t in $targets; do
+    grep -q "^| \`make $t[ \`]" "$root/README.md" ||
+        bad "README.md's make-target table has no row for 'make $t'"
+done
+say "$(wc -w <<<"$targets") make targets: $(tr '\n' ' ' <<<"$targets")"
 
 echo
 if [ "$fail" = 0 ]; then

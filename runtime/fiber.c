@@ -91,7 +91,10 @@ bool weft__fiber_start(struct weft__worker *w, weft_task *f)
 	f->ctx.stack_size = size;
 	f->ctx.asan_fake = NULL;
 #endif
-	f->ctx.sp = weft__ctx_make((char *)lo + size, fiber_main, f);
+	/* not the caller's FP control: this may run on another fiber's
+	 * stack (its switch-out starts the next), with that fiber's mode */
+	f->ctx.sp = weft__ctx_make_fp((char *)lo + size, fiber_main, f,
+				      w->rt->fpctl);
 #ifdef WEFT__TSAN
 	f->ctx.tsan_fiber = __tsan_create_fiber(0);
 #endif

@@ -116,6 +116,14 @@ void *weft__ctx_switch(void **save_sp, void *load_sp, void *arg) WEFT__HIDDEN;
 void weft__ctx_entry(void) WEFT__HIDDEN;
 void *weft__ctx_make(void *top, void (*entry)(void *, void *),
 		     void *arg) WEFT__HIDDEN;
+/* The same with the given FP control (weft__ctx_fpctl's encoding) instead
+ * of the caller's: the runtime starts fibers from whatever context runs
+ * (another fiber's, at its switch-out), whose mode must not leak. */
+void *weft__ctx_make_fp(void *top, void (*entry)(void *, void *), void *arg,
+			uint64_t fpctl) WEFT__HIDDEN;
+/* The calling thread's FP control (x86-64: MXCSR | x87 control word << 32,
+ * the frame's first slot; aarch64: FPCR) */
+uint64_t weft__ctx_fpctl(void) WEFT__HIDDEN;
 
 /* ---- fibers -------------------------------------------------------------- */
 /* The park word: seq (32) | reason (8) | cancellable (8) | state (8).
@@ -443,6 +451,8 @@ struct weft__rt {
 	 * (sched.c, "Quiet wakes") */
 	_Atomic unsigned watch_armed;
 	struct weft__stacks stacks;
+	/* FP control every fiber starts with: weft_run's caller's */
+	uint64_t fpctl;
 
 	struct weft__slab fibers; /* slab.c */
 

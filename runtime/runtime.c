@@ -394,6 +394,7 @@ int weft_run(const weft_config *cfg, void *(*main_fn)(void *), void *arg,
 	pthread_cond_init(&rt->gate_cond, NULL);
 	rt->gate_expected = c.workers;
 	weft__stacks_init(&rt->stacks, c.stack_size);
+	rt->fpctl = weft__ctx_fpctl();
 	if (weft__idle_init(&rt->idle, rt->nworkers))
 		goto out_rt;
 	if (posix_memalign((void **)&rt->workers, WEFT__CACHELINE,

@@ -9,7 +9,12 @@
  *
  * Layout: a region is one anonymous mapping (MAP_NORESERVE: pages are
  *   committed on first touch) holding REGION_SLOTS slots of
- *   guard + usable bytes. The guard is the lowest page of each slot:
+ *   guard + usable bytes. The guard is the lowest GUARD bytes of each slot,
+ *   not one page: below it lies the top of the next lower stack, mapped and
+ *   writable, so a frame bigger than the guard that is first touched at
+ *   its bottom (a local array, an alloca) would skip a one-page guard and
+ *   silently write into that stack. Guards are never touched, so their
+ *   size costs address space only. The guard is set by
  *   madvise(MADV_GUARD_INSTALL) where the kernel has it (6.13+), which marks
  *   guards in the page tables without splitting the mapping, so one region
  *   is one entry of vm.max_map_count whatever it holds; otherwise
@@ -24,9 +29,12 @@
  *   Memory of a freed stack stays committed until weft_run returns (then
  *   every region is unmapped).
  *
- * Overflow: a fault in a guard page is caught by a SIGSEGV handler on an
+ * Overflow: a fault in a guard is caught by a SIGSEGV handler on an
  *   alternate stack, which names the fiber (id, name) and aborts. Faults
- *   elsewhere go to the handler that was installed before ours.
+ *   elsewhere go to the handler that was installed before ours (called
+ *   from ours, on the alternate stack). A frame
+ *   bigger than GUARD can still jump it: code with such frames should be
+ *   built with -fstack-clash-protection (it probes every page).
  */
 
 #include <signal.h>
@@ -53,6 +61,7 @@
 #endif
 
 #define REGION_SLOTS 64
+#define GUARD (64u * 1024) /* bytes below each stack that fault */
 #define CACHE_MAX 256 /* per worker; beyond it, half goes to the shared list */
 #define REFILL 64      /* stacks taken from the shared list at once */
 
@@ -70,7 +79,7 @@ int weft__stacks_init(struct weft__stacks *s, size_t usable)
 	memset(s, 0, sizeof(*s));
 	pthread_mutex_init(&s->lock, NULL);
 	s->usable = (usable + ps - 1) & ~(ps - 1);
-	s->guard = ps;
+	s->guard = GUARD > ps ? (GUARD + ps - 1) & ~(ps - 1) : ps;
 	s->slot = s->usable + s->guard;
 	/* tests build a copy that starts with the fallback (this kernel has
 	 * MADV_GUARD_INSTALL; tests/CMakeLists.txt, test_overflow_mprotect) */
@@ -240,14 +249,15 @@ static char *fmt_u64(char *end, uint64_t v)
 
 static void on_fault(int sig, siginfo_t *si, void *uc)
 {
-	(void)uc;
 	struct weft__worker *w = weft__worker_self();
 	struct weft__rt *rt = w ? w->rt : NULL;
 	weft_task *f = w ? w->cur : NULL;
 	char *addr = si->si_addr;
 	if (rt && f && f->ctx.stack_lo) {
 		char *lo = f->ctx.stack_lo;
-		/* in our guard, or just below it (a big frame jumped it) */
+		/* in our guard, or just below it (a big frame jumped it, from
+		 * a region's lowest slot: below the others is the next stack,
+		 * which does not fault) */
 		if (addr < lo && addr >= lo - rt->stacks.guard - 65536) {
 			char b1[24], b2[24], b3[24];
 			write_str("weft: fiber ");
@@ -267,8 +277,18 @@ static void on_fault(int sig, siginfo_t *si, void *uc)
 			abort();
 		}
 	}
-	/* not ours: give the fault back to whoever handled it before */
-	sigaction(sig, sig == SIGSEGV ? &old_segv : &old_bus, NULL);
+	/* not ours: to whoever handled it before. A handler is called from
+	 * here, not put back: one that recovers (a probe, a GC's barrier)
+	 * would leave the next overflow unreported. The default action (or
+	 * an ignored fault, which the kernel kills for) is put back, and the
+	 * fault, run again on return, ends the process as it would have. */
+	struct sigaction *old = sig == SIGSEGV ? &old_segv : &old_bus;
+	if (old->sa_flags & SA_SIGINFO)
+		old->sa_sigaction(sig, si, uc);
+	else if (old->sa_handler != SIG_DFL && old->sa_handler != SIG_IGN)
+		old->sa_handler(sig);
+	else
+		sigaction(sig, old, NULL);
 }
 
 int weft__guard_handler_install(void)

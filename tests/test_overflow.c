@@ -24,11 +24,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmocka.h>
 #include <weft.h>
+
+#include "testutil.h"
 
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
 #define UNDER_SANITIZER 1
@@ -310,13 +313,273 @@ static void test_out_of_map_entries(void **state)
 	assert_int_equal(me_after, 100);
 }
 
+
+/* ---- a named fiber, stolen to the second worker, overflows ------------- */
+
+static void *named_deep(void *arg)
+{
+	weft_task_set_name(NULL, "deep-one");
+	if ((int)weft_worker_id() == *(int *)arg)
+		_exit(3); /* not stolen: the test proves nothing */
+	return (void *)(intptr_t)recurse(0);
+}
+
+static void *named_main(void *arg)
+{
+	(void)arg;
+	/* our worker stays busy here: the idle other one steals the fiber */
+	static int mine;
+	mine = (int)weft_worker_id();
+	weft_spawn(named_deep, &mine);
+	uint64_t t0 = real_ns();
+	while (real_ns() - t0 < 10 * SEC)
+		;
+	_exit(4); /* the overflow should have ended the process */
+}
+
+static void named_child(void *arg)
+{
+	(void)arg;
+	weft_config cfg;
+	weft_config_init(&cfg);
+	cfg.workers = 2;
+	weft_run(&cfg, named_main, NULL, NULL);
+}
+
+static void test_guard_named_stolen(void **state)
+{
+	(void)state;
+	SKIP_IF_SEEDED("needs a real second worker");
+	char err[4096];
+	int st = run_in_child(named_child, NULL, err, sizeof err);
+	if (!WIFSIGNALED(st) || WTERMSIG(st) != SIGABRT)
+		fail_msg("status %#x, stderr: %s", st, err);
+	if (!strstr(err, " (deep-one) overflowed its stack of 65536 bytes on "
+			 "worker "))
+		fail_msg("child stderr: %s", err);
+}
+
+/* ---- a big frame jumps over the guard page ------------------------------ */
+
+/* A frame bigger than the guard, first touched at its bottom (a local
+ * array written from index 0, an alloca), lands below the guard. What is
+ * there is the top of the next lower stack of the region, mapped and
+ * writable: without a bigger guard nothing faults and that stack's frames
+ * (or the free list's link in its top word) are overwritten. */
+static char *bf_lo;
+
+static int __attribute__((noinline)) big_frame(int n)
+{
+	volatile char big[12 * 1024];
+	big[0] = (char)n; /* the lowest byte first, as memset would */
+	return big[0];
+}
+
+static int __attribute__((noinline)) near_bottom(int n)
+{
+	volatile char pad[256];
+	pad[0] = (char)n;
+	if ((char *)__builtin_frame_address(0) - bf_lo < 1024)
+		return big_frame(n) + pad[0];
+	return near_bottom(n + 1) + pad[0];
+}
+
+static void *bf_fiber(void *arg)
+{
+	(void)arg;
+	/* the stack's top is the next page boundary up: 64 KiB stacks */
+	uintptr_t top = ((uintptr_t)__builtin_frame_address(0) + 4095) &
+			~(uintptr_t)4095;
+	bf_lo = (char *)(top - 64 * 1024);
+	return (void *)(intptr_t)near_bottom(0);
+}
+
+static void *bf_main(void *arg)
+{
+	(void)arg;
+	/* a neighbour below: started second, it gets the next lower slot */
+	weft_task *t = weft_spawn(bf_fiber, NULL);
+	weft_join(t, NULL);
+	return NULL;
+}
+
+static void bf_child(void *arg)
+{
+	(void)arg;
+	weft_config cfg;
+	weft_config_init(&cfg);
+	cfg.workers = 1;
+	cfg.stack_size = 64 * 1024;
+	weft_run(&cfg, bf_main, NULL, NULL);
+}
+
+static void test_guard_big_frame(void **state)
+{
+	(void)state;
+#ifdef UNDER_SANITIZER
+	skip(); /* ASan's redzones move the frames */
+#endif
+	char err[4096];
+	int st = run_in_child(bf_child, NULL, err, sizeof err);
+	if (!WIFSIGNALED(st) || WTERMSIG(st) != SIGABRT ||
+	    !strstr(err, "overflowed its stack"))
+		fail_msg("not reported as an overflow: status %#x, stderr: %s",
+			 st, err);
+}
+
+
+/* ---- out of map entries, whichever way guards are set ------------------- */
+
+/* The process's map entries are used up (one-page mappings of alternating
+ * protection, which cannot merge) while fibers start: the ones that need a
+ * new region (or, with mprotect, a new guard) end with -ENOMEM; once the
+ * entries are back, fibers start again. */
+#define EX_FIBERS 300
+#define EX_MAPS 70000
+static void *ex_maps[EX_MAPS];
+static int ex_nmaps, ex_enomem, ex_ok, ex_other, ex_after;
+static weft_event ex_go;
+
+static void *ex_holder(void *arg)
+{
+	weft_event_wait(&ex_go);
+	return arg;
+}
+
+static void *ex_main(void *arg)
+{
+	(void)arg;
+	static weft_task *t[EX_FIBERS];
+	weft_event_init(&ex_go);
+	/* spawned (task memory taken) before the entries run out; they start
+	 * at our yields below */
+	for (int i = 0; i < EX_FIBERS; i++)
+		t[i] = weft_spawn(ex_holder, (void *)(intptr_t)i);
+	ex_nmaps = 0;
+	while (ex_nmaps < EX_MAPS) {
+		void *p = mmap(NULL, 4096,
+			       ex_nmaps & 1 ? PROT_READ : PROT_NONE,
+			       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (p == MAP_FAILED)
+			break;
+		ex_maps[ex_nmaps++] = p;
+	}
+	for (int i = 0; i < 2 * EX_FIBERS; i++)
+		weft_yield();
+	while (ex_nmaps > 0)
+		munmap(ex_maps[--ex_nmaps], 4096);
+	weft_event_set(&ex_go);
+	for (int i = 0; i < EX_FIBERS; i++) {
+		void *res = NULL;
+		int r = t[i] ? weft_join(t[i], &res) : -ENOMEM;
+		if (r == -ENOMEM)
+			ex_enomem++;
+		else if (r == 0 && res == (void *)(intptr_t)i)
+			ex_ok++;
+		else
+			ex_other++;
+	}
+	for (int i = 0; i < EX_FIBERS; i++) {
+		t[i] = weft_spawn(ex_holder, (void *)(intptr_t)i);
+		void *res = NULL;
+		if (t[i] && weft_join(t[i], &res) == 0 &&
+		    res == (void *)(intptr_t)i)
+			ex_after++;
+	}
+	return NULL;
+}
+
+static void test_map_entries_exhausted(void **state)
+{
+	(void)state;
+#ifdef UNDER_SANITIZER
+	skip(); /* the sanitizers' own mappings would fail first */
+#endif
+	weft_config cfg;
+	weft_config_init(&cfg);
+	cfg.workers = 1;
+	assert_int_equal(weft_run(&cfg, ex_main, NULL, NULL), 0);
+	print_message("  %d fibers got a stack, %d -ENOMEM\n", ex_ok,
+		      ex_enomem);
+	assert_int_equal(ex_other, 0);
+	assert_true(ex_ok > 0);
+	assert_true(ex_enomem > 0);
+	assert_int_equal(ex_ok + ex_enomem, EX_FIBERS);
+	assert_int_equal(ex_after, EX_FIBERS);
+}
+
+
+/* ---- a fault that is not ours, then an overflow ------------------------- */
+
+/* A program's own SIGSEGV handler that recovers (a probe of a protected
+ * page; cmocka's, a GC's, a JIT's): after it has handled one fault while
+ * weft runs, an overflow must still be reported. */
+static sigjmp_buf probe_jb;
+static volatile int probe_faults;
+
+static void probe_handler(int sig)
+{
+	(void)sig;
+	probe_faults++;
+	siglongjmp(probe_jb, 1);
+}
+
+static void *probe_fiber(void *arg)
+{
+	volatile char *page = arg;
+	if (sigsetjmp(probe_jb, 1) == 0)
+		(void)*page; /* faults: the program's handler jumps back */
+	return NULL;
+}
+
+static void *chain_main(void *arg)
+{
+	(void)arg;
+	void *page = mmap(NULL, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS,
+			  -1, 0);
+	weft_join(weft_spawn(probe_fiber, page), NULL);
+	if (probe_faults != 1)
+		_exit(3);
+	weft_join(weft_spawn(deep, NULL), NULL);
+	return NULL;
+}
+
+static void chain_child(void *arg)
+{
+	(void)arg;
+	struct sigaction sa;
+	memset(&sa, 0, sizeof sa);
+	sa.sa_handler = probe_handler;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGSEGV, &sa, NULL);
+	weft_config cfg;
+	weft_config_init(&cfg);
+	cfg.workers = 1;
+	weft_run(&cfg, chain_main, NULL, NULL);
+}
+
+static void test_guard_after_foreign_fault(void **state)
+{
+	(void)state;
+	char err[4096];
+	int st = run_in_child(chain_child, NULL, err, sizeof err);
+	if (!WIFSIGNALED(st) || WTERMSIG(st) != SIGABRT ||
+	    !strstr(err, "overflowed its stack"))
+		fail_msg("not reported as an overflow: status %#x, stderr: %s",
+			 st, err);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_guard_page),
+		cmocka_unit_test(test_guard_named_stolen),
+		cmocka_unit_test(test_guard_big_frame),
+		cmocka_unit_test(test_guard_after_foreign_fault),
 		cmocka_unit_test(test_out_of_stacks),
 		cmocka_unit_test(test_main_out_of_stack),
 		cmocka_unit_test(test_out_of_map_entries),
+		cmocka_unit_test(test_map_entries_exhausted),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

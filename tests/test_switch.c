@@ -11,11 +11,14 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <pthread.h>
+#include <signal.h>
 #include <string.h>
 
 #include <cmocka.h>
 
 #include "internal.h"
+#include "testutil.h"
 
 #if defined(__x86_64__)
 #include <xmmintrin.h>
@@ -132,11 +135,290 @@ static void test_stack_reuse(void **state)
 	assert_true(mapped_after <= 16);
 }
 
+
+/* ---- FP control per fiber, through the runtime ------------------------- */
+
+#if defined(__x86_64__)
+/* MXCSR's control bits in the low 32 bits, x87 control word above */
+static uint64_t fpctl(void)
+{
+	uint16_t cw;
+	__asm__ volatile("fnstcw %0" : "=m"(cw));
+	return (uint64_t)cw << 32 | (_mm_getcsr() & ~0x3fu);
+}
+static void fp_odd_mode(void)
+{
+	uint16_t cw;
+	_MM_SET_ROUNDING_MODE(_MM_ROUND_TOWARD_ZERO);
+	_MM_SET_EXCEPTION_MASK(_MM_MASK_MASK & ~_MM_MASK_DIV_ZERO);
+	__asm__ volatile("fnstcw %0" : "=m"(cw));
+	cw = (cw & ~0x0c00) | 0x0c00; /* x87 RC = toward zero */
+	__asm__ volatile("fldcw %0" : : "m"(cw));
+}
+
+static uint64_t fp_main, fp_b_seen, fp_a_set;
+
+static void *fp_b(void *arg)
+{
+	(void)arg;
+	fp_b_seen = fpctl();
+	return NULL;
+}
+
+static void *fp_a(void *arg)
+{
+	(void)arg;
+	fp_odd_mode();
+	fp_a_set = fpctl();
+	return NULL; /* exits with its odd mode: B is started from here */
+}
+
+static void *fp_leak_main(void *arg)
+{
+	(void)arg;
+	fp_main = fpctl();
+	/* one worker, owner LIFO: a runs first; b, spawned by us with our
+	 * mode, is first run when a switches off (its exit hands over) */
+	weft_task *b = weft_spawn(fp_b, NULL);
+	weft_task *a = weft_spawn(fp_a, NULL);
+	CHECK_EQ(weft_join(a, NULL), 0);
+	CHECK_EQ(weft_join(b, NULL), 0);
+	CHECK_EQ(fpctl(), fp_main);
+	return NULL;
+}
+
+/* A fiber's FP control (rounding, exception masks) is its own: one that
+ * changed it must not hand it to the next fiber its worker starts. */
+static void test_fp_no_leak_to_new_fiber(void **state)
+{
+	(void)state;
+	run(1, fp_leak_main, NULL);
+	assert_int_not_equal(fp_a_set, fp_main);
+	assert_int_equal(fp_b_seen, fp_main);
+}
+
+static atomic_int fs_moved, fs_stop;
+
+static void *fs_spinner(void *arg)
+{
+	(void)arg;
+	/* other fibers on the workers see the default mode */
+	uint64_t mine = fpctl();
+	while (!atomic_load(&fs_stop)) {
+		CHECK_EQ(fpctl(), mine);
+		weft_yield();
+	}
+	return NULL;
+}
+
+static void *fs_odd(void *arg)
+{
+	uint64_t base = *(uint64_t *)arg;
+	CHECK_EQ(fpctl(), base);
+	fp_odd_mode();
+	uint64_t mine = fpctl();
+	unsigned first = weft_worker_id();
+	for (int i = 0; i < 200000 && !atomic_load(&fs_moved); i++) {
+		weft_yield();
+		CHECK_EQ(fpctl(), mine);
+		if (weft_worker_id() != first)
+			atomic_store(&fs_moved, 1);
+	}
+	CHECK_EQ(fpctl(), mine);
+	return NULL;
+}
+
+static void *fp_steal_main(void *arg)
+{
+	(void)arg;
+	uint64_t base = fpctl();
+	weft_task *sp[1], *odd[4];
+	sp[0] = weft_spawn(fs_spinner, NULL);
+	for (int i = 0; i < 4; i++)
+		odd[i] = weft_spawn(fs_odd, &base);
+	for (int i = 0; i < 4; i++)
+		CHECK_EQ(weft_join(odd[i], NULL), 0);
+	atomic_store(&fs_stop, 1);
+	CHECK_EQ(weft_join(sp[0], NULL), 0);
+	CHECK_EQ(fpctl(), base);
+	return NULL;
+}
+
+/* ... and it keeps it across switches and when stolen by another worker */
+static void test_fp_kept_across_steal(void **state)
+{
+	(void)state;
+	SKIP_IF_SEEDED("needs two real workers to steal");
+	run(2, fp_steal_main, NULL);
+	if (!atomic_load(&fs_moved))
+		print_message("  (no fiber moved worker this time)\n");
+}
+#endif
+
+/* ---- entry alignment and deep recursion through the runtime ------------ */
+
+static void *align_fiber(void *arg)
+{
+	(void)arg;
+	CHECK_EQ((uintptr_t)__builtin_frame_address(0) % 16, 0);
+#if defined(__x86_64__)
+	__m128 v[2];
+	v[0] = _mm_set1_ps(1.5f);
+	v[1] = _mm_add_ps(v[0], v[0]); /* movaps to the stack */
+	CHECK_EQ((uintptr_t)&v[0] % 16, 0);
+	float out[4];
+	_mm_storeu_ps(out, *(volatile __m128 *)&v[1]);
+	CHECK(out[0] == 3.0f);
+#endif
+	return NULL;
+}
+
+static void *align_main(void *arg)
+{
+	(void)arg;
+	align_fiber(NULL);
+	for (int i = 0; i < 100; i++)
+		CHECK_EQ(weft_join(weft_spawn(align_fiber, NULL), NULL), 0);
+	return NULL;
+}
+
+static void test_entry_aligned(void **state)
+{
+	(void)state;
+	run(2, align_main, NULL);
+}
+
+static char *deep_lo;
+
+static size_t __attribute__((noinline)) deep_rec(size_t left)
+{
+	volatile char pad[256];
+	pad[0] = (char)left;
+	char *sp = (char *)__builtin_frame_address(0);
+	if ((size_t)(sp - deep_lo) < left)
+		return pad[0];
+	return deep_rec(left) + pad[0];
+}
+
+static void *deep_fiber(void *arg)
+{
+	deep_lo = weft__worker_self()->cur->ctx.stack_lo;
+	deep_rec((size_t)(uintptr_t)arg);
+	return arg;
+}
+
+static void *deep_main(void *arg)
+{
+	(void)arg;
+	/* down to 1 KiB above the guard, several times on reused stacks */
+	for (int i = 0; i < 4; i++) {
+		void *r = NULL;
+		CHECK_EQ(weft_join(weft_spawn(deep_fiber, (void *)1024), &r), 0);
+		CHECK_EQ((uintptr_t)r, 1024);
+	}
+	return NULL;
+}
+
+static void test_deep_recursion(void **state)
+{
+	(void)state;
+	run(1, deep_main, NULL);
+}
+
+
+/* ---- a signal handler runs on a fiber's stack --------------------------- */
+
+/* A program's signal handler (no SA_ONSTACK) runs on whatever stack the
+ * worker is on: a fiber's. With a few KiB of its own frame it must not
+ * disturb the fiber, and the runtime must ride over the interrupted
+ * system calls (io_uring_enter, futex waits). */
+static atomic_int sig_seen, sig_stop;
+
+static void __attribute__((noinline)) sig_handler(int sig)
+{
+	volatile char buf[8192];
+	for (size_t i = 0; i < sizeof buf; i += 64)
+		buf[i] = (char)sig;
+	if (buf[0] == (char)sig)
+		atomic_fetch_add(&sig_seen, 1);
+}
+
+static long __attribute__((noinline)) sig_work(long n)
+{
+	volatile long pad[32];
+	pad[n % 32] = n;
+	return n <= 0 ? 0 : n + sig_work(n - 1) + pad[n % 32] - n;
+}
+
+static void *sig_fiber(void *arg)
+{
+	long i = (long)(intptr_t)arg;
+	for (int k = 0; k < 20000; k++) {
+		CHECK_EQ(sig_work(100 + i), (100 + i) * (101 + i) / 2);
+		if (k % 100 == 0)
+			weft_sleep(100 * US);
+		else
+			weft_yield();
+	}
+	return NULL;
+}
+
+static void *sig_sender(void *arg)
+{
+	(void)arg;
+	sigset_t m; /* for the workers, not us */
+	sigemptyset(&m);
+	sigaddset(&m, SIGUSR1);
+	pthread_sigmask(SIG_BLOCK, &m, NULL);
+	while (!atomic_load(&sig_stop)) {
+		kill(getpid(), SIGUSR1);
+		usleep(20);
+	}
+	return NULL;
+}
+
+static void *sig_main(void *arg)
+{
+	(void)arg;
+	weft_task *t[16];
+	for (int i = 0; i < 16; i++)
+		t[i] = weft_spawn(sig_fiber, (void *)(intptr_t)i);
+	for (int i = 0; i < 16; i++)
+		CHECK_EQ(weft_join(t[i], NULL), 0);
+	return NULL;
+}
+
+static void test_signal_on_fiber_stack(void **state)
+{
+	(void)state;
+	SKIP_IF_SEEDED("real threads and signals");
+	struct sigaction sa, old;
+	memset(&sa, 0, sizeof sa);
+	sa.sa_handler = sig_handler;
+	sigemptyset(&sa.sa_mask);
+	assert_int_equal(sigaction(SIGUSR1, &sa, &old), 0);
+	pthread_t th;
+	assert_int_equal(pthread_create(&th, NULL, sig_sender, NULL), 0);
+	run(2, sig_main, NULL);
+	atomic_store(&sig_stop, 1);
+	pthread_join(th, NULL);
+	sigaction(SIGUSR1, &old, NULL);
+	print_message("  %d signals handled\n", atomic_load(&sig_seen));
+	assert_true(atomic_load(&sig_seen) > 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_round_trips),
 		cmocka_unit_test(test_stack_reuse),
+#if defined(__x86_64__)
+		cmocka_unit_test(test_fp_no_leak_to_new_fiber),
+		cmocka_unit_test(test_fp_kept_across_steal),
+#endif
+		cmocka_unit_test(test_entry_aligned),
+		cmocka_unit_test(test_deep_recursion),
+		cmocka_unit_test(test_signal_on_fiber_stack),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

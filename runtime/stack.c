@@ -307,27 +307,42 @@ int weft__guard_handler_install(void)
 }
 
 /* Give the calling thread an alternate signal stack (the overflow handler
- * cannot run on the stack that overflowed). *save keeps the previous one. */
+ * cannot run on the stack that overflowed). *save keeps the previous one.
+ * Mapped with a guard page below it: a handler of the program's own with
+ * SA_ONSTACK that runs deeper than ALTSTACK bytes faults (the kernel then
+ * ends the process) instead of writing over the heap. */
+#define ALTSTACK (64u * 1024)
+struct altstack { /* at the top of the mapping, above the stack */
+	stack_t old;
+	char *base; /* the mapping */
+	size_t len;
+};
+
 int weft__altstack_push(void **save)
 {
-	size_t sz = 64 * 1024;
-	stack_t ss, old;
-	void *p = malloc(sz + sizeof(stack_t));
-	if (!p)
-		return -ENOMEM;
-	if (sigaltstack(NULL, &old) != 0) {
-		free(p);
+	size_t ps = (size_t)sysconf(_SC_PAGESIZE);
+	size_t len = ps + ALTSTACK + ps; /* guard, stack, this header */
+	char *m = mmap(NULL, len, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (m == MAP_FAILED)
 		return -errno;
+	/* no guard (out of map entries): the stack still works */
+	(void)mprotect(m, ps, PROT_NONE);
+	struct altstack *a = (struct altstack *)(m + ps + ALTSTACK);
+	a->base = m;
+	a->len = len;
+	if (sigaltstack(NULL, &a->old) != 0) {
+		int e = -errno;
+		munmap(m, len);
+		return e;
 	}
-	memcpy((char *)p + sz, &old, sizeof old);
-	ss.ss_sp = p;
-	ss.ss_size = sz;
-	ss.ss_flags = 0;
+	stack_t ss = {.ss_sp = m + ps, .ss_size = ALTSTACK, .ss_flags = 0};
 	if (sigaltstack(&ss, NULL) != 0) {
-		free(p);
-		return -errno;
+		int e = -errno;
+		munmap(m, len);
+		return e;
 	}
-	*save = p;
+	*save = a;
 	return 0;
 }
 
@@ -335,13 +350,12 @@ void weft__altstack_pop(void *save)
 {
 	if (!save)
 		return;
-	stack_t old;
-	memcpy(&old, (char *)save + 64 * 1024, sizeof old);
-	if (old.ss_flags & SS_DISABLE) {
+	struct altstack *a = save;
+	if (a->old.ss_flags & SS_DISABLE) {
 		stack_t off = {.ss_flags = SS_DISABLE};
 		sigaltstack(&off, NULL);
 	} else {
-		sigaltstack(&old, NULL);
+		sigaltstack(&a->old, NULL);
 	}
-	free(save);
+	munmap(a->base, a->len);
 }

@@ -569,6 +569,71 @@ static void test_guard_after_foreign_fault(void **state)
 			 st, err);
 }
 
+/* ---- the alternate signal stack has a guard too ---------------------------
+ * Each worker thread runs on an alternate signal stack of 64 KiB (the
+ * overflow report needs one). A handler of the program's own installed
+ * with SA_ONSTACK runs there; one that goes deeper than 64 KiB used to
+ * write below a malloc'd block, over the heap, and carry on. With a guard
+ * page below the alternate stack it faults, and the kernel, unable to
+ * deliver the fault on the stack that overflowed, ends the process with
+ * SIGSEGV. */
+static int deep_handler_depth(int n)
+{
+	volatile char frame[1024];
+	frame[0] = (char)n;
+	frame[sizeof frame - 1] = (char)n;
+	if (n == 0)
+		return frame[0];
+	return deep_handler_depth(n - 1) + frame[sizeof frame - 1];
+}
+
+static void deep_handler(int sig)
+{
+	(void)sig;
+	(void)deep_handler_depth(200); /* ~200 KiB */
+}
+
+static void *raise_main(void *arg)
+{
+	(void)arg;
+	raise(SIGUSR1); /* on this worker thread: its alternate stack */
+	return NULL;
+}
+
+static void altstack_child(void *arg)
+{
+	(void)arg;
+	struct sigaction sa;
+	memset(&sa, 0, sizeof sa);
+	sa.sa_handler = deep_handler;
+	sa.sa_flags = SA_ONSTACK;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGUSR1, &sa, NULL);
+	weft_config cfg;
+	weft_config_init(&cfg);
+	cfg.workers = 1;
+	weft_run(&cfg, raise_main, NULL, NULL);
+	_exit(0);
+}
+
+static void test_altstack_guard(void **state)
+{
+	(void)state;
+#if defined(__SANITIZE_THREAD__)
+	skip(); /* TSan defers signal handlers: not on the alternate stack */
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+	skip();
+#endif
+#endif
+	char err[4096];
+	int st = run_in_child(altstack_child, NULL, err, sizeof err);
+	if (!WIFSIGNALED(st) || WTERMSIG(st) != SIGSEGV)
+		fail_msg("a handler that overran the alternate stack was not "
+			 "stopped: status %#x, stderr: %s",
+			 st, err);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -580,6 +645,7 @@ int main(void)
 		cmocka_unit_test(test_main_out_of_stack),
 		cmocka_unit_test(test_out_of_map_entries),
 		cmocka_unit_test(test_map_entries_exhausted),
+		cmocka_unit_test(test_altstack_guard),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -30,11 +30,11 @@ static void *main_fiber(void *arg)
 		}
 	}
 	int r = weft_gather(t, 10, res);
-	printf("gather: %s; squares in order:", weft_strerror(r));
 	if (r < 0) { /* a fiber could not start: its result is not there */
-		printf(" (none)\n");
+		fprintf(stderr, "weft_gather: %s\n", weft_strerror(r));
 		return (void *)1;
 	}
+	printf("gather: %s; squares in order:", weft_strerror(r));
 	for (int i = 0; i < 10; i++)
 		printf(" %" PRIuPTR, (uintptr_t)res[i]);
 	printf("\n");

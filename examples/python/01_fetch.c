@@ -16,12 +16,30 @@ static double secs(void)
 	return (double)weft_now() * 1e-9;
 }
 
+/* returns name, or NULL if the wait failed (a negative errno: cancelled,
+ * out of memory; asyncio would raise) */
 static void *fetch(void *arg)
 {
 	const char *name = arg;
 	uint64_t s = name[0] == 'a' ? 2 : 1; /* "a" takes 2 s, "b" 1 s */
-	weft_sleep(s * 1000000000ull);
+	int r = weft_sleep(s * 1000000000ull);
+	if (r < 0) {
+		fprintf(stderr, "fetch %s: %s\n", name, weft_strerror(r));
+		return NULL;
+	}
 	return (void *)name;
+}
+
+/* join t: its result, or NULL (and a message) if it failed */
+static void *join(weft_task *t)
+{
+	void *res = NULL;
+	int r = weft_join(t, &res);
+	if (r < 0) {
+		fprintf(stderr, "weft_join: %s\n", weft_strerror(r));
+		return NULL;
+	}
+	return res;
 }
 
 static void *main_fiber(void *arg)
@@ -32,6 +50,8 @@ static void *main_fiber(void *arg)
 	double t0 = secs();
 	ra = fetch("a");
 	rb = fetch("b");
+	if (!ra || !rb)
+		return (void *)1;
 	printf("sequential: got %s and %s in %.2f s\n", (char *)ra,
 	       (char *)rb, secs() - t0);
 
@@ -39,10 +59,16 @@ static void *main_fiber(void *arg)
 	t0 = secs();
 	weft_task *ta = weft_spawn(fetch, "a");
 	weft_task *tb = weft_spawn(fetch, "b");
-	if (!ta || !tb)
+	if (!ta || !tb) { /* NULL: out of memory; join the one that started */
+		fprintf(stderr, "weft_spawn: out of memory\n");
+		if (ta || tb)
+			weft_join(ta ? ta : tb, NULL);
 		return (void *)1;
-	weft_join(ta, &ra);
-	weft_join(tb, &rb);
+	}
+	ra = join(ta);
+	rb = join(tb);
+	if (!ra || !rb)
+		return (void *)1;
 	printf("concurrent: got %s and %s in %.2f s\n", (char *)ra,
 	       (char *)rb, secs() - t0);
 	return NULL;

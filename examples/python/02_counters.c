@@ -57,10 +57,18 @@ static void *main_fiber(void *arg)
 	t_start = weft_now();
 	weft_task *ta = weft_spawn(count, &c[0]);
 	weft_task *tb = weft_spawn(count, &c[1]);
-	if (!ta || !tb)
+	if (!ta || !tb) { /* NULL: out of memory; join the one that started */
+		fprintf(stderr, "weft_spawn: out of memory\n");
+		if (ta || tb)
+			weft_join(ta ? ta : tb, NULL);
 		return (void *)1;
+	}
 	weft_task *all[2] = {ta, tb};
-	weft_gather(all, 2, NULL);
+	int r = weft_gather(all, 2, NULL);
+	if (r < 0) { /* e.g. -ENOMEM: a counter never ran */
+		fprintf(stderr, "weft_gather: %s\n", weft_strerror(r));
+		return (void *)1;
+	}
 	return NULL;
 }
 
@@ -80,10 +88,10 @@ static int run(unsigned workers, uint64_t na, uint64_t nb)
 	cfg.workers = workers;
 	void *res = NULL;
 	int r = weft_run(&cfg, main_fiber, c, &res);
-	if (r < 0 || res) {
+	if (r < 0)
 		fprintf(stderr, "weft_run: %s\n", weft_strerror(r));
+	if (r < 0 || res) /* res: main_fiber said why */
 		return 1;
-	}
 	printf("%u worker%s:\n", workers, workers > 1 ? "s" : "");
 	if (workers == 1) {
 		size_t n = atomic_load(&ntrace), switches = 0;

@@ -29,20 +29,27 @@ static void *main_fiber(void *arg)
 	void *res[5];
 	for (uintptr_t i = 0; i < 5; i++) {
 		t[i] = weft_spawn(fetch, (void *)i);
-		if (!t[i])
-			return (void *)1; /* (a real program joins the others) */
+		if (!t[i]) { /* out of memory: join the ones that started */
+			fprintf(stderr, "weft_spawn: out of memory\n");
+			weft_gather(t, i, NULL);
+			return (void *)1;
+		}
 	}
 	int r = weft_gather(t, 5, res);
+	if (r < 0) { /* e.g. -ENOMEM: a fetch never ran, its result is not there */
+		fprintf(stderr, "weft_gather: %s\n", weft_strerror(r));
+		return (void *)1;
+	}
 	printf("finished in order:");
 	for (int k = 0; k < 5; k++) {
 		unsigned i = atomic_load(&done_order[k]);
 		printf(" item%u(%u ms)", i, wait_ms[i]);
 	}
-	printf("\ngather -> %s, results:", weft_strerror(r));
+	printf("\ngather -> %s, results:", weft_strerror(r)); /* r is 0 here */
 	for (int i = 0; i < 5; i++)
 		printf(" %u", (unsigned)(uintptr_t)res[i]);
 	printf("\n");
-	return r ? (void *)1 : NULL;
+	return NULL;
 }
 
 int main(void)

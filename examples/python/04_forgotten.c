@@ -31,18 +31,23 @@ void *main_fiber(void *arg)
 	weft_task *t[3];
 	for (int i = 0; i < 3; i++) {
 		t[i] = weft_spawn(work, NULL);
-		if (!t[i])
-			return (void *)1; /* (a real program joins the others) */
+		if (!t[i]) { /* out of memory: join the ones that started */
+			fprintf(stderr, "weft_spawn: out of memory\n");
+			weft_gather(t, (size_t)i, NULL);
+			return (void *)1;
+		}
 		weft_task_set_name(t[i], names[i]);
 		printf("spawned task %llu \"%s\"\n",
 		       (unsigned long long)weft_task_id(t[i]), names[i]);
 	}
-	weft_join(t[0], NULL);
+	int r = weft_join(t[0], NULL);
 	weft_detach(t[1]);
+	if (r < 0) /* e.g. -ENOMEM: it never ran */
+		fprintf(stderr, "weft_join: %s\n", weft_strerror(r));
 	/* the bug: nothing joins or detaches t[2] */
 	printf("main returns without joining task %llu\n",
 	       (unsigned long long)weft_task_id(t[2]));
-	return NULL;
+	return r < 0 ? (void *)1 : NULL;
 }
 
 int main(void)

@@ -13,13 +13,14 @@
  * slow-fiber watchdog (on here: WEFT_SLOW_MS=100, or weft_config.slow_ms)
  * names the culprit on stderr while it blocks:
  *
- *     weft: slow fiber 3 "blocker" on worker 0: running 100 ms without yielding
+ *     weft: slow fiber 4 "blocker" on worker 0: running 100 ms without yielding
  *
  * The cure is weft_blocking() (loop.run_in_executor): the call runs on the
  * blocking pool and only the calling fiber waits.
  * (What no other worker can take over is the stuck worker's io_uring: a
  * fiber waiting there for I/O waits for the worker.)
  */
+#include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -77,18 +78,27 @@ static void *main_fiber(void *arg)
 	t0 = weft_now();
 	nticks = 0;
 	weft_task *tt = weft_spawn(ticker, NULL);
-	if (!tt)
+	if (!tt) {
+		fprintf(stderr, "weft_spawn: out of memory\n");
 		return (void *)1;
+	}
 	weft_task_set_name(tt, "ticker");
-	weft_sleep(100 * MS);
-	weft_task *tb = weft_spawn(blocker, NULL);
+	int r = weft_sleep(100 * MS);
+	weft_task *tb = r < 0 ? NULL : weft_spawn(blocker, NULL);
 	if (!tb) {
+		fprintf(stderr, "%s: %s\n", r < 0 ? "weft_sleep" : "weft_spawn",
+			weft_strerror(r < 0 ? r : -ENOMEM));
+		weft_cancel(tt);
 		weft_join(tt, NULL);
 		return (void *)1;
 	}
 	weft_task_set_name(tb, "blocker");
 	weft_task *all[2] = {tt, tb};
-	weft_gather(all, 2, NULL);
+	r = weft_gather(all, 2, NULL);
+	if (r < 0) { /* e.g. -ENOMEM: one of them never ran */
+		fprintf(stderr, "weft_gather: %s\n", weft_strerror(r));
+		return (void *)1;
+	}
 	return NULL;
 }
 
@@ -102,10 +112,10 @@ static int run(unsigned workers)
 	cfg.slow_ms = 100; /* the watchdog; or env WEFT_SLOW_MS=100 */
 	void *res = NULL;
 	int r = weft_run(&cfg, main_fiber, NULL, &res);
-	if (r < 0 || res) {
+	if (r < 0)
 		fprintf(stderr, "weft_run: %s\n", weft_strerror(r));
+	if (r < 0 || res) /* res: main_fiber said why */
 		return 1;
-	}
 	int during = 0;
 	unsigned mask = 0;
 	for (int k = 0; k < nticks; k++) {

@@ -13,6 +13,7 @@
  *
  *     06_race [N]                          (default 2,000,000 per fiber)
  */
+#include <errno.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -49,7 +50,8 @@ static void add_racy(void)
 
 static void add_locked(void)
 {
-	weft_mutex_lock(&lock);
+	if (weft_mutex_lock(&lock) < 0)
+		return; /* cancelled: not counted (nothing cancels it here) */
 	locked++;
 	weft_mutex_unlock(&lock);
 }
@@ -70,38 +72,52 @@ static void *adder(void *arg)
 	return NULL;
 }
 
-/* two fibers run add() n_per_fiber times each; returns the workers used */
-static unsigned run_pair(void (*add)(void))
+/* two fibers run add() n_per_fiber times each; returns the workers used,
+ * or a negative errno (out of memory: a fiber did not run) */
+static int run_pair(void (*add)(void))
 {
 	struct adder a[2] = {{add, 0}, {add, 0}};
 	weft_task *t[2] = {weft_spawn(adder, &a[0]), weft_spawn(adder, &a[1])};
-	if (!t[0] || !t[1])
-		abort();
-	weft_gather(t, 2, NULL);
-	return a[0].workers | a[1].workers;
+	if (!t[0] || !t[1]) {
+		if (t[0] || t[1])
+			weft_join(t[0] ? t[0] : t[1], NULL);
+		return -ENOMEM;
+	}
+	int r = weft_gather(t, 2, NULL);
+	return r < 0 ? r : (int)(a[0].workers | a[1].workers);
 }
 
-static void report(const char *what, long got, unsigned workers)
+/* returns 0, or -1 when w is an error (reported) */
+static int report(const char *what, long got, int w)
 {
+	if (w < 0) {
+		fprintf(stderr, "%s %s\n", what, weft_strerror(w));
+		return -1;
+	}
+	unsigned workers = (unsigned)w;
 	long want = 2 * n_per_fiber;
 	printf("  %-13s %9ld of %ld (%s; workers used: %d)\n", what, got, want,
 	       got == want ? "exact" : "lost updates",
 	       __builtin_popcount(workers));
+	return 0;
 }
 
 static void *main_fiber(void *arg)
 {
-	unsigned w;
+	int w;
 #ifdef UNDER_TSAN
 	printf("  no lock:      skipped (ThreadSanitizer would report the race)\n");
 #else
 	w = run_pair(add_racy);
-	report("no lock:", racy, w);
+	if (report("no lock:", racy, w) < 0)
+		return (void *)1;
 #endif
 	w = run_pair(add_locked);
-	report("weft_mutex:", locked, w);
+	if (report("weft_mutex:", locked, w) < 0)
+		return (void *)1;
 	w = run_pair(add_atomic);
-	report("atomic:", atomic_load(&atomic_count), w);
+	if (report("atomic:", atomic_load(&atomic_count), w) < 0)
+		return (void *)1;
 	return NULL;
 }
 
@@ -118,8 +134,9 @@ int main(int argc, char **argv)
 	cfg.workers = 2;
 	printf("two fibers add 1 to a shared counter %ld times each, on %u "
 	       "workers:\n", n_per_fiber, cfg.workers);
-	int r = weft_run(&cfg, main_fiber, NULL, NULL);
+	void *res = NULL;
+	int r = weft_run(&cfg, main_fiber, NULL, &res);
 	if (r < 0)
 		fprintf(stderr, "weft_run: %s\n", weft_strerror(r));
-	return r < 0;
+	return r < 0 || res;
 }

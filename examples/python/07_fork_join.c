@@ -10,6 +10,7 @@
  *
  *     07_fork_join [N]                     (default 30)
  */
+#include <errno.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -25,7 +26,11 @@ static struct {
 	char pad[64 - sizeof(atomic_ulong)];
 } ran_on[MAX_WORKERS];
 
-/* the benchmark's fib (benches/bench_fib.c), counting who ran each call */
+/* the first error of a run (a negative errno), 0 if none */
+static atomic_int fib_err;
+
+/* the benchmark's fib (benches/bench_fib.c), counting who ran each call;
+ * a spawn or join that fails (out of memory) is recorded in fib_err */
 static void *fib(void *arg)
 {
 	uintptr_t n = (uintptr_t)arg;
@@ -34,11 +39,15 @@ static void *fib(void *arg)
 	if (n < 2)
 		return (void *)n;
 	weft_task *t = weft_spawn(fib, (void *)(n - 1));
-	if (!t)
-		abort();
+	int err = t ? 0 : -ENOMEM;
 	uintptr_t b = (uintptr_t)fib((void *)(n - 2));
-	void *a;
-	weft_join(t, &a);
+	void *a = NULL;
+	if (t)
+		err = weft_join(t, &a);
+	if (err < 0) {
+		int none = 0;
+		atomic_compare_exchange_strong(&fib_err, &none, err);
+	}
 	return (void *)((uintptr_t)a + b);
 }
 
@@ -68,11 +77,16 @@ static double run(unsigned workers)
 	cfg.workers = workers;
 	for (int w = 0; w < MAX_WORKERS; w++)
 		atomic_store(&ran_on[w].fibers, 0);
+	atomic_store(&fib_err, 0);
 	double c0 = cpu_s(), t0 = (double)weft_now() * 1e-9;
 	int r = weft_run(&cfg, main_fiber, NULL, NULL);
 	double wall = (double)weft_now() * 1e-9 - t0, cpu = cpu_s() - c0;
 	if (r < 0) {
 		fprintf(stderr, "weft_run: %s\n", weft_strerror(r));
+		return -1;
+	}
+	if (atomic_load(&fib_err) < 0) { /* a call did not run: no result */
+		fprintf(stderr, "fib: %s\n", weft_strerror(atomic_load(&fib_err)));
 		return -1;
 	}
 	unsigned long total = 0;
@@ -107,11 +121,19 @@ int main(int argc, char **argv)
 	       (unsigned)n, (unsigned long)(2 * fn1 - 1),
 	       (unsigned long)(fn1 - 1));
 	double one = run(1);
-	if (one < 0 || result != fn)
+	if (one < 0)
 		return 1;
+	if (result != fn)
+		goto wrong;
 	double all = run(0);
-	if (all < 0 || result != fn)
+	if (all < 0)
 		return 1;
+	if (result != fn)
+		goto wrong;
 	printf("  speed-up with %u workers: %.2fx\n", nworkers, one / all);
 	return 0;
+wrong:
+	fprintf(stderr, "fib(%u): got %lu, want %lu\n", (unsigned)n,
+		(unsigned long)result, (unsigned long)fn);
+	return 1;
 }

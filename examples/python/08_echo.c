@@ -64,38 +64,49 @@ static void *acceptor(void *arg)
 	return NULL;
 }
 
-/* a client: send a message, read the whole echo, check it, again */
+/* a client: send a message, read the whole echo, check it, again; every
+ * wait under a deadline scope one second past the run's end (asyncio's
+ * `async with asyncio.timeout(...)`), so that a server that never answers
+ * (its fiber could not start) is an error, not a hang */
 static void *client(void *arg)
 {
-	int fd = weft_tcp_connect("127.0.0.1", port);
-	if (fd < 0) {
-		fprintf(stderr, "connect: %s\n", weft_strerror(fd));
-		atomic_fetch_add(&errors, 1);
-		return NULL;
-	}
 	char out[MSG], in[MSG];
 	unsigned long n = 0;
+	weft_deadline d;
+	weft_deadline_push_at(&d, deadline + 1000000000ull);
+	const char *what = "connect";
+	ssize_t r = weft_tcp_connect("127.0.0.1", port);
+	int fd = (int)r;
+	if (fd < 0)
+		goto fail;
 	while (weft_now() < deadline) {
 		memset(out, (int)(n & 0xff), sizeof out);
-		if (weft_send(fd, out, MSG, 0) != MSG)
+		what = "send";
+		if ((r = weft_send(fd, out, MSG, 0)) != MSG)
 			goto fail;
-		for (size_t got = 0; got < MSG;) {
-			ssize_t r = weft_recv(fd, in + got, MSG - got, 0);
-			if (r <= 0)
+		what = "recv";
+		for (size_t got = 0; got < MSG; got += (size_t)r)
+			if ((r = weft_recv(fd, in + got, MSG - got, 0)) <= 0)
 				goto fail;
-			got += (size_t)r;
-		}
-		if (memcmp(in, out, MSG))
+		what = "echo";
+		if (memcmp(in, out, MSG)) {
+			r = 0; /* not what was sent */
 			goto fail;
+		}
 		n++;
 	}
 	atomic_fetch_add(&round_trips, n);
 	weft_close(fd);
+	weft_deadline_pop(&d);
 	return NULL;
-fail:
+fail: /* r: a negative errno, 0 (the server closed) or a short count */
+	fprintf(stderr, "client %s: %s\n", what,
+		r < 0 ? weft_strerror((int)r) : "the server closed or sent garbage");
 	atomic_fetch_add(&errors, 1);
 	atomic_fetch_add(&round_trips, n);
-	weft_close(fd);
+	if (fd >= 0)
+		weft_close(fd);
+	weft_deadline_pop(&d);
 	return NULL;
 }
 
@@ -114,20 +125,36 @@ static void *main_fiber(void *arg)
 	socklen_t len = sizeof sa;
 	getsockname(lfd, (struct sockaddr *)&sa, &len);
 	port = ntohs(sa.sin_port);
+	void *ret = NULL;
 	weft_task *acc = weft_spawn(acceptor, (void *)(intptr_t)lfd);
 	weft_task **cl = calloc((size_t)conns, sizeof *cl);
-	if (!acc || !cl)
-		abort();
+	if (!acc || !cl) {
+		fprintf(stderr, "%s: out of memory\n", acc ? "calloc" : "weft_spawn");
+		ret = (void *)1;
+		goto out;
+	}
 	deadline = weft_now() + (uint64_t)(secs_arg * 1e9);
-	for (long i = 0; i < conns; i++)
+	long i;
+	for (i = 0; i < conns; i++)
 		if (!(cl[i] = weft_spawn(client, NULL)))
-			abort();
-	weft_gather(cl, (size_t)conns, NULL);
+			break;
+	if (i < conns) {
+		fprintf(stderr, "weft_spawn: out of memory\n");
+		ret = (void *)1;
+	}
+	int r = weft_gather(cl, (size_t)i, NULL); /* the clients that started */
+	if (r < 0) { /* e.g. -ENOMEM: a client never ran */
+		fprintf(stderr, "weft_gather: %s\n", weft_strerror(r));
+		ret = (void *)1;
+	}
+out:
 	free(cl);
-	weft_cancel(acc);
-	weft_join(acc, NULL);
+	if (acc) {
+		weft_cancel(acc); /* its accept returns -ECANCELED */
+		weft_join(acc, NULL);
+	}
 	weft_close(lfd);
-	return NULL;
+	return ret;
 }
 
 static double cpu_s(void)
@@ -153,10 +180,10 @@ int main(int argc, char **argv)
 	void *res = NULL;
 	int r = weft_run(NULL, main_fiber, NULL, &res);
 	double wall = (double)weft_now() * 1e-9 - t0, cpu = cpu_s() - c0;
-	if (r < 0 || res) {
+	if (r < 0)
 		fprintf(stderr, "weft_run: %s\n", weft_strerror(r));
+	if (r < 0 || res) /* res: main_fiber said why */
 		return 1;
-	}
 	unsigned long total = 0, rt = atomic_load(&round_trips);
 	for (unsigned w = 0; w < MAX_WORKERS; w++)
 		total += atomic_load(&echoed[w].n);

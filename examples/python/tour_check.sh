@@ -3,7 +3,7 @@
 # (ctest runs it: the tour_* tests of examples/python/CMakeLists.txt).
 #
 #   tour_check.sh PART DIR       PART: fetch counters gather forgotten
-#                                      blocking race fork_join echo
+#                                      blocking race fork_join echo faults
 #                                DIR:  where the tour programs were built
 #
 # The program's stdout and stderr are shown, then each claim is checked;
@@ -164,6 +164,56 @@ echo)
         eval 'test "${rt:-0}" -gt 0 && grep -q "errors 0;" <<<"$line"'
     check "every worker served echoes (${nw:-?} workers:${shares:-?})" \
         eval 'test "$(wc -w <<<"$shares")" -eq "${nw:-0}" && ! grep -qw "0%" <<<"$shares"'
+    ;;
+faults)
+    # Every part under seeded out-of-memory faults (WEFT_FAULTS=nomem: a
+    # spawn returns NULL, a fiber gets no stack and its join -ENOMEM): a
+    # teaching example checks every weft call, so each run either prints
+    # what it prints without faults or fails, says why on stderr
+    # (weft_strerror) and exits 1 — no crash, no hang, no wrong result
+    # shown as right, no task left unjoined. (../hello: examples/hello.c)
+    for p in ../hello:'' 01_fetch:'' 02_counters:'20000 12000' 03_gather:'' \
+             04_forgotten:'' 05_blocking:'' 06_race:'1000' \
+             07_fork_join:'12' 08_echo:'0.05 4'; do
+        prog=${p%%:*} args=${p#*:}
+        [ -x "$dir/$prog" ] || continue
+        for s in 1 2 3 4 5 6 7 8; do
+            # shellcheck disable=SC2086
+            WEFT_SEED=$s WEFT_FAULTS=nomem=0.3 WEFT_SIM_REPORT=1 \
+                timeout 60 "$dir/$prog" $args >"$out" 2>"$err"
+            rc=$?
+            before=$failed failed=0
+            nomem=$(sed -nE 's/^weft: seed .* nomem=([0-9]+).*/\1/p' "$err" |
+                    awk '{ n += $1 } END { print n + 0 }')
+            what="$prog seed $s (exit $rc, $nomem nomem faults)"
+            if [ "$rc" -ne 0 ]; then
+                check "$what: exit 1 and the error on stderr" eval \
+                    'test "$rc" -eq 1 && grep -qv "^weft: " "$err"'
+            else
+                case $prog in
+                ../hello) ok=$(grep -c 'squares in order: 0 1 4 9 16 25 36 49 64 81$' "$out") ;;
+                01_fetch) ok=$(grep -c '^\(sequential\|concurrent\): got a and b' "$out");
+                          ok=$((ok == 2)) ;;
+                02_counters) ok=$(grep -c '^  second: ' "$out"); ok=$((ok == 2)) ;;
+                03_gather) ok=$(grep -c 'results: 50 110 240 320 430$' "$out") ;;
+                04_forgotten) ok=$(grep -c 'main returns without joining' "$out") ;;
+                05_blocking) ok=$(grep -c '^  blocker (fiber' "$out"); ok=$((ok == 2)) ;;
+                06_race) ok=$(grep -cE '^  (weft_mutex|atomic): .*\(exact' "$out");
+                         ok=$((ok == 2)) ;;
+                07_fork_join) ok=$(grep -c 'speed-up' "$out") ;;
+                08_echo) ok=$(grep -c 'errors 0;' "$out") ;;
+                esac
+                check "$what: exit 0 with the whole, right output" test "$ok" -eq 1
+            fi
+            re='^weft: task [0-9]+ "([^"]*)" spawned at .* was never joined'
+            check "$what: every task joined (04's \"forgotten\" aside)" eval \
+                '! grep -E "$re" "$err" | grep -vq "\"forgotten\""'
+            if [ "$failed" -ne 0 ]; then
+                echo "--- stdout"; head -20 "$out"; echo "--- stderr"; head -20 "$err"; echo "---"
+            fi
+            [ "$before" -eq 0 ] || failed=1
+        done
+    done
     ;;
 *)
     echo "tour_check.sh: unknown part '$part'" >&2

@@ -369,6 +369,19 @@ static bool local_has_work(struct weft__worker *w)
 static void fail_nostack(struct weft__worker *w, weft_task *t)
 {
 	atomic_fetch_or(&t->flags, WEFT__F_NOMEM);
+	/* A joiner learns -ENOMEM; a detached fiber has none, and what it
+	 * was to do (close its connection, ...) silently never happens:
+	 * say so, for the first few (not in seeded runs: injected faults) */
+	static _Atomic unsigned told;
+	if (!w->sim &&
+	    atomic_load_explicit(&t->join_word, memory_order_acquire) ==
+		    WEFT__DETACH_MARK &&
+	    atomic_fetch_add(&told, 1) < 10)
+		fprintf(stderr,
+			"weft: detached fiber %llu%s%s%s got no stack (out of "
+			"memory or map entries): it never ran\n",
+			(unsigned long long)t->id, t->name ? " \"" : "",
+			t->name ? t->name : "", t->name ? "\"" : "");
 	if (t->fn == weft__group_child_main) /* a group child: leave the group */
 		weft__group_child_nostack(t->arg);
 	weft__fiber_finish(w, t);

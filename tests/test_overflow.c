@@ -165,6 +165,68 @@ static void test_out_of_stacks(void **state)
 	assert_int_equal(atomic_load(&after_ok), 100);
 }
 
+/* ---- a detached fiber that gets no stack is reported --------------------
+ * Nobody joins it, so nobody learns its -ENOMEM, and what it was to do (a
+ * server's fiber closing its connection) silently never happens: the
+ * runtime says so on stderr, for the first 10. */
+static void *detached_nomem_main(void *arg)
+{
+	(void)arg;
+	struct rlimit old, lim;
+	getrlimit(RLIMIT_AS, &old);
+	FILE *f = fopen("/proc/self/statm", "r");
+	unsigned long pages = 0;
+	if (!f || fscanf(f, "%lu", &pages) != 1)
+		abort();
+	fclose(f);
+	lim = old;
+	lim.rlim_cur = pages * (unsigned long)sysconf(_SC_PAGESIZE) +
+		       8ul * 1024 * 1024;
+	setrlimit(RLIMIT_AS, &lim);
+	for (int i = 0; i < HOLDERS; i++) {
+		weft_task *t = weft_spawn(holder, NULL);
+		if (t) {
+			weft_task_set_name(t, "conn");
+			weft_detach(t);
+		}
+	}
+	weft_sleep(100 * 1000000ull); /* every holder started or failed */
+	setrlimit(RLIMIT_AS, &old);
+	return NULL;
+}
+
+static void detached_nomem_child(void *arg)
+{
+	(void)arg;
+	weft_config cfg;
+	weft_config_init(&cfg);
+	cfg.workers = 2;
+	cfg.stack_size = 256 * 1024;
+	_exit(weft_run(&cfg, detached_nomem_main, NULL, NULL) ? 3 : 0);
+}
+
+static void test_detached_without_stack_reported(void **state)
+{
+	(void)state;
+#ifdef UNDER_SANITIZER
+	skip(); /* sanitizers reserve terabytes of shadow: no RLIMIT_AS */
+#endif
+	if (seeded())
+		skip(); /* seeded runs do not report (injected faults) */
+	static char err[16384];
+	int st = run_in_child(detached_nomem_child, NULL, err, sizeof err);
+	assert_true(WIFEXITED(st));
+	assert_int_equal(WEXITSTATUS(st), 0);
+	int lines = 0;
+	for (const char *p = err; (p = strstr(p, "weft: detached fiber "));
+	     p++) {
+		lines++;
+		assert_non_null(strstr(p, "\"conn\" got no stack"));
+	}
+	if (lines < 1 || lines > 10)
+		fail_msg("%d reports (want 1 to 10): %s", lines, err);
+}
+
 /* ---- main_fn itself gets no stack ----------------------------------------- */
 
 /* weft_run must say so (-ENOMEM, *result untouched), not return 0 as if
@@ -642,6 +704,7 @@ int main(void)
 		cmocka_unit_test(test_guard_big_frame),
 		cmocka_unit_test(test_guard_after_foreign_fault),
 		cmocka_unit_test(test_out_of_stacks),
+		cmocka_unit_test(test_detached_without_stack_reported),
 		cmocka_unit_test(test_main_out_of_stack),
 		cmocka_unit_test(test_out_of_map_entries),
 		cmocka_unit_test(test_map_entries_exhausted),

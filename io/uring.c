@@ -442,8 +442,14 @@ void weft__ring_wake(struct weft__worker *t)
 			sqe = io_uring_get_sqe(&self->ring);
 		}
 		if (sqe) {
-			io_uring_prep_msg_ring(sqe, t->ring.ring_fd, 0,
-					       TAG_WAKE, 0);
+#ifdef WEFT_TEST_MSG_RING_FAIL
+			/* tests: every MSG_RING fails (the target is no ring:
+			 * -EBADFD), so every wake takes the fallback */
+			int to = t->efd;
+#else
+			int to = t->ring.ring_fd;
+#endif
+			io_uring_prep_msg_ring(sqe, to, 0, TAG_WAKE, 0);
 			io_uring_sqe_set_data64(sqe, TAG_WAKE_FAILED + t->index);
 			sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
 			if (io_uring_submit(&self->ring) >= 0)
@@ -451,6 +457,14 @@ void weft__ring_wake(struct weft__worker *t)
 		}
 		/* fall through to the eventfd */
 	}
+	weft__ring_wake_efd(t);
+}
+
+/* By t's eventfd only: for a waker that may reap its ring no more (the
+ * worker that terminates the runtime and leaves), where a failed MSG_RING's
+ * CQE, the fallback above, would never be reaped. */
+void weft__ring_wake_efd(struct weft__worker *t)
+{
 	uint64_t one = 1;
 	ssize_t r = write(t->efd, &one, sizeof one);
 	(void)r; /* EAGAIN: the counter is already non-zero, a wake pends */

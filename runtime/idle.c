@@ -161,12 +161,15 @@ void weft__idle_notify(struct weft__rt *rt)
 		weft__ring_wake(t);
 }
 
-/* Shutdown and termination: every worker must look again. */
+/* Shutdown and termination: every worker must look again. By eventfd,
+ * not MSG_RING: the terminating worker leaves without reaping its ring
+ * again, so a MSG_RING that failed would be lost with its CQE (uring.c);
+ * once per run, the cost does not matter. */
 void weft__idle_notify_all(struct weft__rt *rt)
 {
 	for (unsigned i = 0; i < rt->nworkers; i++) {
 		struct weft__worker *t = &rt->workers[i];
 		if (t != weft__worker_self())
-			weft__ring_wake(t);
+			weft__ring_wake_efd(t);
 	}
 }

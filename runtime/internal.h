@@ -606,6 +606,7 @@ void weft__ring_fini(struct weft__worker *w) WEFT__HIDDEN;
 int weft__ring_wait(struct weft__worker *w, uint64_t timeout_ns) WEFT__HIDDEN;
 void weft__ring_poll(struct weft__worker *w) WEFT__HIDDEN;
 void weft__ring_wake(struct weft__worker *target) WEFT__HIDDEN;
+void weft__ring_wake_efd(struct weft__worker *target) WEFT__HIDDEN;
 
 uint64_t weft__clock(void) WEFT__HIDDEN;
 uint64_t weft__clock_real(void) WEFT__HIDDEN;

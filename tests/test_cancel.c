@@ -18,7 +18,10 @@
  * - cancel from a non-worker thread (with every worker parked);
  * - a cancel that lands while its victim is parking (the cancel pair of
  *   sched.c) is never lost: 50,000 cancels from a plain thread a random
- *   few pauses after the victim starts its wait, on 1 and on 2 workers.
+ *   few pauses after the victim starts its wait, on 1 and on 2 workers;
+ * - cancels (from a plain thread and from fibers) and expired or tiny
+ *   deadlines racing channel hand-offs, selects and joins on 2-4 workers:
+ *   nothing lost or doubled, no hang, a cancel seen first always wins.
  *
  * Fibers never call assert_* (cmocka longjmps): they record into globals and
  * the test function checks after weft_run returns. Counts scale with env
@@ -791,6 +794,209 @@ static void test_cancel_races_park(void **state)
 	}
 }
 
+
+/* ---- cancels and expiring deadlines racing wakes ---------------------------
+ * Stress for the cancel-beats-expired-deadline path of the parking waits:
+ * short-lived fibers send, receive, select or join under no, expired or
+ * tiny deadlines while a plain thread and the drivers cancel them at
+ * random, on 2 to 4 workers. No element may be lost or doubled (what the
+ * senders sent is what the receivers got), no wait may hang (a lost wake),
+ * every wait returns 0, -ECANCELED or -ETIMEDOUT, and a fiber that was
+ * cancelled before its wait never gets -ETIMEDOUT. */
+#define CR_DRIVERS 4
+#define CR_BATCH 8
+#define CR_SLOTS (CR_DRIVERS * CR_BATCH)
+
+static struct {
+	weft_chan *c[2];
+	_Atomic(weft_task *) slot[CR_SLOTS];
+	_Atomic int stop;
+	_Atomic long sent, got, nsent, ngot, bad, late_timeout;
+	_Atomic long gspawned, gjoined, thread_cancels, timedout;
+	size_t rounds;
+} CR;
+
+static void *cr_grandchild(void *arg)
+{
+	weft_sleep(20 * US);
+	return arg;
+}
+
+struct cr_op {
+	unsigned kind, dl;
+	long v;
+	_Atomic int *cancel_seen; /* set by the driver: cancelled before */
+};
+
+static void *cr_op(void *arg)
+{
+	struct cr_op *o = arg;
+	weft_deadline d;
+	if (o->dl)
+		weft_deadline_push(&d, o->dl == 1 ? 0 : (o->dl - 2) * US);
+	/* a cancel that came before here is seen by the wait: it must win */
+	int before = atomic_load(o->cancel_seen);
+	int r = 0;
+	long v = o->v;
+	weft_task *g = NULL;
+	switch (o->kind) {
+	case 0:
+		if (!(r = weft_chan_send(CR.c[v & 1], &v))) {
+			atomic_fetch_add(&CR.sent, v);
+			atomic_fetch_add(&CR.nsent, 1);
+		}
+		break;
+	case 1:
+		if (!(r = weft_chan_recv(CR.c[v & 1], &v))) {
+			atomic_fetch_add(&CR.got, v);
+			atomic_fetch_add(&CR.ngot, 1);
+		}
+		break;
+	case 2: {
+		long x, y;
+		weft_select_case cs[2] = {
+			{.chan = CR.c[0], .op = WEFT_RECV, .elem = &x},
+			{.chan = CR.c[1], .op = WEFT_RECV, .elem = &y}};
+		r = weft_select(cs, 2, 0);
+		if (r >= 0) {
+			if (cs[r].result == 0) {
+				atomic_fetch_add(&CR.got, r ? y : x);
+				atomic_fetch_add(&CR.ngot, 1);
+			} else {
+				atomic_fetch_add(&CR.bad, 1);
+			}
+			r = 0;
+		}
+		break;
+	}
+	default:
+		g = weft_spawn(cr_grandchild, NULL);
+		if (!g) {
+			atomic_fetch_add(&CR.bad, 1);
+			break;
+		}
+		atomic_fetch_add(&CR.gspawned, 1);
+		r = weft_join(g, NULL);
+		break;
+	}
+	if (o->dl)
+		weft_deadline_pop(&d);
+	if (g && r == -ETIMEDOUT)
+		r = weft_join(g, NULL); /* given back: join it for good */
+	if (g && r != -EINVAL)
+		atomic_fetch_add(&CR.gjoined, 1);
+	if (r != 0 && r != -ECANCELED && r != -ETIMEDOUT)
+		atomic_fetch_add(&CR.bad, 1);
+	if (r == -ETIMEDOUT) {
+		atomic_fetch_add(&CR.timedout, 1);
+		if (before)
+			atomic_fetch_add(&CR.late_timeout, 1);
+	}
+	return NULL;
+}
+
+static void *cr_driver(void *arg)
+{
+	unsigned me = (unsigned)(uintptr_t)arg;
+	uint64_t rs = 0xC0FFEEull * (me + 1);
+	for (size_t round = 0; round < CR.rounds; round++) {
+		struct cr_op ops[CR_BATCH];
+		_Atomic int seen[CR_BATCH];
+		weft_task *t[CR_BATCH];
+		for (size_t i = 0; i < CR_BATCH; i++) {
+			uint64_t x = rnd(&rs);
+			atomic_init(&seen[i], 0);
+			ops[i] = (struct cr_op){(unsigned)(x % 4),
+						(unsigned)((x >> 8) % 4 == 0 ? 0
+							   : (x >> 8) % 4 == 1
+							       ? 1
+							       : 2 + (x >> 16) % 30),
+						(long)((me * CR.rounds + round) *
+							       CR_BATCH +
+						       i + 1),
+						&seen[i]};
+			t[i] = weft_spawn(cr_op, &ops[i]);
+			CHECK(t[i] != NULL);
+			if (!t[i])
+				return NULL;
+			atomic_store(&CR.slot[me * CR_BATCH + i], t[i]);
+			if ((x >> 24) % 8 == 0) {
+				/* before it runs its wait: -ECANCELED, never
+				 * -ETIMEDOUT */
+				weft_cancel(t[i]);
+				atomic_store(&seen[i], 1);
+			}
+		}
+		for (size_t i = 0; i < CR_BATCH; i++) {
+			weft_join(t[i], NULL);
+			atomic_store(&CR.slot[me * CR_BATCH + i], NULL);
+		}
+	}
+	return NULL;
+}
+
+static void *cr_thread(void *arg)
+{
+	(void)arg;
+	uint64_t rs = 777;
+	while (!atomic_load(&CR.stop)) {
+		uint64_t x = rnd(&rs);
+		weft_task *t = atomic_load(&CR.slot[x % CR_SLOTS]);
+		if (t && weft_cancel(t) == 0)
+			atomic_fetch_add(&CR.thread_cancels, 1);
+		if (x % 4 == 0)
+			sched_yield();
+	}
+	return NULL;
+}
+
+static void *cr_main(void *arg)
+{
+	(void)arg;
+	CR.c[0] = weft_chan_new(0, sizeof(long));
+	CR.c[1] = weft_chan_new(1, sizeof(long));
+	weft_task *d[CR_DRIVERS];
+	for (unsigned i = 0; i < CR_DRIVERS; i++)
+		d[i] = weft_spawn(cr_driver, (void *)(uintptr_t)i);
+	for (unsigned i = 0; i < CR_DRIVERS; i++)
+		CHECK_EQ(weft_join(d[i], NULL), 0);
+	long v;
+	for (int k = 0; k < 2; k++)
+		while (weft_chan_try_recv(CR.c[k], &v) == 0) {
+			atomic_fetch_add(&CR.got, v);
+			atomic_fetch_add(&CR.ngot, 1);
+		}
+	weft_chan_free(CR.c[0]);
+	weft_chan_free(CR.c[1]);
+	return NULL;
+}
+
+static void test_cancel_deadline_wake_race(void **state)
+{
+	(void)state;
+	long tc = 0, to = 0, n = 0;
+	for (unsigned workers = 2; workers <= 4; workers++) {
+		memset(&CR, 0, sizeof CR);
+		CR.rounds = scaled(12000, 40);
+		pthread_t th;
+		assert_int_equal(pthread_create(&th, NULL, cr_thread, NULL), 0);
+		run(workers, cr_main, NULL);
+		atomic_store(&CR.stop, 1);
+		pthread_join(th, NULL);
+		assert_int_equal(atomic_load(&CR.bad), 0);
+		assert_int_equal(atomic_load(&CR.late_timeout), 0);
+		assert_int_equal(atomic_load(&CR.nsent), atomic_load(&CR.ngot));
+		assert_int_equal(atomic_load(&CR.sent), atomic_load(&CR.got));
+		assert_int_equal(atomic_load(&CR.gspawned),
+				 atomic_load(&CR.gjoined));
+		tc += atomic_load(&CR.thread_cancels);
+		to += atomic_load(&CR.timedout);
+		n += atomic_load(&CR.nsent);
+	}
+	print_message("  %ld sent, %ld timed out, %ld cancels from a thread\n",
+		      n, to, tc);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -798,6 +1004,7 @@ int main(void)
 		cmocka_unit_test(test_cancel_before_run),
 		cmocka_unit_test(test_cancel_sticky),
 		cmocka_unit_test(test_cancel_beats_expired_deadline),
+		cmocka_unit_test(test_cancel_deadline_wake_race),
 		cmocka_unit_test(test_cancel_finished_not_joined),
 		cmocka_unit_test(test_cancel_joiner_propagates),
 		cmocka_unit_test(test_shutdown_live_fibers),
@@ -807,5 +1014,6 @@ int main(void)
 		cmocka_unit_test(test_cancel_foreign_thread_workers1),
 		cmocka_unit_test(test_cancel_races_park),
 	};
+	apply_test_filters();
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

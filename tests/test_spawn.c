@@ -9,7 +9,11 @@
  * - a non-worker pthread spawns while weft_run runs (every worker parked on
  *   a long timer): the task runs promptly and a fiber can join it;
  * - the same with workers=1 and workers=2;
- * - a foreign spawn racing with the end of weft_run (for TSan/ASan).
+ * - a foreign spawn racing with the end of weft_run (for TSan/ASan);
+ * - plain threads naming, cancelling and detaching tasks across the end of
+ *   weft_run (for TSan/ASan);
+ * - gather under expiring deadlines on 2-4 workers while a plain thread
+ *   cancels the gathered tasks: every task ended and joined, none leaked.
  *
  * Fibers never call assert_* (cmocka longjmps): they record into globals and
  * the test function checks after weft_run returns. Counts scale with env
@@ -625,6 +629,123 @@ static void test_foreign_spawn_at_end(void **state)
 	assert_int_equal(lost, 0);
 }
 
+
+/* ---- handle calls from plain threads racing the end of weft_run ------------
+ * Plain threads spawn, name, cancel and detach tasks while weft_run ends
+ * under them, and go on with the handles they kept after it returned
+ * (weft_cancel / weft_task_set_name then say -EINVAL, weft_detach has
+ * nothing to do). For ASan and TSan: no access to freed memory, no race
+ * with the teardown. */
+#define FH_THREADS 2
+#define FH_KEEP 8
+static struct {
+	_Atomic int go, stop, ended;
+	_Atomic long spawned, bad, after_end;
+} FH;
+
+static void *fh_task(void *arg)
+{
+	if (arg)
+		weft_sleep(50 * US);
+	return NULL;
+}
+
+static void *fh_thread(void *arg)
+{
+	uint64_t rs = 0xF00Dull + (uintptr_t)arg;
+	weft_task *kept[FH_KEEP];
+	size_t nk = 0;
+	while (!atomic_load(&FH.go))
+		sched_yield();
+	while (!atomic_load(&FH.stop)) {
+		uint64_t x = rnd(&rs);
+		int ended = atomic_load(&FH.ended);
+		weft_task *t = ended ? NULL
+				     : weft_spawn(fh_task, (void *)(uintptr_t)(x & 1));
+		if (t) {
+			atomic_fetch_add(&FH.spawned, 1);
+			int r = weft_task_set_name(t, "fh");
+			if (r != 0 && r != -EINVAL)
+				atomic_fetch_add(&FH.bad, 1);
+			if (x & 2) {
+				r = weft_cancel(t);
+				if (r != 0 && r != -EALREADY && r != -EINVAL)
+					atomic_fetch_add(&FH.bad, 1);
+			}
+			if (nk < FH_KEEP && (x & 4))
+				kept[nk++] = t;
+			else
+				weft_detach(t);
+		}
+		if (nk && (x >> 8) % 4 == 0) {
+			/* a kept one: still live, or its run has ended */
+			size_t i = (x >> 16) % nk;
+			int a = weft_task_set_name(kept[i], "kept");
+			int b = weft_cancel(kept[i]);
+			if ((a != 0 && a != -EINVAL) ||
+			    (b != 0 && b != -EALREADY && b != -EINVAL))
+				atomic_fetch_add(&FH.bad, 1);
+			if (ended && (a != -EINVAL || b != -EINVAL))
+				atomic_fetch_add(&FH.bad, 1);
+			/* detached now and then while it runs, all of them
+			 * once it has ended */
+			if (ended || (t && (x >> 20) % 16 == 0)) {
+				weft_detach(kept[i]);
+				kept[i] = kept[--nk];
+				if (ended)
+					atomic_fetch_add(&FH.after_end, 1);
+			}
+		}
+	}
+	while (nk)
+		weft_detach(kept[--nk]);
+	return NULL;
+}
+
+static void *fh_main(void *arg)
+{
+	(void)arg;
+	atomic_store(&FH.go, 1);
+	/* a little while with the threads at work (a few spawns each) */
+	uint64_t until = real_ns() + 5 * MS;
+	while (atomic_load(&FH.spawned) < 16 * FH_THREADS && real_ns() < until)
+		weft_yield();
+	return NULL;
+}
+
+static void test_foreign_handle_ops_at_end(void **state)
+{
+	(void)state;
+	SKIP_IF_SEEDED("plain threads on a real-time schedule");
+	size_t rounds = scaled(80, 10);
+	weft_config c = cfg_workers(2);
+	c.unjoined_report = -1; /* kept handles are left to the runtime */
+	long spawned = 0, after = 0;
+	for (size_t i = 0; i < rounds; i++) {
+		memset(&FH, 0, sizeof FH);
+		c.workers = 2 + i % 3;
+		pthread_t th[FH_THREADS];
+		for (uintptr_t k = 0; k < FH_THREADS; k++)
+			assert_int_equal(pthread_create(&th[k], NULL, fh_thread,
+							(void *)k),
+					 0);
+		assert_int_equal(weft_run(&c, fh_main, NULL, NULL), 0);
+		atomic_store(&FH.ended, 1);
+		/* the threads use their kept handles late */
+		uint64_t until = real_ns() + 20 * MS;
+		while (atomic_load(&FH.after_end) < FH_THREADS && real_ns() < until)
+			sched_yield();
+		atomic_store(&FH.stop, 1);
+		for (int k = 0; k < FH_THREADS; k++)
+			pthread_join(th[k], NULL);
+		assert_int_equal(atomic_load(&FH.bad), 0);
+		spawned += atomic_load(&FH.spawned);
+		after += atomic_load(&FH.after_end);
+	}
+	print_message("  %ld spawned by threads, %ld late calls\n", spawned,
+		      after);
+}
+
 /* ---- gather under a deadline scope ------------------------------------------
  * weft_gather joins and frees every task "even when one fails" (task.h).
  * A deadline that expires during a gather used to stop that promise: each
@@ -687,6 +808,203 @@ static void test_gather_deadline(void **state)
 		assert_true(GD.ms < 5000); /* not the 10 s sleep */
 }
 
+
+/* ---- gather under deadlines, tasks cancelled from a plain thread -----------
+ * Stress for the gather's deadline path: gatherers on 2-4 workers gather
+ * children of every kind (done at once, sleeping, yielding, waiting on a
+ * channel nobody sends to, joining a grandchild) under short or expired
+ * deadlines, while a plain thread cancels children and now and then a
+ * gatherer. Every gather must return with all its children ended (joined),
+ * each result in place, and nothing left unjoined at the end. */
+#define GS_GATHERERS 6
+#define GS_MAXN 6
+#define GS_SLOTS (GS_GATHERERS * GS_MAXN)
+
+struct gs_round {
+	_Atomic int done;
+};
+struct gs_child {
+	struct gs_round *round;
+	unsigned kind;
+	weft_chan *never;
+};
+static struct {
+	_Atomic(weft_task *) slot[GS_SLOTS];
+	_Atomic(weft_task *) gatherer[GS_GATHERERS];
+	_Atomic int stop;
+	_Atomic long gathers, timedout, cancelled, thread_cancels;
+	size_t rounds;
+	long unjoined;
+} GS;
+
+static void *gs_grandchild(void *arg)
+{
+	weft_sleep(50 * US);
+	return arg;
+}
+
+static void *gs_child(void *arg)
+{
+	struct gs_child *c = arg;
+	switch (c->kind) {
+	case 0:
+		break;
+	case 1:
+		weft_sleep((c->kind * 37 % 5) * 100 * US);
+		break;
+	case 2:
+		for (int i = 0; i < 50; i++)
+			weft_yield();
+		break;
+	case 3: {
+		int x;
+		weft_chan_recv(c->never, &x); /* until cancelled */
+		break;
+	}
+	case 4: {
+		weft_task *g = weft_spawn(gs_grandchild, c);
+		if (g)
+			weft_join(g, NULL);
+		break;
+	}
+	default:
+		weft_sleep(10 * SEC); /* until cancelled */
+	}
+	atomic_fetch_add(&c->round->done, 1);
+	return c;
+}
+
+static void *gs_gatherer(void *arg)
+{
+	unsigned me = (unsigned)(uintptr_t)arg;
+	uint64_t rs = 0x9E3779B97F4A7C15ull * (me + 1);
+	weft_chan *never = weft_chan_new(0, sizeof(int));
+	CHECK(never != NULL);
+	for (size_t round = 0; round < GS.rounds; round++) {
+		struct gs_round rd = {0};
+		struct gs_child ch[GS_MAXN];
+		weft_task *t[GS_MAXN];
+		void *res[GS_MAXN];
+		size_t n = 1 + rnd(&rs) % GS_MAXN;
+		size_t got = 0;
+		for (size_t i = 0; i < n; i++) {
+			ch[i] = (struct gs_child){&rd, (unsigned)(rnd(&rs) % 6),
+						  never};
+			res[i] = NULL;
+			if (!(t[got] = weft_spawn(gs_child, &ch[i])))
+				break;
+			atomic_store(&GS.slot[me * GS_MAXN + got], t[got]);
+			got++;
+		}
+		CHECK_EQ(got, n);
+		uint64_t k = rnd(&rs) % 4;
+		weft_deadline d;
+		if (k)
+			weft_deadline_push(&d, k == 1 ? 0 : (rnd(&rs) % 400) * US);
+		int r = weft_gather(t, got, res);
+		if (k)
+			weft_deadline_pop(&d);
+		for (size_t i = 0; i < got; i++)
+			atomic_store(&GS.slot[me * GS_MAXN + i], NULL);
+		/* every child ended and was joined before the gather returned */
+		CHECK_EQ(atomic_load(&rd.done), got);
+		for (size_t i = 0; i < got; i++)
+			CHECK(res[i] == &ch[i]);
+		CHECK(r == 0 || r == -ECANCELED || r == -ETIMEDOUT);
+		if (r == -ETIMEDOUT) {
+			CHECK(k != 0);
+			atomic_fetch_add(&GS.timedout, 1);
+		}
+		if (r == -ECANCELED)
+			atomic_fetch_add(&GS.cancelled, 1);
+		atomic_fetch_add(&GS.gathers, 1);
+	}
+	weft_chan_free(never);
+	return NULL;
+}
+
+static void *gs_thread(void *arg)
+{
+	(void)arg;
+	uint64_t rs = 12345;
+	while (!atomic_load(&GS.stop)) {
+		uint64_t x = rnd(&rs);
+		weft_task *t = atomic_load(&GS.slot[x % GS_SLOTS]);
+		/* the slot may be freed and reused meanwhile: type-stable
+		 * memory, it cancels another child then (or reads not live) */
+		if (t && weft_cancel(t) == 0)
+			atomic_fetch_add(&GS.thread_cancels, 1);
+		if (x % 4096 == 0) {
+			weft_task *g =
+				atomic_load(&GS.gatherer[(x >> 16) % GS_GATHERERS]);
+			if (g)
+				weft_cancel(g);
+		}
+		if (x % 8 == 0)
+			sched_yield();
+	}
+	return NULL;
+}
+
+static void *gs_main(void *arg)
+{
+	(void)arg;
+	weft_task *g[GS_GATHERERS];
+	for (unsigned i = 0; i < GS_GATHERERS; i++) {
+		g[i] = weft_spawn(gs_gatherer, (void *)(uintptr_t)i);
+		CHECK(g[i] != NULL);
+		atomic_store(&GS.gatherer[i], g[i]);
+	}
+	for (unsigned i = 0; i < GS_GATHERERS; i++) {
+		if (!g[i])
+			continue;
+		/* a cancelled gatherer ends early; the thread may still name
+		 * its handle: keep it live until the run ends */
+		weft_wait_any(&g[i], 1);
+	}
+	/* nothing is left unjoined: the dump lists only us and the
+	 * finished gatherers */
+	char *buf = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&buf, &len);
+	weft_dump(f);
+	fclose(f);
+	GS.unjoined = 0;
+	for (char *p = buf; (p = strstr(p, "finished, not yet joined")); p++)
+		GS.unjoined++;
+	free(buf);
+	atomic_store(&GS.stop, 1);
+	for (unsigned i = 0; i < GS_GATHERERS; i++) {
+		atomic_store(&GS.gatherer[i], NULL);
+		if (g[i])
+			weft_join(g[i], NULL);
+	}
+	return NULL;
+}
+
+static void test_gather_deadline_stress(void **state)
+{
+	(void)state;
+	long total = 0, timedout = 0, tc = 0;
+	for (unsigned workers = 2; workers <= 4; workers++) {
+		memset(&GS, 0, sizeof GS);
+		GS.rounds = scaled(2000, 20);
+		pthread_t th;
+		assert_int_equal(pthread_create(&th, NULL, gs_thread, NULL), 0);
+		run(workers, gs_main, NULL);
+		atomic_store(&GS.stop, 1);
+		pthread_join(th, NULL);
+		/* the gatherers only */
+		assert_int_equal(GS.unjoined, GS_GATHERERS);
+		total += atomic_load(&GS.gathers);
+		timedout += atomic_load(&GS.timedout);
+		tc += atomic_load(&GS.thread_cancels);
+	}
+	print_message("  %ld gathers, %ld timed out, %ld cancels from a thread\n",
+		      total, timedout, tc);
+	assert_true(timedout > 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -701,7 +1019,10 @@ int main(void)
 		cmocka_unit_test(test_foreign_spawn_workers2),
 		cmocka_unit_test(test_foreign_spawn_vs_shutdown),
 		cmocka_unit_test(test_foreign_spawn_at_end),
+		cmocka_unit_test(test_foreign_handle_ops_at_end),
 		cmocka_unit_test(test_gather_deadline),
+		cmocka_unit_test(test_gather_deadline_stress),
 	};
+	apply_test_filters();
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -708,7 +708,8 @@ static void deadlock(struct weft__rt *rt, struct weft__sim *s)
 /* Whether the process has a thread that may yet wake a fiber: one that is
  * not the master (the caller, which runs every worker), a blocking-pool or
  * monitor thread, or one of io_uring's own (iou-wrk-*). Asked only when
- * the run looks deadlocked. */
+ * the run looks deadlocked. (ThreadSanitizer's background thread cannot be
+ * told apart: under TSan a deadlock takes the 2 s.) */
 static bool outside_threads(struct weft__rt *rt)
 {
 	DIR *d = opendir("/proc/self/task");

@@ -395,20 +395,32 @@ int weft_join(weft_task *t, void **result)
 	return join_task(t, result, NULL);
 }
 
+/* For a call on a task handle: outside a worker, enter as a foreign caller
+ * (*foreign set: weft__foreign_exit when done). False when no runtime
+ * runs (none yet, or t's has ended): then no task is live and t's memory
+ * may be gone (the teardown frees the fibers once the foreign callers
+ * that saw the runtime are out, runtime.c); nothing is left entered. */
+static bool handle_call_enter(bool *foreign)
+{
+	*foreign = !weft__worker_self();
+	if (!*foreign)
+		return true;
+	weft__foreign_enter();
+	if (atomic_load(&weft__rt_cur))
+		return true;
+	weft__foreign_exit();
+	return false;
+}
+
 void weft_detach(weft_task *t)
 {
-	if (!t)
+	/* Outside a worker, stay entered throughout. No runtime: t's run has
+	 * ended and freed it, nothing is left to do (a thread that spawned t
+	 * just before the end and detaches it now). */
+	bool foreign;
+	if (!t || !handle_call_enter(&foreign))
 		return;
-	/* Outside a worker, stay entered throughout: the teardown frees
-	 * every task once the foreign callers that saw the runtime are out.
-	 * No runtime: t's run has ended and freed it, nothing is left to do (a
-	 * thread that spawned t just before the end and detaches it now). */
-	bool foreign = !weft__worker_self();
-	if (foreign)
-		weft__foreign_enter();
 	struct weft__rt *rt = atomic_load(&weft__rt_cur);
-	if (!rt)
-		goto out;
 	uint32_t fl = atomic_load_explicit(&t->flags, memory_order_acquire);
 	do {
 		if (!(fl & WEFT__F_ALLOC) ||
@@ -440,19 +452,9 @@ out:
 
 int weft_cancel(weft_task *t)
 {
-	if (!t)
+	bool foreign;
+	if (!t || !handle_call_enter(&foreign))
 		return -EINVAL;
-	bool foreign = !weft__worker_self();
-	if (foreign) {
-		weft__foreign_enter();
-		/* No runtime (none yet, or t's has ended): no task is live,
-		 * and t's memory may be gone: the teardown frees the fibers
-		 * once the foreign callers that saw it are out (runtime.c) */
-		if (!atomic_load(&weft__rt_cur)) {
-			weft__foreign_exit();
-			return -EINVAL;
-		}
-	}
 	uint32_t fl = atomic_load_explicit(&t->flags, memory_order_acquire);
 	int r = (fl & WEFT__F_ALLOC) ? cancel_task(t) : -EINVAL;
 	if (foreign)
@@ -571,15 +573,9 @@ int weft_task_set_name(weft_task *t, const char *name)
 {
 	if (!t && !(t = weft__self(NULL)))
 		return -EINVAL;
-	/* outside a worker: as weft_cancel, no runtime means no live task */
-	bool foreign = !weft__worker_self();
-	if (foreign) {
-		weft__foreign_enter();
-		if (!atomic_load(&weft__rt_cur)) {
-			weft__foreign_exit();
-			return -EINVAL;
-		}
-	}
+	bool foreign;
+	if (!handle_call_enter(&foreign))
+		return -EINVAL;
 	int r = -EINVAL;
 	/* acquire: pairs with spawn's seq_cst store of F_ALLOC */
 	if (atomic_load_explicit(&t->flags, memory_order_acquire) &

@@ -946,21 +946,7 @@ static void test_close_not_cancellable(void **state)
  * cancelled. As every other wait does (weft/deadline.h), it reports
  * -ENOMEM. Interposed realloc: fails while nomem_realloc is set (the first
  * timer of a worker allocates its heap). */
-#include <dlfcn.h>
-static _Atomic int nomem_realloc;
-#if INTERPOSE
-void *realloc(void *p, size_t n)
-{
-	static void *(*real)(void *, size_t);
-	if (atomic_load(&nomem_realloc) && n) {
-		atomic_fetch_add(&nomem_realloc, 1);
-		return NULL;
-	}
-	if (!real)
-		real = (void *(*)(void *, size_t))dlsym(RTLD_NEXT, "realloc");
-	return real(p, n);
-}
-#endif
+NOMEM_REALLOC_DEFINE()
 
 static struct {
 	ssize_t r;

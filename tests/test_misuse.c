@@ -826,12 +826,18 @@ static void *io_args_main(void *arg)
 	return NULL;
 }
 
+/* run fn on 2 workers; no descriptor is left open after it */
+static void run_no_fd_leak(void *(*fn)(void *))
+{
+	int fds = count_dir_entries("/proc/self/fd");
+	run(2, fn, NULL);
+	assert_int_equal(count_dir_entries("/proc/self/fd"), fds);
+}
+
 static void test_io_bad_args(void **state)
 {
 	(void)state;
-	int fds = count_dir_entries("/proc/self/fd");
-	run(2, io_args_main, NULL);
-	assert_int_equal(count_dir_entries("/proc/self/fd"), fds);
+	run_no_fd_leak(io_args_main);
 }
 
 static void *net_args_main(void *arg)
@@ -938,9 +944,7 @@ static void *net_args_main(void *arg)
 static void test_net_bad_args(void **state)
 {
 	(void)state;
-	int fds = count_dir_entries("/proc/self/fd");
-	run(2, net_args_main, NULL);
-	assert_int_equal(count_dir_entries("/proc/self/fd"), fds);
+	run_no_fd_leak(net_args_main);
 }
 
 static void *conn_args_main(void *arg)
@@ -1005,9 +1009,7 @@ static void *conn_args_main(void *arg)
 static void test_conn_bad_args(void **state)
 {
 	(void)state;
-	int fds = count_dir_entries("/proc/self/fd");
-	run(2, conn_args_main, NULL);
-	assert_int_equal(count_dir_entries("/proc/self/fd"), fds);
+	run_no_fd_leak(conn_args_main);
 }
 
 static void *chan_args_main(void *arg)

@@ -106,22 +106,28 @@ static void *holder(void *arg)
 	return arg;
 }
 
-static void *nomem_main(void *arg)
+/* RLIMIT_AS to the current address-space size plus 8 MiB: fiber structs
+ * and a few stack regions fit, 3000 live 256 KiB stacks (750 MiB) do not.
+ * *old gets the limit to put back. */
+static void limit_address_space(struct rlimit *old)
 {
-	(void)arg;
-	struct rlimit old, lim;
-	getrlimit(RLIMIT_AS, &old);
-	/* current address-space size, plus 8 MiB: fiber structs and a few
-	 * stack regions fit, 3000 live 256 KiB stacks (750 MiB) do not */
+	getrlimit(RLIMIT_AS, old);
 	FILE *f = fopen("/proc/self/statm", "r");
 	unsigned long pages = 0;
 	if (!f || fscanf(f, "%lu", &pages) != 1)
 		abort();
 	fclose(f);
-	lim = old;
+	struct rlimit lim = *old;
 	lim.rlim_cur = pages * (unsigned long)sysconf(_SC_PAGESIZE) +
 		       8ul * 1024 * 1024;
 	setrlimit(RLIMIT_AS, &lim);
+}
+
+static void *nomem_main(void *arg)
+{
+	(void)arg;
+	struct rlimit old;
+	limit_address_space(&old);
 
 	weft_task *t[HOLDERS];
 	for (int i = 0; i < HOLDERS; i++)
@@ -172,17 +178,8 @@ static void test_out_of_stacks(void **state)
 static void *detached_nomem_main(void *arg)
 {
 	(void)arg;
-	struct rlimit old, lim;
-	getrlimit(RLIMIT_AS, &old);
-	FILE *f = fopen("/proc/self/statm", "r");
-	unsigned long pages = 0;
-	if (!f || fscanf(f, "%lu", &pages) != 1)
-		abort();
-	fclose(f);
-	lim = old;
-	lim.rlim_cur = pages * (unsigned long)sysconf(_SC_PAGESIZE) +
-		       8ul * 1024 * 1024;
-	setrlimit(RLIMIT_AS, &lim);
+	struct rlimit old;
+	limit_address_space(&old);
 	for (int i = 0; i < HOLDERS; i++) {
 		weft_task *t = weft_spawn(holder, NULL);
 		if (t) {

@@ -1402,21 +1402,7 @@ static void test_mutex_unlock_wake_vs_cancel(void **state)
  * at once, having taken nothing (weft/deadline.h). Interposed realloc:
  * fails while nomem_realloc is set. The first timer of a worker allocates
  * its heap, so a fresh runtime with one worker hits it. */
-#include <dlfcn.h>
-static _Atomic int nomem_realloc;
-#if INTERPOSE
-void *realloc(void *p, size_t n)
-{
-	static void *(*real)(void *, size_t);
-	if (atomic_load(&nomem_realloc) && n) {
-		atomic_fetch_add(&nomem_realloc, 1);
-		return NULL;
-	}
-	if (!real)
-		real = (void *(*)(void *, size_t))dlsym(RTLD_NEXT, "realloc");
-	return real(p, n);
-}
-#endif
+NOMEM_REALLOC_DEFINE()
 
 static int nomem_child(void *arg)
 {

@@ -315,4 +315,27 @@ static inline void apply_test_filters(void)
 #define INTERPOSE 1
 #endif
 
+/* NOMEM_REALLOC_DEFINE(): at file scope, defines `static _Atomic int
+ * nomem_realloc` and (where INTERPOSE) a realloc that fails while it is
+ * non-zero, counting the failures in it (so a test can check it hit). */
+#if INTERPOSE
+#include <dlfcn.h>
+#define NOMEM_REALLOC_DEFINE()                                               \
+	static _Atomic int nomem_realloc;                                    \
+	void *realloc(void *p, size_t n)                                     \
+	{                                                                    \
+		static void *(*real)(void *, size_t);                        \
+		if (atomic_load(&nomem_realloc) && n) {                      \
+			atomic_fetch_add(&nomem_realloc, 1);                 \
+			return NULL;                                         \
+		}                                                            \
+		if (!real)                                                   \
+			real = (void *(*)(void *, size_t))dlsym(RTLD_NEXT,   \
+								"realloc");  \
+		return real(p, n);                                           \
+	}
+#else
+#define NOMEM_REALLOC_DEFINE() static _Atomic int nomem_realloc;
+#endif
+
 #endif /* WEFT_TESTUTIL_H */

@@ -54,6 +54,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -120,6 +121,9 @@ struct weft__sim {
 	int deadlocks;
 	bool pool_late, pool_warned; /* pool_sync */
 };
+
+static int set_reserve(void **a, size_t *cap, size_t esz);
+static void set_free(void *a); /* the run set's arrays (below) */
 
 /* the report of the last seeded run (weft_sim_report_get) */
 static pthread_mutex_t last_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -327,7 +331,18 @@ int weft__sim_new(struct weft__rt *rt, uint64_t seed, const char *faults,
 		s->pct_at[i] = 1 + below(s, s->pct_steps);
 	s->nworkers = rt->nworkers;
 	s->run = calloc(rt->nworkers, sizeof *s->run);
-	if (!s->run) {
+	bool ok = s->run &&
+		  !set_reserve((void **)&s->inbox, &s->capin, sizeof *s->inbox) &&
+		  !set_reserve((void **)&s->held, &s->capheld, sizeof *s->held);
+	for (unsigned i = 0; ok && i < rt->nworkers; i++)
+		ok = !set_reserve((void **)&s->run[i].e, &s->run[i].cap,
+				  sizeof *s->run[i].e);
+	if (!ok) {
+		for (unsigned i = 0; s->run && i < rt->nworkers; i++)
+			set_free(s->run[i].e);
+		set_free(s->inbox);
+		set_free(s->held);
+		free(s->run);
 		free(s);
 		return -ENOMEM;
 	}
@@ -380,10 +395,10 @@ void weft__sim_free(struct weft__rt *rt)
 	pthread_cond_destroy(&s->cond);
 	pthread_mutex_destroy(&s->lock);
 	for (unsigned i = 0; s->run && i < s->nworkers; i++)
-		free(s->run[i].e);
+		set_free(s->run[i].e);
 	free(s->run);
-	free(s->held);
-	free(s->inbox);
+	set_free(s->held);
+	set_free(s->inbox);
 	free(s);
 	rt->sim = NULL;
 }
@@ -416,18 +431,37 @@ int weft_sim_report_get(weft_sim_report *out)
 
 /* ---- the run set ---------------------------------------------------------- */
 
+/* The run set's arrays (each worker's queue, the inbox, held completions)
+ * each live in one mapping reserved when the run starts (MAP_NORESERVE:
+ * pages are committed as they are touched) and never moved: growing them
+ * needs no new mapping, so a program that has used up its map entries (as
+ * test_overflow does on purpose, with 30,000 fibers parked) can still
+ * wake them all. A realloc there had to mremap, and the simulator died. */
+#define SET_RESERVE (16u << 20) /* bytes: 1M entries of 16 bytes */
+
+static int set_reserve(void **a, size_t *cap, size_t esz)
+{
+	void *p = mmap(NULL, SET_RESERVE, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (p == MAP_FAILED)
+		return -ENOMEM;
+	*a = p;
+	*cap = SET_RESERVE / esz;
+	return 0;
+}
+
 static void grow(void **a, size_t *cap, size_t need, size_t esz)
 {
-	if (need <= *cap)
-		return;
-	size_t nc = *cap ? *cap * 2 : 64;
-	while (nc < need)
-		nc *= 2;
-	void *p = realloc(*a, nc * esz);
-	if (!p)
-		weft__die("sim: out of memory for the run set");
-	*a = p;
-	*cap = nc;
+	(void)a;
+	(void)esz;
+	if (need > *cap)
+		weft__die("sim: run set over %zu entries", *cap);
+}
+
+static void set_free(void *a)
+{
+	if (a)
+		munmap(a, SET_RESERVE);
 }
 
 static void run_add(struct weft__sim *s, weft_task *f, unsigned w, bool yield)

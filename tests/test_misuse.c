@@ -1428,6 +1428,9 @@ static void test_run_fails_midway(void **state)
 {
 	(void)state;
 	SKIP_IF_SEEDED("real worker threads");
+	/* a first run starts whatever a process keeps once it has had
+	 * threads (ThreadSanitizer's background thread) before we count */
+	assert_int_equal(weft_run(NULL, works_main, NULL, NULL), 0);
 	struct rlimit old;
 	assert_int_equal(getrlimit(RLIMIT_NOFILE, &old), 0);
 	int fds = count_dir_entries("/proc/self/fd");
@@ -1447,6 +1450,7 @@ static void test_run_fails_midway(void **state)
 		assert_int_equal(count_dir_entries("/proc/self/task"), threads);
 		assert_int_equal(weft_worker_count(), 0);
 	}
+	works_ok = 0;
 	assert_int_equal(weft_run(NULL, works_main, NULL, NULL), 0);
 	assert_int_equal(works_ok, 1);
 }

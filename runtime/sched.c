@@ -373,7 +373,7 @@ static void fail_nostack(struct weft__worker *w, weft_task *t)
 	 * was to do (close its connection, ...) silently never happens:
 	 * say so, for the first few (not in seeded runs: injected faults) */
 	static _Atomic unsigned told;
-	if (!w->sim &&
+	if (!w->sim && t->fn != weft__group_child_main && /* its group says */
 	    atomic_load_explicit(&t->join_word, memory_order_acquire) ==
 		    WEFT__DETACH_MARK &&
 	    atomic_fetch_add(&told, 1) < 10)

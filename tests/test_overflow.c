@@ -175,11 +175,25 @@ static void test_out_of_stacks(void **state)
  * Nobody joins it, so nobody learns its -ENOMEM, and what it was to do (a
  * server's fiber closing its connection) silently never happens: the
  * runtime says so on stderr, for the first 10. */
+static int dn_group = 1;
+
+static int group_holder(void *arg)
+{
+	(void)arg;
+	weft_sleep(20 * 1000000ull);
+	return 0;
+}
+
 static void *detached_nomem_main(void *arg)
 {
 	(void)arg;
 	struct rlimit old;
 	limit_address_space(&old);
+	/* group children are detached too, but their group reports them
+	 * (-ENOMEM from weft_group_wait): no line for those */
+	weft_group *g = weft_group_new();
+	for (int i = 0; g && i < 300; i++)
+		weft_group_spawn(g, group_holder, NULL);
 	for (int i = 0; i < HOLDERS; i++) {
 		weft_task *t = weft_spawn(holder, NULL);
 		if (t) {
@@ -188,6 +202,10 @@ static void *detached_nomem_main(void *arg)
 		}
 	}
 	weft_sleep(100 * 1000000ull); /* every holder started or failed */
+	if (g) {
+		dn_group = weft_group_wait(g);
+		weft_group_free(g);
+	}
 	setrlimit(RLIMIT_AS, &old);
 	return NULL;
 }
@@ -199,7 +217,8 @@ static void detached_nomem_child(void *arg)
 	weft_config_init(&cfg);
 	cfg.workers = 2;
 	cfg.stack_size = 256 * 1024;
-	_exit(weft_run(&cfg, detached_nomem_main, NULL, NULL) ? 3 : 0);
+	int r = weft_run(&cfg, detached_nomem_main, NULL, NULL);
+	_exit(r ? 3 : dn_group != -ENOMEM ? 4 : 0);
 }
 
 static void test_detached_without_stack_reported(void **state)

@@ -372,6 +372,15 @@ int weft_blocking(void *(*fn)(void *), void *arg, void **result)
 	if (p->idle)
 		pthread_cond_signal(&p->cond);
 	pthread_mutex_unlock(&p->lock);
+	/* Seeded: the pool thread raced this fiber to its park. Done first,
+	 * its wake found us PARKING and we went on in this step; else we
+	 * parked and the master took the wake in at a later step: two runs
+	 * of one seed took either path. Wait for the call here, as the
+	 * master waits for the pool at each step (pool_sync): it is done
+	 * (its wake taken) before we park, in every run, unless it runs over
+	 * the master's limit and becomes an outside event (docs/testing.md). */
+	if (w->sim)
+		weft__sim_pool_sync(w->rt);
 
 	/* the settle (header comment) */
 	int r = weft__park_wait(self);

@@ -784,5 +784,7 @@ void weft__io_complete(struct weft__op *op, int res, unsigned flags) WEFT__HIDDE
 /* blocking.c: wait up to ms until no call is queued or running (sim
  * master); true if none is */
 bool weft__blocking_quiesce(struct weft__rt *rt, unsigned ms) WEFT__HIDDEN;
+/* sim.c: weft_blocking in a seeded run waits for the pool there (pool_sync) */
+void weft__sim_pool_sync(struct weft__rt *rt) WEFT__HIDDEN;
 
 #endif

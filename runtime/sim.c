@@ -719,6 +719,13 @@ static void pool_sync(struct weft__rt *rt, struct weft__sim *s)
 	s->pool_late = true;
 }
 
+/* weft_blocking, seeded: the call it just queued runs now, before the
+ * fiber parks (as the master would wait for it at the next step). */
+void weft__sim_pool_sync(struct weft__rt *rt)
+{
+	pool_sync(rt, rt->sim);
+}
+
 /* ---- deadlock ------------------------------------------------------------- */
 
 static void deadlock(struct weft__rt *rt, struct weft__sim *s)

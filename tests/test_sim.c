@@ -3,7 +3,9 @@
  * - determinism: ~50 fibers doing channels, a mutex, sleeps, yields and
  *   spawns record the order of their events; one seed run 3 times gives
  *   the same events and the same trace hash, 20 seeds give at least 10
- *   hashes and at least 2 event orders; on 1, 2 and 4 workers;
+ *   hashes and at least 2 event orders; on 1, 2 and 4 workers; 50 fibers
+ *   each handing a call to the blocking pool replay exactly too (11 runs
+ *   of one seed, on 1 and 2 workers);
  * - virtual time: a fiber sleeps an hour in well under a second of wall
  *   time and weft_now moved by the hour; sleeps of many lengths never end
  *   early; a 10 s deadline scope over a recv from a socketpair nobody
@@ -261,6 +263,54 @@ static void test_determinism_workers(void **state)
 	(void)state;
 	determinism_on(1);
 	determinism_on(4);
+}
+
+/* The blocking pool replays too (docs/testing.md, "The blocking pool is
+ * serialized"): 50 fibers each hand one call to the pool and record when
+ * it came back. The pool thread used to race the fiber between queueing
+ * the call and parking: finished first, the fiber went on in the same step
+ * without switching; else it parked and came back at a later step. About
+ * one run in three took the other path (another trace and step count). */
+static void *blk_fn(void *arg)
+{
+	return arg;
+}
+
+static void *blk_fiber(void *arg)
+{
+	void *r = NULL;
+	CHECK_EQ(weft_blocking(blk_fn, arg, &r), 0);
+	CHECK(r == arg);
+	rec(7, (uint32_t)(uintptr_t)arg);
+	return NULL;
+}
+
+static void *blk_main(void *arg)
+{
+	(void)arg;
+	weft_task *t[50];
+	for (uintptr_t i = 0; i < 50; i++)
+		CHECK((t[i] = weft_spawn(blk_fiber, (void *)i)) != NULL);
+	CHECK_EQ(weft_gather(t, 50, NULL), 0);
+	return NULL;
+}
+
+static void test_determinism_blocking(void **state)
+{
+	(void)state;
+	for (unsigned workers = 1; workers <= 2; workers++) {
+		weft_config c = sim_cfg(777, workers, NULL);
+		sim_run(&c, blk_main, NULL, &out[0]);
+		assert_int_equal(out[0].rc, 0);
+		assert_no_fails();
+		assert_int_equal(out[0].nev, 50);
+		for (int i = 0; i < 10; i++) {
+			sim_run(&c, blk_main, NULL, &out[1]);
+			assert_int_equal(out[1].rc, 0);
+			assert_no_fails();
+			assert_same_run(&out[0], &out[1]);
+		}
+	}
 }
 
 /* ---- b: virtual time ----------------------------------------------------- */
@@ -1076,6 +1126,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_determinism),
 		cmocka_unit_test(test_determinism_workers),
+		cmocka_unit_test(test_determinism_blocking),
 		cmocka_unit_test(test_virtual_time_sleep),
 		cmocka_unit_test(test_virtual_time_deadline),
 		cmocka_unit_test(test_virtual_time_forever),

@@ -1,8 +1,10 @@
 /* weft/task.h — fibers (asyncio.create_task / await / sleep).
  *
  * A fiber is a plain function void *fn(void *) run on its own stack. Any
- * call inside it may suspend (no async/await colouring). Every function here
- * except weft_spawn, weft_cancel and weft_detach must be called from a fiber.
+ * call inside it may suspend (no async/await colouring). weft_join,
+ * weft_sleep and weft_gather must be called from a fiber; weft_spawn,
+ * weft_cancel and weft_detach from any thread; weft_yield returns at once
+ * and weft_self_id returns 0 outside one.
  *
  * Cancellation is sticky: once weft_cancel(t) is called, t's current wait and
  * every later one that has to park return -ECANCELED at once (sleep and I/O

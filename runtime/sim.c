@@ -450,12 +450,11 @@ static int set_reserve(void **a, size_t *cap, size_t esz)
 	return 0;
 }
 
-static void grow(void **a, size_t *cap, size_t need, size_t esz)
+/* an array reserved by set_reserve must hold need entries */
+static void room(size_t cap, size_t need)
 {
-	(void)a;
-	(void)esz;
-	if (need > *cap)
-		weft__die("sim: run set over %zu entries", *cap);
+	if (need > cap)
+		weft__die("sim: run set over %zu entries", cap);
 }
 
 static void set_free(void *a)
@@ -472,7 +471,7 @@ static void run_add(struct weft__sim *s, weft_task *f, unsigned w, bool yield)
 	if (s->pct && (!weft__task_side(f)->sim_prio || yield))
 		weft__task_side(f)->sim_prio = 64 + (rnd(s) >> 8);
 	struct runq *q = &s->run[w];
-	grow((void **)&q->e, &q->cap, q->n + 1, sizeof *q->e);
+	room(q->cap, q->n + 1);
 	q->e[q->n++] = (struct ent){f, w, yield};
 	atomic_store_explicit(&q->len, q->n, memory_order_relaxed);
 	s->n++;
@@ -489,7 +488,7 @@ void weft__sim_push(struct weft__rt *rt, struct weft__worker *w, weft_task *f,
 	}
 	/* another thread: the inbox; the master takes it in at its next step */
 	pthread_mutex_lock(&s->lock);
-	grow((void **)&s->inbox, &s->capin, s->nin + 1, sizeof *s->inbox);
+	room(s->capin, s->nin + 1);
 	s->inbox[s->nin++] = (struct ent){f, 0, false};
 	pthread_cond_signal(&s->cond);
 	pthread_mutex_unlock(&s->lock);
@@ -616,7 +615,7 @@ bool weft__sim_delay(struct weft__worker *w, struct weft__op *op, int res,
 	struct weft__sim *s = w->rt->sim;
 	if (!weft__fault(WEFT_FAULT_DELAY))
 		return false;
-	grow((void **)&s->held, &s->capheld, s->nheld + 1, sizeof *s->held);
+	room(s->capheld, s->nheld + 1);
 	op->held = true; /* no CQE will come: not a sure op from now */
 	s->held[s->nheld++] = (struct held){w, op, res, flags,
 					    vnow() + 1000 + below(s, DELAY_MAX_NS)};

@@ -1047,8 +1047,9 @@ static void *deadline_main(void *arg)
 	weft_deadline_pop(&d);
 	/* nested: the inner 100 ms wins; under the outer 5 s a late
 	 * message (sent at +300 ms) arrives */
+	t0 = weft_now(); /* before the spawn: the sender may start at once on
+			    the other worker, its 300 ms counting from then */
 	weft_task *t = weft_spawn(late_sender, (void *)(intptr_t)s);
-	t0 = weft_now();
 	weft_deadline_push(&d, 5 * SEC);
 	weft_deadline_push(&d2, 100 * MS);
 	DL.nested_inner = weft_recv(c, b, sizeof b, 0);

@@ -240,6 +240,7 @@ struct weft__deque {
 	uint32_t tick; /* owner's scheduler tick, stamped on pushes */
 	_Atomic uint32_t pops; /* owner's pop count: thieves tell a lone task
 	                          that waited from a new one (deque.c) */
+	bool solo; /* no thief can exist (one worker): plain stores (deque.c) */
 	weft_task *buf[WEFT_DEQUE_CAP];
 };
 

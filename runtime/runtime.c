@@ -408,6 +408,7 @@ int weft_run(const weft_config *cfg, void *(*main_fn)(void *), void *arg,
 		w->rng = 0x9E3779B97F4A7C15ull * (i + 1) ^ weft__clock();
 		w->efd = -1;
 		weft__dq_init(&w->dq);
+		w->dq.solo = rt->nworkers == 1;
 		weft__timers_init(&w->timers);
 	}
 	if ((err = weft__guard_handler_install()))

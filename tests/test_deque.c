@@ -2,7 +2,8 @@
  *
  * Built against a runtime compiled with WEFT_DEQUE_CAP=4, so every few
  * pushes overflow to the global queue and every steal races the owner.
- * Single-threaded: LIFO back, yield to the front, oldest from the front,
+ * Single-threaded (with locked CASes, and in the one-worker mode without):
+ * LIFO back, yield to the front, oldest from the front,
  * spill of half the ring when full, steal of half into another ring,
  * batches from the global queue.
  * Multi-threaded: one thread produces, every thread pops its own ring and
@@ -41,13 +42,16 @@ static size_t inject_drain(struct weft__inject *q, weft_task **out)
 	return n;
 }
 
-static void test_single_thread(void **state)
+/* solo: the one-worker mode, plain stores instead of locked CASes; every
+ * step must give the same result (a stale word must still fail the
+ * "CAS": the spill below retries with the word it read before) */
+static void single_thread(bool solo)
 {
-	(void)state;
 	struct weft__deque a, b;
 	struct weft__inject q;
 	weft__dq_init(&a);
 	weft__dq_init(&b);
+	a.solo = b.solo = solo;
 	weft__inject_init(&q);
 	weft_task *t = mk(16);
 
@@ -201,6 +205,18 @@ static void *stress_thread(void *arg)
 	return NULL;
 }
 
+static void test_single_thread(void **state)
+{
+	(void)state;
+	single_thread(false);
+}
+
+static void test_single_thread_solo(void **state)
+{
+	(void)state;
+	single_thread(true);
+}
+
 static void test_steal_stress(void **state)
 {
 	(void)state;
@@ -232,6 +248,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_single_thread),
+		cmocka_unit_test(test_single_thread_solo),
 		cmocka_unit_test(test_steal_stress),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

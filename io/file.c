@@ -94,8 +94,10 @@ int weft_close(int fd)
 	if (fd < 0)
 		return -EBADF;
 	struct weft__worker *w;
-	weft_task *self;
+	weft_task *self = weft__self(&w);
 	int err;
+	if (self) /* ops waiting on fd end with -EBADF (io/uring.c) */
+		weft__io_revoke(w, self, fd);
 	struct io_uring_sqe *sqe = weft__io_begin(&w, &self, &err);
 	if (!sqe)
 		return err == -EINVAL ? err : close_now(fd);

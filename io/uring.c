@@ -30,6 +30,7 @@
 #include <limits.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -82,11 +83,21 @@ int weft__ring_init(struct weft__worker *w)
 	}
 	if (r != 0)
 		return r;
+	/* address space only: pages appear for the fds used */
+	void *fdops = mmap(NULL, WEFT__FDOPS_MAX * sizeof *w->fdops,
+			   PROT_READ | PROT_WRITE,
+			   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (fdops == MAP_FAILED) {
+		io_uring_queue_exit(&w->ring);
+		return -ENOMEM;
+	}
+	w->fdops = fdops;
 	pthread_mutex_init(&w->cancel_lock, NULL);
 	w->efd = eventfd(0, EFD_CLOEXEC);
 	if (w->efd < 0) {
 		r = -errno;
 		pthread_mutex_destroy(&w->cancel_lock);
+		munmap(w->fdops, WEFT__FDOPS_MAX * sizeof *w->fdops);
 		io_uring_queue_exit(&w->ring);
 		return r;
 	}
@@ -103,6 +114,7 @@ void weft__ring_fini(struct weft__worker *w)
 	pthread_mutex_destroy(&w->cancel_lock);
 	io_uring_queue_exit(&w->ring);
 	weft__pbuf_fini(w); /* after the ring: the kernel has let go */
+	munmap(w->fdops, WEFT__FDOPS_MAX * sizeof *w->fdops);
 	close(w->efd);
 	w->ring_ok = false;
 }
@@ -130,11 +142,131 @@ void weft__ring_fini(struct weft__worker *w)
  *                          done). Before returning it waits for done == 2.
  * Deadlines are linked timeouts (IORING_OP_LINK_TIMEOUT, absolute
  * CLOCK_MONOTONIC): the kernel cancels the op; no timer of ours races it.
+ *
+ * Closing wakes (Go's Close, libuv's uv_close): an op in flight holds its
+ * file, so close(2) alone would leave a fiber in weft_recv or weft_accept
+ * waiting on a socket nobody can reach (a closed listener kept
+ * listening). So each ring keeps its ops in flight on a list (ops_head)
+ * and counted by fd (fdops[fd]); both are written by the ring's owner
+ * only, at submit and at completion (no locked instruction on the hot
+ * path). weft_close(fd) first revokes fd: for each worker whose count for
+ * fd is not 0 (read relaxed: an op started before the close was decided
+ * is seen; one started concurrently with it is the caller's race, as
+ * with close(2)), the owner marks each of its ops on fd revoked and
+ * cancels it by user_data; the closer does it itself for its own ring
+ * (and for all of them in a seeded run), and otherwise hands the worker
+ * a request (revoke_head, under cancel_lock, then a wake-up) and parks,
+ * not cancellably, until that worker has submitted the cancels. Then it
+ * closes. A revoked op that the cancel ended returns -EBADF; one that
+ * completed first keeps its result. Cancelling by user_data rather than
+ * by fd means a descriptor number reused after the close is never hit.
+ * Multishot ops (weft_conn, weft_listener) are not tracked: their own
+ * close functions stop them.
  */
+
+/* ---- closing wakes: the op registry (owner of the ring only) ---------- */
+
+struct weft__revoke { /* on the closer's stack until it is woken */
+	struct weft__revoke *next;
+	int fd;
+	weft_task *f;
+	uint32_t seq;
+};
+
+static inline void fdops_add(struct weft__worker *w, int fd, uint32_t d)
+{
+	if ((unsigned)fd < WEFT__FDOPS_MAX)
+		atomic_store_explicit(
+			&w->fdops[fd],
+			atomic_load_explicit(&w->fdops[fd],
+					     memory_order_relaxed) + d,
+			memory_order_relaxed);
+}
+
+/* The descriptor an op works on, or -1 for ops a close must not end (the
+ * close itself, an open relative to a directory fd) and fixed files. */
+static int op_fd(const struct io_uring_sqe *sqe)
+{
+	if ((sqe->flags & IOSQE_FIXED_FILE) || sqe->opcode == IORING_OP_CLOSE ||
+	    sqe->opcode == IORING_OP_OPENAT)
+		return -1;
+	return sqe->fd >= 0 ? sqe->fd : -1;
+}
+
+static void ops_link(struct weft__worker *w, struct weft__op *op)
+{
+	op->revoked = false;
+	op->iprev = NULL;
+	op->inext = w->ops_head;
+	if (op->inext)
+		op->inext->iprev = op;
+	w->ops_head = op;
+	fdops_add(w, op->fd, 1);
+}
+
+static void ops_unlink(struct weft__worker *w, struct weft__op *op)
+{
+	if (op->iprev)
+		op->iprev->inext = op->inext;
+	else
+		w->ops_head = op->inext;
+	if (op->inext)
+		op->inext->iprev = op->iprev;
+	fdops_add(w, op->fd, (uint32_t)-1);
+}
+
+/* Could w have an op in flight on fd? */
+static bool fd_busy(struct weft__worker *w, int fd)
+{
+	return (unsigned)fd >= WEFT__FDOPS_MAX ||
+	       atomic_load_explicit(&w->fdops[fd], memory_order_relaxed);
+}
+
+static void prep_cancel_ud(struct weft__worker *w, uint64_t ud);
+
+/* w's owner (or the seeded master): cancel w's ops on fd, as revoked */
+static void revoke_local(struct weft__worker *w, int fd)
+{
+	if (!fd_busy(w, fd))
+		return;
+	for (struct weft__op *op = w->ops_head; op; op = op->inext)
+		if (op->fd == fd && !op->revoked) {
+			op->revoked = true;
+			prep_cancel_ud(w, op->ud);
+		}
+}
+
+void weft__io_revoke(struct weft__worker *me, weft_task *self, int fd)
+{
+	struct weft__rt *rt = me->rt;
+	for (unsigned i = 0; i < rt->nworkers; i++) {
+		struct weft__worker *t = &rt->workers[i];
+		if (!fd_busy(t, fd))
+			continue;
+		if (t == me || me->sim) { /* seeded: one thread owns all */
+			revoke_local(t, fd);
+			io_uring_submit(&t->ring);
+			continue;
+		}
+		struct weft__revoke rq = {.fd = fd, .f = self};
+		rq.seq = weft__park_begin(self, false);
+		pthread_mutex_lock(&t->cancel_lock);
+		rq.next = t->revoke_head;
+		t->revoke_head = &rq;
+		atomic_store_explicit(&t->cancel_len, 1, memory_order_release);
+		pthread_mutex_unlock(&t->cancel_lock);
+		weft__ring_wake(t);
+		/* woken only by t's drain_cancels, after its submit */
+		weft__park_commit(self);
+		me = weft__worker_self(); /* maybe another worker now */
+	}
+}
 
 void weft__io_complete(struct weft__op *op, int res, unsigned flags)
 {
 	weft_task *f = op->f;
+	if (op->fd >= 0)
+		ops_unlink(op->w, op);
 	op->res = res;
 	op->cflags = flags;
 	/* seq_cst: first half of the op handshake */
@@ -182,6 +314,13 @@ static void prep_cancel(struct weft__worker *w, struct weft__op *op)
 
 static void drain_cancels(struct weft__worker *w)
 {
+	/* closers waiting for us (weft__io_revoke) */
+	pthread_mutex_lock(&w->cancel_lock);
+	struct weft__revoke *rv = w->revoke_head;
+	w->revoke_head = NULL;
+	pthread_mutex_unlock(&w->cancel_lock);
+	for (struct weft__revoke *r = rv; r; r = r->next)
+		revoke_local(w, r->fd);
 	for (;;) {
 		uint64_t uds[64];
 		int n = 0;
@@ -193,7 +332,7 @@ static void drain_cancels(struct weft__worker *w)
 			op = op->cancel_next;
 		}
 		w->cancel_head = op;
-		if (!op)
+		if (!op && !w->revoke_head) /* a new revoke keeps the hint */
 			atomic_store_explicit(&w->cancel_len, 0, memory_order_release);
 		pthread_mutex_unlock(&w->cancel_lock);
 		for (int k = 0; k < n; k++)
@@ -202,6 +341,11 @@ static void drain_cancels(struct weft__worker *w)
 			break;
 	}
 	io_uring_submit(&w->ring);
+	while (rv) { /* the cancels are in: the closers may close */
+		struct weft__revoke *next = rv->next;
+		weft__wake(rv->f, rv->seq, WEFT__R_WOKEN); /* rv's last touch */
+		rv = next;
+	}
 }
 
 void weft__io_unlist(struct weft__op *op)
@@ -268,6 +412,9 @@ int weft__io_submit_wait(struct weft__worker *w, weft_task *self,
 	 * worker numbers ops on it. */
 	op->ud = weft__io_new_ud(w, op);
 	io_uring_sqe_set_data64(sqe, op->ud);
+	op->fd = op_fd(sqe);
+	if (op->fd >= 0)
+		ops_link(w, op);
 	uint64_t dl = self->deadline;
 	if (dl && !w->sim) { /* seeded: a virtual-time timer instead */
 		sqe->flags |= IOSQE_IO_LINK;
@@ -312,6 +459,8 @@ int weft__io_submit_wait(struct weft__worker *w, weft_task *self,
 	if (res == -ECANCELED || res == -EINTR) {
 		if (atomic_load(&self->flags) & WEFT__F_CANCEL)
 			return -ECANCELED;
+		if (op->revoked) /* its fd was closed (weft_close) */
+			return -EBADF;
 		if (dl && weft__clock() >= dl)
 			return -ETIMEDOUT;
 		/* seeded: no memory for the deadline's timer ended the wait;

@@ -383,7 +383,13 @@ struct weft__worker {
 	/* ASYNC_CANCEL requests from fibers now on other workers */
 	pthread_mutex_t cancel_lock;
 	struct weft__op *cancel_head; /* under cancel_lock */
-	_Atomic int cancel_len;       /* hint: cancel_head non-empty */
+	struct weft__revoke *revoke_head; /* under cancel_lock (uring.c) */
+	_Atomic int cancel_len; /* hint: cancel_head or revoke_head non-empty */
+	/* "Closing wakes" (io/uring.c): the ops in flight on this ring, all
+	 * of them (owner only) and counted by fd (the owner writes, a closer
+	 * on any worker reads) */
+	struct weft__op *ops_head;
+	_Atomic uint32_t *fdops; /* [WEFT__FDOPS_MAX] */
 
 	_Atomic int notified; /* set by a notifier under idle.lock */
 	_Atomic int asleep;   /* in its park wait (a hint: timer_watcher) */
@@ -580,6 +586,9 @@ struct weft__op {
 	struct weft__op *cancel_next;
 	uint64_t ud; /* user_data: generation << 48 | address */
 	bool listed; /* on w's cancel list (under w->cancel_lock) */
+	bool revoked; /* a weft_close of fd cancelled it (owner of w) */
+	int fd;       /* the descriptor it works on, -1: not tracked */
+	struct weft__op *inext, *iprev; /* w->ops_head, while fd >= 0 */
 	bool sure;   /* seeded runs: completes without a peer (sim.c) */
 	bool held;   /* seeded runs: reaped, its completion held back */
 };
@@ -592,6 +601,10 @@ void weft__io_flush(struct weft__worker *w) WEFT__HIDDEN;
 void weft__io_flush_now(struct weft__worker *w) WEFT__HIDDEN;
 void weft__io_request_cancel(struct weft__op *op) WEFT__HIDDEN;
 void weft__io_unlist(struct weft__op *op) WEFT__HIDDEN;
+/* weft_close: end every op in flight on fd, on every ring, with -EBADF */
+void weft__io_revoke(struct weft__worker *me, weft_task *self,
+		     int fd) WEFT__HIDDEN;
+#define WEFT__FDOPS_MAX (1u << 20) /* fds counted per ring; above: assumed busy */
 void weft__io_defer_cancel(struct weft__op *op) WEFT__HIDDEN;
 uint64_t weft__io_new_ud(struct weft__worker *w, void *p) WEFT__HIDDEN;
 /* io/mshot.c: multishot ops (weft_conn, weft_listener): user_data bit 63 */

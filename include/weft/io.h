@@ -35,7 +35,8 @@ WEFT_API ssize_t weft_writev(int fd, const struct iovec *iov, int cnt,
 
 /* openat(AT_FDCWD, ...) with O_CLOEXEC added. Returns the fd. */
 WEFT_API int weft_open(const char *path, int flags, mode_t mode);
-/* Closes fd: 0 or the kernel's error. Not cancellable and deaf to
+/* Closes fd: 0 or the kernel's error. Calls other fibers wait in on fd
+ * return -EBADF first (Go's Close). Not cancellable and deaf to
  * deadlines (cleanup must happen): a cancelled fiber still closes. */
 WEFT_API int weft_close(int fd);
 WEFT_API int weft_fsync(int fd);

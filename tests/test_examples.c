@@ -514,7 +514,12 @@ static void http_case(const char *mode, unsigned workers)
 	assert_true(fd >= 0);
 	assert_int_equal(send_all(fd, LIT("GET / HTTP/1.1\r\nHo")), 0);
 	stop(&s);
-	assert_int_equal(recv(fd, buf, 1, 0), 0);
+	/* closed: with a FIN, or with a reset when the server had not read
+	 * the half request yet (a connection still in the listener's queue,
+	 * closed with unread data: seen under TSan in CI) */
+	ssize_t r = recv(fd, buf, 1, 0);
+	if (r != 0 && !(r < 0 && errno == ECONNRESET))
+		fail_msg("after the stop: recv %zd (%s)", r, strerror(errno));
 	close(fd);
 }
 

@@ -309,23 +309,28 @@ static size_t take(weft_conn *c, char *buf, size_t n, struct weft__worker *me)
 	return got;
 }
 
-/* One plain receive into buf (weft_recv), with nothing armed. Called with
- * the lock held; returns with it dropped. The reader is marked as c's
- * waiter meanwhile, so that a second reader and weft_conn_close get
- * -EBUSY as they do while it waits on the multishot receive (with nothing
- * armed no completion can come to take the mark). */
+/* One plain receive into buf (weft_recv), with nothing armed. Called
+ * inside the call (weft__mshot_enter) with the lock held; leaves it. The
+ * reader is marked as c's waiter meanwhile (waiter_plain), so that a
+ * second reader gets -EBUSY as it does while one waits on the multishot
+ * receive (with nothing armed no completion can come to take the mark),
+ * and weft_conn_close ends this receive by shutdown(2) (mshot.c). */
 static ssize_t plain_recv(weft_conn *c, weft_task *self, void *buf, size_t n)
 {
 	if (c->m.waiter) {
-		weft__spin_unlock(&c->m.lock);
+		weft__mshot_leave(&c->m);
 		return -EBUSY;
 	}
 	c->m.waiter = self;
+	c->m.waiter_plain = true;
 	weft__spin_unlock(&c->m.lock);
 	ssize_t got = weft_recv(c->fd, buf, n, 0);
 	weft__spin_lock(&c->m.lock);
 	c->m.waiter = NULL;
-	weft__spin_unlock(&c->m.lock);
+	c->m.waiter_plain = false;
+	if (got <= 0 && c->m.closing)
+		got = -EBADF; /* its end of file was the close's shutdown */
+	weft__mshot_leave(&c->m);
 	return got;
 }
 
@@ -337,35 +342,41 @@ ssize_t weft_conn_recv(weft_conn *c, void *buf, size_t n)
 		return -EINVAL;
 	if (!buf && n)
 		return -EFAULT;
+	int e;
 	if (c->plain) {
-		weft__spin_lock(&c->m.lock);
+		if ((e = weft__mshot_enter(&c->m)))
+			return e;
 		return plain_recv(c, self, buf, n);
 	}
-	int e = weft__io_check(self);
-	if (e)
+	if ((e = weft__io_check(self)))
 		return e;
 	if (!n)
 		return 0;
-	weft__spin_lock(&c->m.lock);
+	if ((e = weft__mshot_enter(&c->m)))
+		return e;
 	for (;;) {
+		if (c->m.closing) { /* woken by weft_conn_close */
+			weft__mshot_leave(&c->m);
+			return -EBADF;
+		}
 		if (c->npend) {
 			size_t got = take(c, buf, n, me);
-			weft__spin_unlock(&c->m.lock);
+			weft__mshot_leave(&c->m);
 			return (ssize_t)got;
 		}
 		if (c->err) {
 			e = c->err;
 			c->err = 0;
 			c->eof = true; /* as recv(2): the error once, then 0 */
-			weft__spin_unlock(&c->m.lock);
+			weft__mshot_leave(&c->m);
 			return e;
 		}
 		if (c->eof) {
-			weft__spin_unlock(&c->m.lock);
+			weft__mshot_leave(&c->m);
 			return 0;
 		}
 		if (c->m.waiter) {
-			weft__spin_unlock(&c->m.lock);
+			weft__mshot_leave(&c->m);
 			return -EBUSY;
 		}
 		if (c->nomulti && !c->m.armed) {
@@ -391,7 +402,7 @@ ssize_t weft_conn_recv(weft_conn *c, void *buf, size_t n)
 		}
 		int r = weft__mshot_wait(&c->m, self, IORING_OP_RECV, c->fd);
 		if (r != WEFT__R_WOKEN) {
-			weft__spin_unlock(&c->m.lock);
+			weft__mshot_leave(&c->m);
 			return weft__reason_err(r); /* data stays queued */
 		}
 		me = weft__worker_self(); /* we may have moved */
@@ -404,25 +415,18 @@ int weft_conn_close(weft_conn *c)
 	weft_task *self = weft__self(&me);
 	if (!c || !self)
 		return -EINVAL;
-	if (c->plain) { /* a reader in plain_recv: -EBUSY, as below */
-		weft__spin_lock(&c->m.lock);
-		bool busy = c->m.waiter != NULL;
-		weft__spin_unlock(&c->m.lock);
-		if (busy)
-			return -EBUSY;
-	} else {
-		int r = weft__mshot_stop(&c->m, self);
-		if (r)
-			return r;
-		me = weft__worker_self();
-		struct weft__worker *w = c->m.cop.w;
-		for (; c->npend; c->npend--) {
-			uint16_t bid = c->head;
-			c->head = w->pbuf->next[bid];
-			give_back(w, bid, me);
-		}
+	/* a reader inside weft_conn_recv returns -EBADF (mshot.c, "stop") */
+	int r = weft__mshot_stop(&c->m, self, c->fd);
+	if (r)
+		return r;
+	me = weft__worker_self();
+	struct weft__worker *w = c->m.cop.w;
+	for (; c->npend; c->npend--) {
+		uint16_t bid = c->head;
+		c->head = w->pbuf->next[bid];
+		give_back(w, bid, me);
 	}
-	int r = close(c->fd) ? -errno : 0;
+	r = close(c->fd) ? -errno : 0;
 	free(c);
 	return r;
 }

@@ -73,6 +73,12 @@ struct weft__mshot {
 	bool cancelling; /* an ASYNC_CANCEL is on its way */
 	weft_task *waiter;
 	uint32_t wseq;
+	/* closing wakes (mshot.c): fibers inside a call, and the closer */
+	unsigned users;
+	bool closing;      /* a close began: calls fail with -EBADF */
+	bool waiter_plain; /* the waiter is in weft_recv, not parked on m */
+	weft_task *closer; /* parked until users is 0 */
+	uint32_t cseq;
 	struct weft__op cop; /* w (cop.w), user_data, the cancel-list link */
 };
 /* lock held, !armed: mark m armed on me and return, with the lock
@@ -89,8 +95,17 @@ weft_task *weft__mshot_seen(struct weft__mshot *m, bool more, bool pressure,
  * the lock held again */
 int weft__mshot_wait(struct weft__mshot *m, weft_task *self, unsigned op,
 		     int fd) WEFT__HIDDEN;
-/* fiber, lock NOT held: cancel, wait (not cancellably) until !armed;
- * -EBUSY if a fiber waits on m. Then nothing else touches m. */
-int weft__mshot_stop(struct weft__mshot *m, weft_task *self) WEFT__HIDDEN;
+/* fiber: enter a call on m. 0 with the lock held, or -EBADF (a close
+ * has begun; the lock is not held) */
+int weft__mshot_enter(struct weft__mshot *m) WEFT__HIDDEN;
+/* fiber, lock held: leave the call, dropping the lock (and waking a
+ * closer that waits for the last fiber to leave) */
+void weft__mshot_leave(struct weft__mshot *m) WEFT__HIDDEN;
+/* fiber, lock NOT held: wake the fibers inside a call on m (they return
+ * -EBADF; a plain receive on fd is ended by shutdown(fd, SHUT_RD)) and
+ * wait for them to leave, then cancel and wait (not cancellably) until
+ * !armed. Then nothing else touches m. -EBADF if a close already began. */
+int weft__mshot_stop(struct weft__mshot *m, weft_task *self,
+		     int fd) WEFT__HIDDEN;
 
 #endif

@@ -13,9 +13,17 @@
  *                the waitq rule of runtime/sync/waitq.c, one waiter).
  *                A cancel or deadline only ends the wait: what arrives
  *                later stays queued.
- *   stop:        cancel (IORING_OP_ASYNC_CANCEL by user_data, through the
- *                owner's cancel list if we run elsewhere), then wait, not
- *                cancellably, for the last CQE; then the object is ours.
+ *   stop:        mark closing, wake the fibers inside a call (the waiter
+ *                parked on m directly; one in a plain weft_recv by
+ *                shutdown(fd, SHUT_RD), which ends that receive and every
+ *                later one at once), and wait until the last of them has
+ *                left (users, counted by enter/leave: a fiber the reaper
+ *                has just woken is still inside, and freeing m under it
+ *                was a use after free); then cancel (IORING_OP_ASYNC_CANCEL
+ *                by user_data, through the owner's cancel list if we run
+ *                elsewhere) and wait, not cancellably, for the last CQE;
+ *                then the object is ours. Calls then, and the woken
+ *                ones, return -EBADF: closing wakes, as weft_close does.
  *
  * user_data is weft__io_new_ud(w, m) | WEFT__UD_MSHOT: a fresh generation
  * per arming, so a late cancel aimed at an earlier arming misses. Back-
@@ -94,12 +102,59 @@ int weft__mshot_wait(struct weft__mshot *m, weft_task *self, unsigned op,
 	return r;
 }
 
-int weft__mshot_stop(struct weft__mshot *m, weft_task *self)
+int weft__mshot_enter(struct weft__mshot *m)
 {
 	weft__spin_lock(&m->lock);
-	if (m->waiter) {
+	if (m->closing) {
 		weft__spin_unlock(&m->lock);
-		return -EBUSY;
+		return -EBADF;
+	}
+	m->users++;
+	return 0;
+}
+
+void weft__mshot_leave(struct weft__mshot *m)
+{
+	weft_task *c = NULL;
+	uint32_t seq = 0;
+	if (--m->users == 0 && m->closer) {
+		c = m->closer;
+		seq = m->cseq;
+		m->closer = NULL;
+	}
+	weft__spin_unlock(&m->lock); /* our last touch of m */
+	if (c)
+		weft__wake(c, seq, WEFT__R_WOKEN);
+}
+
+int weft__mshot_stop(struct weft__mshot *m, weft_task *self, int fd)
+{
+	weft__spin_lock(&m->lock);
+	if (m->closing) {
+		weft__spin_unlock(&m->lock);
+		return -EBADF;
+	}
+	m->closing = true;
+	weft_task *f = NULL;
+	uint32_t fseq = 0;
+	if (m->waiter && m->waiter_plain) {
+		/* state, not an op: a receive not yet issued ends too */
+		shutdown(fd, SHUT_RD);
+	} else if (m->waiter) {
+		f = m->waiter;
+		fseq = m->wseq;
+		m->waiter = NULL;
+	}
+	while (m->users) {
+		m->closer = self;
+		m->cseq = weft__park_begin(self, false);
+		weft__spin_unlock(&m->lock);
+		if (f) {
+			weft__wake(f, fseq, WEFT__R_WOKEN);
+			f = NULL;
+		}
+		weft__park_commit(self);
+		weft__spin_lock(&m->lock);
 	}
 	bool cancel = m->armed && !m->cancelling;
 	if (cancel)
@@ -212,13 +267,18 @@ int weft_listener_accept(weft_listener *l, struct sockaddr *sa,
 	if (e)
 		return e;
 	struct weft__mshot *m = &l->m;
-	weft__spin_lock(&m->lock);
+	if ((e = weft__mshot_enter(m)))
+		return e;
 	for (;;) {
+		if (m->closing) { /* woken by weft_listener_close */
+			weft__mshot_leave(m);
+			return -EBADF;
+		}
 		if (l->qn) {
 			int fd = l->q[l->qh];
 			l->qh = (l->qh + 1) % l->cap;
 			l->qn--;
-			weft__spin_unlock(&m->lock);
+			weft__mshot_leave(m);
 			/* as weft_accept: no Nagle delay (harmless on Unix) */
 			int one = 1;
 			setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
@@ -229,11 +289,11 @@ int weft_listener_accept(weft_listener *l, struct sockaddr *sa,
 		if (l->err) {
 			e = l->err;
 			l->err = 0;
-			weft__spin_unlock(&m->lock);
+			weft__mshot_leave(m);
 			return e;
 		}
 		if (m->waiter) {
-			weft__spin_unlock(&m->lock);
+			weft__mshot_leave(m);
 			return -EBUSY;
 		}
 		if (!m->armed) {
@@ -245,7 +305,7 @@ int weft_listener_accept(weft_listener *l, struct sockaddr *sa,
 		}
 		int r = weft__mshot_wait(m, self, IORING_OP_ACCEPT, l->lfd);
 		if (r != WEFT__R_WOKEN) {
-			weft__spin_unlock(&m->lock);
+			weft__mshot_leave(m);
 			return weft__reason_err(r); /* a connection stays queued */
 		}
 		me = weft__worker_self(); /* we may have moved */
@@ -257,7 +317,7 @@ int weft_listener_close(weft_listener *l)
 	weft_task *self = weft__self(NULL);
 	if (!l || !self)
 		return -EINVAL;
-	int r = weft__mshot_stop(&l->m, self);
+	int r = weft__mshot_stop(&l->m, self, l->lfd);
 	if (r)
 		return r;
 	for (; l->qn; l->qn--, l->qh = (l->qh + 1) % l->cap)

@@ -161,7 +161,7 @@ void weft__ring_fini(struct weft__worker *w)
  * completed first keeps its result. Cancelling by user_data rather than
  * by fd means a descriptor number reused after the close is never hit.
  * Multishot ops (weft_conn, weft_listener) are not tracked: their own
- * close functions stop them.
+ * close functions stop them and wake their waiter (mshot.c, "stop").
  */
 
 /* ---- closing wakes: the op registry (owner of the ring only) ---------- */

@@ -40,6 +40,7 @@ WEFT_API weft_conn *weft_conn_open(int fd, int *err);
  *   -ENOMEM   it had to wait under a deadline scope and found no memory
  *             for the deadline's timer (nothing is lost either);
  *   -EBUSY    another fiber is already waiting in weft_conn_recv on c;
+ *   -EBADF    weft_conn_close(c) was called meanwhile (closing wakes);
  *   -EINVAL   c NULL, or not called from a fiber;
  *   -EFAULT   buf NULL with n > 0;
  *   or the socket's error (-ECONNRESET, ...), once. */
@@ -48,11 +49,12 @@ WEFT_API ssize_t weft_conn_recv(weft_conn *c, void *buf, size_t n);
 /* The socket (for weft_send, setsockopt, getpeername; not for close). */
 WEFT_API int weft_conn_fd(const weft_conn *c);
 
-/* Stop receiving, give the buffers back, close the fd and free c. Waits
- * (not cancellably) for the kernel to finish with the multishot receive.
- * Returns 0, -EBUSY if a fiber is waiting in weft_conn_recv on c (cancel
- * it first; c is left open), -EINVAL if c is NULL or the caller is not a
- * fiber, or the error of close(2) (c is freed all the same). */
+/* Stop receiving, give the buffers back, close the fd and free c. A fiber
+ * waiting in weft_conn_recv on c returns -EBADF first (Go's Close); this
+ * waits (not cancellably) for it to leave and for the kernel to finish
+ * with the multishot receive. Returns 0, -EINVAL if c is NULL or the
+ * caller is not a fiber, or the error of close(2) (c is freed all the
+ * same). */
 WEFT_API int weft_conn_close(weft_conn *c);
 
 typedef struct weft_listener weft_listener;
@@ -64,14 +66,14 @@ WEFT_API weft_listener *weft_listener_open(int lfd, int *err);
  * from getpeername, *len 0 if that failed). Returns the fd, or -ECANCELED,
  * -ETIMEDOUT, -ENOMEM (as for weft_conn_recv; a connection that arrives
  * later stays queued), -EBUSY
- * (another fiber waits on l), -EINVAL (l NULL, not a fiber), -EFAULT (sa
+ * (another fiber waits on l), -EBADF (l is being closed), -EINVAL (l NULL, not a fiber), -EFAULT (sa
  * without len), or an accept error once (-EMFILE, -ENFILE, ...: the next
  * call accepts again). */
 WEFT_API int weft_listener_accept(weft_listener *l, struct sockaddr *sa,
 				  socklen_t *len);
 WEFT_API int weft_listener_fd(const weft_listener *l);
-/* Stop accepting, close queued connections and lfd, free l. Same returns
- * as weft_conn_close. */
+/* Stop accepting, close queued connections and lfd, free l; a fiber in
+ * weft_listener_accept on l returns -EBADF. Returns as weft_conn_close. */
 WEFT_API int weft_listener_close(weft_listener *l);
 
 WEFT_END_DECLS

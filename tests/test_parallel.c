@@ -408,7 +408,9 @@ static void *l_waiter(void *arg)
 static void *lone_main(void *arg)
 {
 	(void)arg;
-	for (q_attempts = 1; q_attempts <= 20; q_attempts++) {
+	/* placement is up to the scheduler (the other worker may steal the
+	 * waiter at its spawn): failed attempts are cheap, so try often */
+	for (q_attempts = 1; q_attempts <= 200; q_attempts++) {
 		weft_event_init(&l_ev);
 		atomic_store(&l_ready, 0);
 		atomic_store(&q_kicked, 0);
@@ -425,12 +427,15 @@ static void *lone_main(void *arg)
 			spin_ms(5); /* the other worker parks while we run */
 			same = weft_worker_id() == me && atomic_load(&q_kicked);
 		}
+		if (!same) { /* not the setup wanted: no hog, next attempt */
+			weft_event_set(&l_ev);
+			weft_join(t, NULL);
+			continue;
+		}
 		uint64_t set_at = weft_now();
 		weft_event_set(&l_ev);
 		spin_ms(400);
 		weft_join(t, NULL);
-		if (!same)
-			continue;
 		q_late_ns = atomic_load(&l_woke) - set_at;
 		return NULL;
 	}

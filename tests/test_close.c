@@ -34,35 +34,6 @@ static int count_fds(void)
 	return count_dir_entries("/proc/self/fd") - 1; /* the DIR's own fd */
 }
 
-static uint16_t port_of(int fd)
-{
-	struct sockaddr_in sa;
-	socklen_t len = sizeof sa;
-	if (getsockname(fd, (struct sockaddr *)&sa, &len) != 0)
-		return 0;
-	return ntohs(sa.sin_port);
-}
-
-/* A connected TCP pair over 127.0.0.1 (fiber only). 0 or -errno. */
-static int tcp_pair(int *c, int *s)
-{
-	int l = weft_tcp_listen("127.0.0.1", 0, 16);
-	if (l < 0)
-		return l;
-	*c = weft_tcp_connect("127.0.0.1", port_of(l));
-	if (*c < 0) {
-		close(l);
-		return *c;
-	}
-	*s = weft_accept(l, NULL, NULL);
-	close(l);
-	if (*s < 0) {
-		close(*c);
-		return *s;
-	}
-	return 0;
-}
-
 /* Keep this worker busy for ns of real time without yielding: its queue
  * is then taken by the other worker (sched.c, "Quiet wakes"). */
 static void hog(uint64_t ns)

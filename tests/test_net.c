@@ -121,18 +121,6 @@ static void check_no_leak(void)
 		fail_msg("fd leak: %d open before, %d after", fds_before, now);
 }
 
-static uint16_t port_of(int fd)
-{
-	struct sockaddr_storage ss;
-	socklen_t len = sizeof ss;
-	if (getsockname(fd, (struct sockaddr *)&ss, &len) != 0)
-		return 0;
-	if (ss.ss_family == AF_INET)
-		return ntohs(((struct sockaddr_in *)&ss)->sin_port);
-	if (ss.ss_family == AF_INET6)
-		return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
-	return 0;
-}
 
 static struct sockaddr_in lo4(uint16_t port)
 {
@@ -170,26 +158,6 @@ static void check_err(void)
 		fail_msg("%d errors, first: %s", atomic_load(&nerr), first_err);
 }
 
-/* A connected TCP pair over 127.0.0.1 (fiber only): *c the client end,
- * *s the accepted end. 0 or a negative errno. */
-static int tcp_pair(int *c, int *s)
-{
-	int l = weft_tcp_listen("127.0.0.1", 0, 16);
-	if (l < 0)
-		return l;
-	*c = weft_tcp_connect("127.0.0.1", port_of(l)); /* done by backlog */
-	if (*c < 0) {
-		close(l);
-		return *c;
-	}
-	*s = weft_accept(l, NULL, NULL);
-	close(l);
-	if (*s < 0) {
-		close(*c);
-		return *s;
-	}
-	return 0;
-}
 
 static void set_linger0(int fd)
 {

@@ -37,7 +37,10 @@
 #include <signal.h>
 #include <time.h>
 #include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 
 #include <cmocka.h>
@@ -179,6 +182,42 @@ static inline void run(unsigned workers, void *(*fn)(void *), void *arg)
 	weft_config c = cfg_workers(workers);
 	assert_int_equal(weft_run(&c, fn, arg, NULL), 0);
 	assert_no_fails();
+}
+
+/* ---- sockets (fiber only) ------------------------------------------------ */
+
+static inline uint16_t port_of(int fd)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof ss;
+	if (getsockname(fd, (struct sockaddr *)&ss, &len) != 0)
+		return 0;
+	if (ss.ss_family == AF_INET)
+		return ntohs(((struct sockaddr_in *)&ss)->sin_port);
+	if (ss.ss_family == AF_INET6)
+		return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+	return 0;
+}
+
+/* A connected TCP pair over 127.0.0.1 (fiber only): *c the client end,
+ * *s the accepted end. 0 or a negative errno. */
+static inline int tcp_pair(int *c, int *s)
+{
+	int l = weft_tcp_listen("127.0.0.1", 0, 16);
+	if (l < 0)
+		return l;
+	*c = weft_tcp_connect("127.0.0.1", port_of(l)); /* done by backlog */
+	if (*c < 0) {
+		close(l);
+		return *c;
+	}
+	*s = weft_accept(l, NULL, NULL);
+	close(l);
+	if (*s < 0) {
+		close(*c);
+		return *s;
+	}
+	return 0;
 }
 
 /* ---- waiting from a fiber ------------------------------------------------ */

@@ -35,9 +35,9 @@
  * writes its ring (other threads push to the global queue). There the CAS
  * is a plain compare and release store (dq->solo, set at start): the same
  * results, step for step, without the locked instruction that dominated a
- * yield (35 -> 25 ns per weft_yield on the 2-core CI machine, where a
- * lock cmpxchg costs ~9 ns). The compare stays: push_slow retries a spill
- * with the word it read before, and must see it fail.
+ * yield (35 -> 25 ns per weft_yield on the 2-core CI machine, where an
+ * uncontended lock cmpxchg costs ~5 ns). The compare stays: push_slow
+ * retries a spill with the word it read before, and must see it fail.
  *
  * Orders: each CAS is acq_rel. Release publishes slot writes (push) and the
  * end of a thief's reads (its final CAS); acquire makes a claimant see the

@@ -32,7 +32,14 @@
  * then reads `state` with a seq_cst load. All four are in the single total
  * order of seq_cst operations, so either the pusher sees the parker gone
  * and wakes a sleeper, or the parker sees the work. No fences: TSan does
- * not model them. A wake sent to a worker that has
+ * not model them. One exception, by choice: a worker's push to its own
+ * queue while no thief is announced is a plain store (deque.c, "Owner
+ * without locks"), so a parker may miss it and its pusher miss the
+ * parker. Nothing is lost: the pusher is awake and runs the task before
+ * it parks. Only the sharing waits: for the pusher's next push or wake,
+ * which sees the sleeper and notifies, or, behind a fiber that hogs the
+ * pusher, for the watcher's next look (~1 ms, sched.c "Quiet wakes"),
+ * which finds the queue unchanged and steals. A wake sent to a worker that has
  * not entered its ring yet is a CQE already waiting for it: the ring
  * remembers what a condition variable would forget.
  */

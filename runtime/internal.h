@@ -241,8 +241,16 @@ struct weft__deque {
 	_Atomic uint32_t pops; /* owner's pop count: thieves tell a lone task
 	                          that waited from a new one (deque.c) */
 	bool solo; /* no thief can exist (one worker): plain stores (deque.c) */
-	weft_task *buf[WEFT_DEQUE_CAP];
+	bool lazy; /* owner stores plainly while no thief is announced (deque.c,
+	              "Owner without locks"); needs membarrier */
+	_Atomic uint32_t in_op; /* owner: inside a plain-capable operation */
+	_Atomic uint32_t ack;   /* owner: the last thief request it saw */
+	/* thieves' line: announced thieves, and their request count */
+	_Atomic uint32_t thieves __attribute__((aligned(WEFT__CACHELINE)));
+	_Atomic uint32_t req;
+	weft_task *buf[WEFT_DEQUE_CAP] __attribute__((aligned(WEFT__CACHELINE)));
 };
+extern unsigned weft__dq_ack_spins WEFT__HIDDEN;
 
 struct weft__inject;
 void weft__dq_init(struct weft__deque *dq) WEFT__HIDDEN;

@@ -409,6 +409,7 @@ int weft_run(const weft_config *cfg, void *(*main_fn)(void *), void *arg,
 		w->efd = -1;
 		weft__dq_init(&w->dq);
 		w->dq.solo = rt->nworkers == 1;
+		w->dq.lazy = rt->nworkers > 1 && rt->membarrier;
 		weft__timers_init(&w->timers);
 	}
 	if ((err = weft__guard_handler_install()))

@@ -167,8 +167,10 @@ void weft__schedule_rt(struct weft__rt *held, struct weft__worker *w,
 	/* from outside, even a lone worker may be asleep in its ring; a
 	 * worker reaping its ring decides after the batch (reap_notify); a
 	 * woken fiber alone in our queue runs next, unless the current one
-	 * hogs us, which the watcher notices ("Quiet wakes": the push's
-	 * seq_cst CAS, then the token's seq_cst load) */
+	 * hogs us, which the watcher notices ("Quiet wakes": the push, then
+	 * the token's seq_cst load; a look of the watcher's that missed a
+	 * plain push, deque.c, is followed by another while it holds the
+	 * token) */
 	if (!w || (rt->nworkers > 1 && !w->reaping &&
 		   !(woken && weft__dq_len(&w->dq) == 1 &&
 		     atomic_load(&rt->watch_armed))))

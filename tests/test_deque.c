@@ -9,9 +9,16 @@
  * Multi-threaded: one thread produces, every thread pops its own ring and
  * steals from the others and takes from the global queue one at a time or
  * in batches (put back what does not fit); each task must be taken exactly
- * once.
+ * once. Again with owners storing plainly while no thief is announced
+ * (deque.c, "Owner without locks"): thieves acknowledged at the owner's
+ * next operation, and thieves that never wait (every steal forces the
+ * owner with membarrier). And an owner that stops operating with work
+ * queued (a fiber running long): thieves must still take all of it.
  */
+#include <linux/membarrier.h>
 #include <pthread.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -45,13 +52,20 @@ static size_t inject_drain(struct weft__inject *q, weft_task **out)
 /* solo: the one-worker mode, plain stores instead of locked CASes; every
  * step must give the same result (a stale word must still fail the
  * "CAS": the spill below retries with the word it read before) */
-static void single_thread(bool solo)
+static bool membarrier_ok(void)
+{
+	return syscall(SYS_membarrier,
+		       MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0;
+}
+
+static void single_thread(bool solo, bool lazy)
 {
 	struct weft__deque a, b;
 	struct weft__inject q;
 	weft__dq_init(&a);
 	weft__dq_init(&b);
 	a.solo = b.solo = solo;
+	a.lazy = b.lazy = lazy;
 	weft__inject_init(&q);
 	weft_task *t = mk(16);
 
@@ -162,12 +176,19 @@ static void consume(weft_task *t)
 	atomic_fetch_add(&done_count, 1);
 }
 
+static bool stop_owner; /* thread 0 stops operating after producing */
+
 static void *stress_thread(void *arg)
 {
 	unsigned me = (unsigned)(uintptr_t)arg;
 	uint64_t rng = me * 7919 + 1;
 	size_t next = 0;
-	while (atomic_load(&done_count) < TASKS) {
+	/* a lost task would spin the others for ever: give up after 60 s
+	 * (the counts then fail the test) */
+	time_t give_up = time(NULL) + 60;
+	for (unsigned it = 0; atomic_load(&done_count) < TASKS; it++) {
+		if (it % 4096 == 0 && time(NULL) > give_up)
+			break;
 		/* thread 0 produces in bursts, also to the front */
 		if (me == 0 && next < TASKS) {
 			for (int k = 0; k < 3 && next < TASKS; k++) {
@@ -178,6 +199,8 @@ static void *stress_thread(void *arg)
 				weft__dq_push(&dqs[0], t, &gq);
 			}
 		}
+		if (me == 0 && stop_owner && next == TASKS)
+			break; /* the rest is for the thieves */
 		weft_task *t = (rng & 8) ? weft__dq_pop_front(&dqs[me])
 					 : weft__dq_pop(&dqs[me]);
 		if (!t) {
@@ -208,23 +231,39 @@ static void *stress_thread(void *arg)
 static void test_single_thread(void **state)
 {
 	(void)state;
-	single_thread(false);
+	single_thread(false, false);
+}
+
+/* lazy: plain stores while no thief is announced; the steals below find
+ * the owner idle and force it (membarrier) */
+static void test_single_thread_lazy(void **state)
+{
+	(void)state;
+	if (!membarrier_ok())
+		skip();
+	single_thread(false, true);
 }
 
 static void test_single_thread_solo(void **state)
 {
 	(void)state;
-	single_thread(true);
+	single_thread(true, false);
 }
 
-static void test_steal_stress(void **state)
+static void steal_stress(bool lazy, unsigned spins, bool stop)
 {
-	(void)state;
+	if (lazy && !membarrier_ok())
+		skip(); /* no membarrier here: the runtime never goes lazy */
+	weft__dq_ack_spins = spins;
+	stop_owner = stop;
+	atomic_store(&done_count, 0);
 	tasks = mk(TASKS);
 	taken = calloc(TASKS, 1);
 	weft__inject_init(&gq);
-	for (int i = 0; i < THREADS; i++)
+	for (int i = 0; i < THREADS; i++) {
 		weft__dq_init(&dqs[i]);
+		dqs[i].lazy = lazy;
+	}
 	pthread_t th[THREADS];
 	for (uintptr_t i = 0; i < THREADS; i++)
 		assert_int_equal(pthread_create(&th[i], NULL, stress_thread,
@@ -237,11 +276,39 @@ static void test_steal_stress(void **state)
 	for (size_t i = 0; i < TASKS; i++)
 		if (taken[i] != 1)
 			fail_msg("task %zu taken %d times", i, taken[i]);
-	for (int i = 0; i < THREADS; i++)
+	for (int i = 0; i < THREADS; i++) {
 		assert_int_equal(weft__dq_len(&dqs[i]), 0);
+		assert_int_equal(atomic_load(&dqs[i].thieves), 0);
+	}
 	weft__inject_fini(&gq);
 	free((void *)taken);
 	free(tasks);
+}
+
+static void test_steal_stress(void **state)
+{
+	(void)state;
+	steal_stress(false, 200, false);
+}
+
+static void test_steal_stress_lazy(void **state)
+{
+	(void)state;
+	steal_stress(true, 200, false);
+}
+
+static void test_steal_stress_lazy_forced(void **state)
+{
+	(void)state;
+	steal_stress(true, 0, false);
+}
+
+/* the owner produces, then stops with its ring full: thieves must take
+ * the rest without its acknowledgement */
+static void test_steal_stopped_owner(void **state)
+{
+	(void)state;
+	steal_stress(true, 200, true);
 }
 
 int main(void)
@@ -249,7 +316,11 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_single_thread),
 		cmocka_unit_test(test_single_thread_solo),
+		cmocka_unit_test(test_single_thread_lazy),
 		cmocka_unit_test(test_steal_stress),
+		cmocka_unit_test(test_steal_stress_lazy),
+		cmocka_unit_test(test_steal_stress_lazy_forced),
+		cmocka_unit_test(test_steal_stopped_owner),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -12,6 +12,11 @@
  *   [0] mxcsr (4 bytes) + x87 cw (2 bytes) + pad   [8]  r15  [16] r14
  *   [24] r13  [32] r12  [40] rbx  [48] rbp  [56] resume address
  *
+ * The saved MXCSR and control word are loaded only when they differ from
+ * the current ones (almost never): ldmxcsr and fldcw are slow, serializing
+ * instructions, and a compare costs nothing (weft_yield 23.1 -> 22.2 ns,
+ * bench_yield, three alternated runs). The result is the same either way.
+ *
  * The resume address is popped and jumped to instead of `ret`: the return
  * stack predictor is always wrong across a stack change and `ret` costs a
  * mispredict every switch (~15 ns vs ~4 ns measured here).
@@ -36,11 +41,15 @@ weft__ctx_switch:
 	subq	$8, %rsp
 	stmxcsr	(%rsp)
 	fnstcw	4(%rsp)
+	movl	(%rsp), %r8d
+	movzwl	4(%rsp), %r9d
 	movq	%rsp, (%rdi)
 	movq	%rsi, %rsp
-	ldmxcsr	(%rsp)
-	fldcw	4(%rsp)
-	addq	$8, %rsp
+	cmpl	(%rsp), %r8d
+	jne	2f
+	cmpw	4(%rsp), %r9w
+	jne	2f
+1:	addq	$8, %rsp
 	popq	%r15
 	popq	%r14
 	popq	%r13
@@ -50,6 +59,9 @@ weft__ctx_switch:
 	movq	%rdx, %rax
 	popq	%rcx
 	jmpq	*%rcx
+2:	ldmxcsr	(%rsp)
+	fldcw	4(%rsp)
+	jmp	1b
 	.cfi_endproc
 	.size	weft__ctx_switch, .-weft__ctx_switch
 

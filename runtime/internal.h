@@ -245,6 +245,14 @@ struct weft__deque {
 	              "Owner without locks"); needs membarrier */
 	_Atomic uint32_t in_op; /* owner: inside a plain-capable operation */
 	_Atomic uint32_t ack;   /* owner: the last thief request it saw */
+	_Atomic uint32_t guarded; /* owner: CAS only until it sees no thief for
+	                             a while ("guarded", deque.c) */
+	bool guarded_own;         /* owner's own copy of guarded */
+	uint32_t calm;            /* owner: operations since it saw a thief */
+	/* the runtime's idle state and its value when every worker runs
+	 * fibers (none parked or searching): no thief can come soon */
+	_Atomic uint32_t *idle_state;
+	uint32_t all_busy;
 	/* thieves' line: announced thieves, and their request count */
 	_Atomic uint32_t thieves __attribute__((aligned(WEFT__CACHELINE)));
 	_Atomic uint32_t req;

@@ -410,6 +410,8 @@ int weft_run(const weft_config *cfg, void *(*main_fn)(void *), void *arg,
 		weft__dq_init(&w->dq);
 		w->dq.solo = rt->nworkers == 1;
 		w->dq.lazy = rt->nworkers > 1 && rt->membarrier;
+		w->dq.idle_state = &rt->idle.state;
+		w->dq.all_busy = rt->nworkers << 16;
 		weft__timers_init(&w->timers);
 	}
 	if ((err = weft__guard_handler_install()))

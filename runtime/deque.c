@@ -216,18 +216,11 @@ static inline bool own_begin(struct weft__deque *dq)
 		return true;
 	if (!dq->lazy)
 		return false;
-	if (dq->guarded_own) {
-		/* acquire: a thief that has left (its release) is done */
-		if (atomic_load_explicit(&dq->thieves, memory_order_acquire)) {
-			dq->calm = 0;
-			own_ack(dq);
-			return false;
-		}
-		if (++dq->calm < WEFT__DQ_CALM || !own_unguard(dq)) {
-			own_ack(dq);
-			return false;
-		}
-	}
+	/* guarded: thieves go ahead (they see guarded); only leaving needs
+	 * a look at them */
+	if (dq->guarded_own &&
+	    (++dq->calm < WEFT__DQ_CALM || !own_unguard(dq)))
+		return false;
 	atomic_store_explicit(&dq->in_op, 1, memory_order_relaxed);
 	/* the store before the load: the compiler keeps the order, a forced
 	 * thief's membarrier makes the CPU keep it (O2) */
@@ -243,13 +236,16 @@ static inline bool own_begin(struct weft__deque *dq)
 	dq->guarded_own = true;
 	dq->calm = 0;
 	own_ack(dq);
+	/* release: no plain operation in flight any more (guarded ones
+	 * leave in_op at 0) */
+	atomic_store_explicit(&dq->in_op, 0, memory_order_release);
 	return false;
 }
 
-static inline void own_end(struct weft__deque *dq)
+static inline void own_end(struct weft__deque *dq, bool plain)
 {
 	/* release: a forced thief that sees 0 sees this operation's stores */
-	if (dq->lazy)
+	if (plain && dq->lazy)
 		atomic_store_explicit(&dq->in_op, 0, memory_order_release);
 }
 
@@ -266,10 +262,12 @@ static void thief_enter(struct weft__deque *v)
 		return;
 	uint32_t t = atomic_fetch_add(&v->req, 1) + 1;
 	for (unsigned i = 0; i < weft__dq_ack_spins; i++) {
-		/* acquire: pairs with own_begin's release of ack */
+		/* acquire: pairs with own_begin's release of ack; guarded
+		 * since (seq_cst, O3): it will see us before it leaves */
 		if ((int32_t)(atomic_load_explicit(&v->ack,
 						   memory_order_acquire) -
-			      t) >= 0)
+			      t) >= 0 ||
+		    atomic_load(&v->guarded))
 			return;
 		weft__cpu_relax();
 	}
@@ -390,12 +388,12 @@ void weft__dq_push(struct weft__deque *dq, weft_task *t,
 	if (__builtin_expect(dist(i.steal, i.tail) < WEFT_DEQUE_CAP, 1)) {
 		dq->buf[i.tail & MASK] = t;
 		if (cas(dq, plain, &old, pack(i.steal, i.real, i.tail + 1))) {
-			own_end(dq);
+			own_end(dq, plain);
 			return;
 		}
 	}
 	push_slow(dq, plain, t, overflow, old);
-	own_end(dq);
+	own_end(dq, plain);
 }
 
 bool weft__dq_push_front(struct weft__deque *dq, weft_task *t)
@@ -416,7 +414,7 @@ bool weft__dq_push_front(struct weft__deque *dq, weft_task *t)
 			break;
 		}
 	}
-	own_end(dq);
+	own_end(dq, plain);
 	return ok;
 }
 
@@ -442,7 +440,7 @@ weft_task *weft__dq_pop(struct weft__deque *dq)
 			break;
 		}
 	}
-	own_end(dq);
+	own_end(dq, plain);
 	return t;
 }
 
@@ -463,7 +461,7 @@ weft_task *weft__dq_pop_front(struct weft__deque *dq)
 			break;
 		}
 	}
-	own_end(dq);
+	own_end(dq, plain);
 	return t;
 }
 

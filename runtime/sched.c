@@ -571,6 +571,20 @@ bool weft__wake(weft_task *f, uint32_t seq, int reason)
 	return weft__wake_ex(f, seq, reason, false);
 }
 
+/* A fiber woken by the reaper or a timer runs after the rest of its batch,
+ * and its stack was cold: the switch to it stalled on its saved frame and
+ * the frames above (weft__ctx_switch was 3.7% of a 1-worker echo server's
+ * CPU at 1,000 connections, nearly all on its first loads). Prefetch them
+ * now: server CPU per message 5.53 -> 4.94 us (benches/echo/ab.sh -r 9
+ * -c 1000 -w 1, medians; 3 lines gave 5.14). PARKED: sp is settled. Hot
+ * hand-offs between fibers (LIFO) skip it. */
+static inline void prefetch_frames(weft_task *f)
+{
+	const char *sp = f->ctx.sp;
+	for (int k = 0; k < 8; k++)
+		__builtin_prefetch(sp + 64 * k);
+}
+
 /* fifo: queue the woken fiber at the front (behind everything queued).
  * The reaper and the timers use it: completions then run in the order
  * they completed, and a burst of new ones cannot starve older ones
@@ -597,8 +611,11 @@ bool weft__wake_ex(weft_task *f, uint32_t seq, int reason, bool fifo)
 			    &f->park, &s,
 			    WEFT__PW(seq, reason, WEFT__PW_CANC(s), to),
 			    memory_order_acq_rel, memory_order_acquire)) {
-			if (to == WEFT__RUNNABLE)
+			if (to == WEFT__RUNNABLE) {
+				if (fifo) /* a reaped batch (prefetch_frames) */
+					prefetch_frames(f);
 				weft__schedule(weft__worker_self(), f, fifo);
+			}
 			return true;
 		}
 	}

@@ -57,6 +57,20 @@ static int count_tasks(void)
 	return count_dir_entries("/proc/self/task");
 }
 
+/* After weft_run (not on a fiber): the thread count, once it is `want` or
+ * after 2 s. A joined thread can still be listed for a moment: the kernel
+ * wakes pthread_join when it clears the thread's tid, before it removes
+ * the task (seen once in ~30 runs beside other tests: 2 != 1). */
+static int count_tasks_settled(int want)
+{
+	int n = count_tasks();
+	for (int i = 0; i < 2000 && n != want; i++) {
+		usleep(1000);
+		n = count_tasks();
+	}
+	return n;
+}
+
 /* From a fiber: wait (sleeping 1 ms at a time) until *flag >= v, at most
  * 5 s. True if it got there. */
 static bool wait_for(_Atomic int *flag, int v)
@@ -484,7 +498,7 @@ static void test_concurrent_200_on_4(void **state)
 	assert_true(atomic_load(&C.max) >= 2);
 	assert_true(C.threads_during > C.threads_base);
 	assert_true(C.threads_during <= C.threads_base + 4);
-	assert_int_equal(count_tasks(), before);
+	assert_int_equal(count_tasks_settled(before), before);
 }
 
 /* ---- saturation: the queue holds 8 ----------------------------------------------- */
@@ -896,7 +910,7 @@ static void test_threads_bounded_and_joined(void **state)
 		assert_int_equal(T.after_idle2, T.base);
 #endif
 		/* weft_run joined every pool thread (and worker) */
-		assert_int_equal(count_tasks(), before);
+		assert_int_equal(count_tasks_settled(before), before);
 	}
 }
 

@@ -249,10 +249,10 @@ struct weft__deque {
 	                             a while ("guarded", deque.c) */
 	bool guarded_own;         /* owner's own copy of guarded */
 	uint32_t calm;            /* owner: operations since it saw a thief */
-	/* the runtime's idle state and its value when every worker runs
-	 * fibers (none parked or searching): no thief can come soon */
+	/* the runtime's idle state, and its bits that count searching
+	 * workers (thieves now) */
 	_Atomic uint32_t *idle_state;
-	uint32_t all_busy;
+	uint32_t search_mask;
 	/* thieves' line: announced thieves, and their request count */
 	_Atomic uint32_t thieves __attribute__((aligned(WEFT__CACHELINE)));
 	_Atomic uint32_t req;

@@ -411,7 +411,7 @@ int weft_run(const weft_config *cfg, void *(*main_fn)(void *), void *arg,
 		w->dq.solo = rt->nworkers == 1;
 		w->dq.lazy = rt->nworkers > 1 && rt->membarrier;
 		w->dq.idle_state = &rt->idle.state;
-		w->dq.all_busy = rt->nworkers << 16;
+		w->dq.search_mask = 0xffffu; /* idle.c: state's low half */
 		weft__timers_init(&w->timers);
 	}
 	if ((err = weft__guard_handler_install()))

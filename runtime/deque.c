@@ -66,22 +66,24 @@
  * Guarded: an owner that has seen a thief, or sees a worker searching (a
  * thief now), stays with the CAS (guarded = 1) until no worker searches
  * and 1,024 of its operations have passed without a thief; a thief that
- * finds it guarded goes ahead at once. (Parked workers do not count: with
- * them counted, a 2-worker channel ping-pong, its second worker parked,
- * paid the CAS throughout: 0.193 -> 0.172 s without, 8 alternated runs.) Else thieves
- * that come often (an I/O server on 2 workers: a steal every ~150 us
- * while the owner sits in io_uring_enter) would each wait or force: 26,000
- * membarrier calls in 4 s of a 2-worker echo server, ~60 guarded.
+ * finds it guarded goes ahead at once. Else thieves that come often (an
+ * I/O server on 2 workers: a steal every ~150 us while the owner sits in
+ * io_uring_enter) would each wait or force: 26,000 membarrier calls in 4 s
+ * of a 2-worker echo server, ~30-60 guarded. Parked workers do not count:
+ * with them counted, a 2-worker channel ping-pong (its second worker
+ * parked) paid the CAS throughout (0.193 -> 0.172 s without them, medians
+ * of 8 alternated runs).
  *   O3  Leaving: guarded = 0, then look at thieves (seq_cst both); a
  *       thief increments thieves, then looks at guarded (seq_cst both).
  *       Either the owner sees the thief and stays, or the thief sees 0
  *       and waits for an acknowledgement as above.
  * Cost: the fib(30) profile on 2 workers had 20% of its samples in the
  * locked pushes and pops, 5% after (0.097 -> 0.083 s); a handful of
- * membarrier calls per run (four or five for fib(30)). The parking half of the
- * idle handshake cannot rely on a plain push (see idle.c): a worker that
- * parks while its peer pushes plainly may miss that push, which its owner
- * runs anyway; the watcher bounds how long it may sit behind a hog.
+ * membarrier calls per run (four or five for fib(30)). The parking half
+ * of the idle handshake cannot rely on a plain push (see idle.c): a
+ * worker that parks while its peer pushes plainly may miss that push,
+ * which its owner runs anyway; the watcher bounds how long it may sit
+ * behind a hog.
  *
  * Orders: each CAS is acq_rel. Release publishes slot writes (push) and the
  * end of a thief's reads (its final CAS); acquire makes a claimant see the
@@ -172,8 +174,7 @@ unsigned weft__dq_ack_spins = 200; /* ~5 us of pauses on the CI machine */
 /* operations without a thief before a guarded owner stores plainly again */
 #define WEFT__DQ_CALM 1024
 
-/* Owner: an operation begins. True if it may use plain stores: no thief
- * is announced. Else it acknowledges the thieves' requests it sees. */
+/* Owner: acknowledge the thieves' requests seen so far (O1). */
 static inline void own_ack(struct weft__deque *dq)
 {
 	uint32_t r = atomic_load_explicit(&dq->req, memory_order_relaxed);
@@ -232,8 +233,8 @@ static inline bool own_begin(struct weft__deque *dq)
 	if (!atomic_load_explicit(&dq->thieves, memory_order_acquire) &&
 	    none_searching(dq))
 		return true;
-	/* a thief, or a worker that may become one: CAS from now on, until
-	 * every worker is busy and no thief has come for a while (seq_cst:
+	/* a thief, or a searching worker about to be one: CAS from now on,
+	 * until none searches and no thief has come for a while (seq_cst:
 	 * O3) */
 	atomic_store(&dq->guarded, 1);
 	dq->guarded_own = true;

@@ -39,9 +39,9 @@
  * it parks. Only the sharing waits: for the pusher's next push or wake,
  * which sees the sleeper and notifies, or, behind a fiber that hogs the
  * pusher, for the watcher's next look (~1 ms, sched.c "Quiet wakes"),
- * which finds the queue unchanged and steals. A wake sent to a worker that has
- * not entered its ring yet is a CQE already waiting for it: the ring
- * remembers what a condition variable would forget.
+ * which finds the queue unchanged and steals. A wake sent to a worker
+ * that has not entered its ring yet is a CQE already waiting for it: the
+ * ring remembers what a condition variable would forget.
  */
 #include <string.h>
 

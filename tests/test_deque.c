@@ -49,15 +49,17 @@ static size_t inject_drain(struct weft__inject *q, weft_task **out)
 	return n;
 }
 
-/* solo: the one-worker mode, plain stores instead of locked CASes; every
- * step must give the same result (a stale word must still fail the
- * "CAS": the spill below retries with the word it read before) */
+/* the lazy owner's forced path needs membarrier registered */
 static bool membarrier_ok(void)
 {
 	return syscall(SYS_membarrier,
 		       MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0;
 }
 
+/* solo: the one-worker mode, plain stores instead of locked CASes; every
+ * step must give the same result (a stale word must still fail the
+ * "CAS": the spill below retries with the word it read before). lazy:
+ * the same with no thief announced, until a steal forces the owner. */
 static void single_thread(bool solo, bool lazy)
 {
 	struct weft__deque a, b;

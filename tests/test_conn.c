@@ -324,24 +324,36 @@ static void *ep_second(void *arg)
 	return NULL;
 }
 
+/* A conn on p->a whose armed multishot receive has taken the whole pool:
+ * armed by a receive that times out, then n bytes sent from p->b, which
+ * it receives into every buffer and stops */
+static weft_conn *conn_holding_pool(struct pair *p, const void *data,
+				    size_t n)
+{
+	weft_conn *c = weft_conn_open(p->a, NULL);
+	char x;
+	weft_deadline d;
+	weft_deadline_push(&d, 5 * MS); /* arm it */
+	CHECK_EQ(weft_conn_recv(c, &x, 1), -ETIMEDOUT);
+	weft_deadline_pop(&d);
+	CHECK_EQ(weft_send(p->b, data, n, 0), (ssize_t)n);
+	weft_sleep(20 * MS); /* its receive fills the pool and stops */
+	return c;
+}
+
 static void *empty_pool_main(void *arg)
 {
 	(void)arg;
 	struct pair p1 = {-1, -1}, p2 = {-1, -1};
 	CHECK_EQ(make_pair(&p1), 0);
 	CHECK_EQ(make_pair(&p2), 0);
-	weft_conn *c1 = weft_conn_open(p1.a, NULL);
-	weft_conn *c2 = weft_conn_open(p2.a, NULL);
-	char buf[600];
-	weft_deadline d;
-	weft_deadline_push(&d, 5 * MS); /* arm c1 */
-	CHECK_EQ(weft_conn_recv(c1, buf, 1), -ETIMEDOUT);
-	weft_deadline_pop(&d);
 	static char out[EP_BYTES];
 	for (size_t i = 0; i < EP_BYTES; i++)
 		out[i] = (char)pat(7, i);
-	CHECK_EQ(weft_send(p1.b, out, EP_BYTES, 0), EP_BYTES);
-	weft_sleep(20 * MS); /* c1's receive fills the pool and stops */
+	weft_conn *c1 = conn_holding_pool(&p1, out, EP_BYTES);
+	weft_conn *c2 = weft_conn_open(p2.a, NULL);
+	char buf[600];
+	weft_deadline d;
 
 	weft_metrics m0, m1;
 	weft_metrics_get(&m0);
@@ -889,15 +901,9 @@ static void *close_wakes_plain_main(void *arg)
 	struct pair p1 = {-1, -1}, p2 = {-1, -1};
 	CHECK_EQ(make_pair(&p1), 0);
 	CHECK_EQ(make_pair(&p2), 0);
-	weft_conn *c1 = weft_conn_open(p1.a, NULL);
-	char buf[64];
-	weft_deadline d;
-	weft_deadline_push(&d, 5 * MS); /* arm c1 */
-	CHECK_EQ(weft_conn_recv(c1, buf, 1), -ETIMEDOUT);
-	weft_deadline_pop(&d);
 	static char out[2048];
-	CHECK_EQ(weft_send(p1.b, out, sizeof out, 0), (ssize_t)sizeof out);
-	weft_sleep(20 * MS); /* c1's receive fills the pool */
+	weft_conn *c1 = conn_holding_pool(&p1, out, sizeof out);
+	char buf[64];
 	struct cw b = {.c = weft_conn_open(p2.a, NULL)};
 	cw_close_while_waiting(&b, false);
 	CHECK_EQ(weft_recv(p2.b, buf, 1, 0), 0);

@@ -312,12 +312,24 @@ struct weft__stacks {
 	void *free_list;            /* stacks returned by workers (link at top) */
 	size_t free_count;
 	size_t mapped;              /* stacks ever carved */
+	/* release (stack.c, "Release"): under lock unless said otherwise */
+	uint32_t decay_ms;          /* the period; 0: never release (set once) */
+	_Atomic uint32_t period_end; /* coarse ms it ends (odd); 0: none runs
+	                                (written under lock, read without) */
+	_Atomic size_t debt;        /* free_list stacks to release now (same) */
+	size_t free_low;            /* least free_count in this period */
+	void **clean;               /* released stacks: taken before fresh ones */
+	size_t nclean, clean_cap;
+	_Atomic size_t released;    /* stacks released so far (relaxed; tests) */
 };
-int weft__stacks_init(struct weft__stacks *s, size_t usable) WEFT__HIDDEN;
+int weft__stacks_init(struct weft__stacks *s, size_t usable,
+		      uint32_t decay_ms) WEFT__HIDDEN;
 void weft__stacks_fini(struct weft__stacks *s) WEFT__HIDDEN;
 void *weft__stack_get(struct weft__worker *w) WEFT__HIDDEN; /* lo or NULL */
 void weft__stack_put(struct weft__worker *w, void *lo) WEFT__HIDDEN;
 void weft__stack_prepare(void *lo, size_t size) WEFT__HIDDEN;
+void weft__stacks_tick(struct weft__worker *w, bool drain) WEFT__HIDDEN;
+uint64_t weft__stacks_next(struct weft__stacks *s) WEFT__HIDDEN;
 int weft__guard_handler_install(void) WEFT__HIDDEN;
 int weft__altstack_push(void **save) WEFT__HIDDEN;
 void weft__altstack_pop(void *save) WEFT__HIDDEN;

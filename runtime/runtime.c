@@ -368,6 +368,18 @@ int weft_run(const weft_config *cfg, void *(*main_fn)(void *), void *arg,
 		return -EINVAL;
 	if (c.blocking_queue > (1u << 20))
 		return -EINVAL;
+	/* stack release (stack.c, "Release"): no config field, so that the
+	 * struct keeps its layout; off in seeded runs (their steps would
+	 * depend on when the coarse clock ticks) */
+	uint32_t decay_ms = 1000;
+	if ((e = getenv("WEFT_STACK_DECAY_MS")) && *e) {
+		if (parse_size(e, &v) || !isdigit((unsigned char)e[strlen(e) - 1]) ||
+		    v > 86400000)
+			return -EINVAL;
+		decay_ms = (uint32_t)v;
+	}
+	if (c.seed)
+		decay_ms = 0;
 
 	if (atomic_exchange(&running, 1))
 		return -EBUSY;
@@ -393,7 +405,7 @@ int weft_run(const weft_config *cfg, void *(*main_fn)(void *), void *arg,
 	pthread_mutex_init(&rt->gate_lock, NULL);
 	pthread_cond_init(&rt->gate_cond, NULL);
 	rt->gate_expected = c.workers;
-	weft__stacks_init(&rt->stacks, c.stack_size);
+	weft__stacks_init(&rt->stacks, c.stack_size, decay_ms);
 	rt->fpctl = weft__ctx_fpctl();
 	if (weft__idle_init(&rt->idle, rt->nworkers))
 		goto out_rt;

@@ -26,8 +26,34 @@
  *   CACHE_MAX of them; beyond that it hands CACHE_MAX/2 to the shared list,
  *   and it refills REFILL at a time: fork-join work starts fibers on one
  *   worker and ends them on another, so stacks flow one way in batches.
- *   Memory of a freed stack stays committed until weft_run returns (then
- *   every region is unmapped).
+ *   A worker's cache stays committed (at most CACHE_MAX stacks, as deep
+ *   as each was used); the shared list decays (below).
+ *
+ * Release: the memory of a stack that sat in the shared list through a
+ *   whole period (decay_ms, WEFT_STACK_DECAY_MS, 1 s by default) goes back
+ *   to the OS (MADV_DONTNEED of its usable part), so a burst of fibers
+ *   does not keep its stacks' memory for the rest of the run (Go frees
+ *   dead goroutines' stacks at its next GC and its scavenger returns the
+ *   pages; jemalloc's decay works the same way as this, with 10 s).
+ *   A period starts when a stack enters an empty list (no period runs
+ *   while the list is empty, so an idle runtime does not wake for it):
+ *     free_low   the least free_count seen during the period: that many
+ *                stacks were never taken, so sat there all along;
+ *     at the end debt = free_low; free_low = free_count; next period,
+ *                or none if the list is empty;
+ *     debt       released from the head of the list, RELEASE_BATCH per
+ *                maintenance tick of a busy worker (each is a madvise,
+ *                ~2 us with its TLB shootdown), all at once by the parked
+ *                worker that watches (the park loop wakes it at the end
+ *                of the period);
+ *   and a take from the list lowers free_low and debt to free_count.
+ *   R1  Only stacks that stayed in the list a whole period are released:
+ *       debt <= free_low <= free_count at every step.
+ *   R2  A released stack is in no list: it is in `clean` (an array, not
+ *       a link: its top word was zeroed) and taken from there before a
+ *       fresh slot is carved, so the regions stop growing.
+ *   madvise runs outside the lock, on stacks detached from the list.
+ *   Regions are unmapped when weft_run returns.
  *
  * Overflow: a fault in a guard is caught by a SIGSEGV handler on an
  *   alternate stack, which names the fiber (id, name) and aborts. Faults
@@ -64,6 +90,7 @@
 #define GUARD (64u * 1024) /* bytes below each stack that fault */
 #define CACHE_MAX 256 /* per worker; beyond it, half goes to the shared list */
 #define REFILL 64      /* stacks taken from the shared list at once */
+#define RELEASE_BATCH 16 /* stacks a busy worker releases per maintenance */
 
 static size_t page_size(void)
 {
@@ -73,7 +100,8 @@ static size_t page_size(void)
 	return ps;
 }
 
-int weft__stacks_init(struct weft__stacks *s, size_t usable)
+int weft__stacks_init(struct weft__stacks *s, size_t usable,
+		      uint32_t decay_ms)
 {
 	size_t ps = page_size();
 	memset(s, 0, sizeof(*s));
@@ -84,6 +112,7 @@ int weft__stacks_init(struct weft__stacks *s, size_t usable)
 	/* tests build a copy that starts with the fallback (this kernel has
 	 * MADV_GUARD_INSTALL; tests/CMakeLists.txt, test_overflow_mprotect) */
 	s->use_mprotect = WEFT_STACK_GUARD_MPROTECT;
+	s->decay_ms = decay_ms;
 	return 0;
 }
 
@@ -101,6 +130,8 @@ void weft__stacks_fini(struct weft__stacks *s)
 		r = nx;
 	}
 	s->regions = NULL;
+	free(s->clean);
+	s->clean = NULL;
 	pthread_mutex_destroy(&s->lock);
 }
 
@@ -152,6 +183,139 @@ ok:;
 	return lo;
 }
 
+/* ---- release ------------------------------------------------------------ */
+
+static inline bool reached(uint32_t now, uint32_t end)
+{
+	return (int32_t)(now - end) >= 0;
+}
+
+/* Under lock: stacks left the list; keep R1. */
+static void took(struct weft__stacks *s)
+{
+	if (s->free_low > s->free_count)
+		s->free_low = s->free_count;
+	if (atomic_load_explicit(&s->debt, memory_order_relaxed) >
+	    s->free_count)
+		atomic_store_explicit(&s->debt, s->free_count,
+				      memory_order_relaxed);
+}
+
+/* Under lock: stacks entered the list; start a period if none runs. */
+static void arm(struct weft__stacks *s)
+{
+	if (!s->decay_ms ||
+	    atomic_load_explicit(&s->period_end, memory_order_relaxed))
+		return;
+	s->free_low = s->free_count;
+	/* relaxed: a hint for the ticks, which decide under the lock */
+	atomic_store_explicit(&s->period_end,
+			      (weft__coarse_ms() + s->decay_ms) | 1,
+			      memory_order_relaxed);
+}
+
+/* Under lock, which it drops while it advises: release a batch of the
+ * debt. False if there was none. */
+static bool release_batch(struct weft__stacks *s)
+{
+	size_t n = atomic_load_explicit(&s->debt, memory_order_relaxed);
+	if (n > RELEASE_BATCH)
+		n = RELEASE_BATCH;
+	if (!n)
+		return false;
+	void *batch[RELEASE_BATCH];
+	for (size_t i = 0; i < n; i++) {
+		batch[i] = s->free_list;
+		s->free_list = *link_of(s, batch[i]);
+	}
+	s->free_count -= n;
+	atomic_store_explicit(&s->debt,
+			      atomic_load_explicit(&s->debt,
+						   memory_order_relaxed) -
+				      n,
+			      memory_order_relaxed);
+	took(s);
+	pthread_mutex_unlock(&s->lock);
+	/* detached: ours alone. A failure leaves one committed: still a good
+	 * stack (DONTNEED zeroes the link words: the batch holds them) */
+	for (size_t i = 0; i < n; i++)
+		(void)madvise(batch[i], s->usable, MADV_DONTNEED);
+	pthread_mutex_lock(&s->lock);
+	if (s->clean_cap - s->nclean < n) {
+		size_t cap = s->clean_cap ? s->clean_cap * 2 : 256;
+		void **c = realloc(s->clean, cap * sizeof *c);
+		if (c) {
+			s->clean = c;
+			s->clean_cap = cap;
+		}
+	}
+	size_t filed = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (s->nclean < s->clean_cap) {
+			s->clean[s->nclean++] = batch[i];
+			filed++;
+		} else { /* no memory for the array: back to the list */
+			*link_of(s, batch[i]) = s->free_list;
+			s->free_list = batch[i];
+			s->free_count++;
+			arm(s);
+		}
+	}
+	WEFT__BUMP(s->released, filed);
+	return true;
+}
+
+/* From maintenance (drain false: a batch) and the park loop (drain true:
+ * all that is due). Cheap when nothing is due: a load, a coarse clock. */
+void weft__stacks_tick(struct weft__worker *w, bool drain)
+{
+	struct weft__stacks *s = &w->rt->stacks;
+	if (!atomic_load_explicit(&s->period_end, memory_order_relaxed))
+		return; /* no period runs: the list is empty, or decay off */
+	uint32_t now = weft__coarse_ms();
+	if (!atomic_load_explicit(&s->debt, memory_order_relaxed) &&
+	    !reached(now, atomic_load_explicit(&s->period_end,
+					       memory_order_relaxed)))
+		return;
+	if (pthread_mutex_trylock(&s->lock))
+		return; /* another worker is at it, or a refill */
+	uint32_t end = atomic_load_explicit(&s->period_end,
+					    memory_order_relaxed);
+	if (end && reached(now, end)) {
+		/* R1: free_low stacks sat here the whole period */
+		atomic_store_explicit(&s->debt, s->free_low,
+				      memory_order_relaxed);
+		s->free_low = s->free_count;
+		atomic_store_explicit(&s->period_end,
+				      (now + s->decay_ms) | 1,
+				      memory_order_relaxed);
+	}
+	/* a batch, or all: the lock is dropped while advising, so refills
+	 * go on meanwhile */
+	while (release_batch(s) && drain)
+		;
+	if (!s->free_count) /* nothing to watch: no period until a put */
+		atomic_store_explicit(&s->period_end, 0,
+				      memory_order_relaxed);
+	pthread_mutex_unlock(&s->lock);
+}
+
+/* weft__clock() time the running period ends (a little after, as the
+ * coarse clock sees it), or UINT64_MAX: when a parked worker should wake
+ * to release (the park loop). */
+uint64_t weft__stacks_next(struct weft__stacks *s)
+{
+	uint32_t end = atomic_load_explicit(&s->period_end,
+					    memory_order_relaxed);
+	if (!end)
+		return UINT64_MAX;
+	int32_t left = (int32_t)(end - weft__coarse_ms());
+	if (left < 0 || atomic_load_explicit(&s->debt, memory_order_relaxed))
+		left = 0;
+	/* + 10 ms: the coarse clock moves in ticks of up to 4 ms here */
+	return weft__clock() + ((uint64_t)left + 10) * 1000000u;
+}
+
 /* Refill the worker cache from the shared list or fresh slots. */
 static void refill(struct weft__worker *w)
 {
@@ -163,6 +327,9 @@ static void refill(struct weft__worker *w)
 			lo = s->free_list;
 			s->free_list = *link_of(s, lo);
 			s->free_count--;
+			took(s);
+		} else if (s->nclean) {
+			lo = s->clean[--s->nclean]; /* R2 */
 		} else {
 			if (i >= 8)
 				break; /* fresh slots: a few at a time */
@@ -212,6 +379,7 @@ void weft__stack_put(struct weft__worker *w, void *lo)
 	*link_of(s, last) = s->free_list;
 	s->free_list = first;
 	s->free_count += CACHE_MAX / 2;
+	arm(s);
 	pthread_mutex_unlock(&s->lock);
 }
 

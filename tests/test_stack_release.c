@@ -117,20 +117,23 @@ static long burst(size_t n)
 	return live;
 }
 
-/* RSS (KiB) once it has fallen `drop` below `from`, polled for up to 5 s */
-static long rss_after_drop(long from, long drop)
+/* RSS (KiB) once it has fallen `drop` below `from`, polled for up to 5 s;
+ * *ms gets how long that took */
+static long rss_after_drop(long from, long drop, long *ms)
 {
+	uint64_t t0 = weft_now();
 	long now = statm_kib(1);
 	for (int i = 0; i < 250 && from - now < drop; i++) {
 		weft_sleep(20 * MS);
 		now = statm_kib(1);
 	}
+	*ms = (long)((weft_now() - t0) / MS);
 	return now;
 }
 
 #define BURST 2000
 static struct {
-	long live, after, vm_before, vm_after, live2, after2;
+	long live, after, vm_before, vm_after, live2, after2, ms, ms2;
 	size_t released, released2;
 } R;
 
@@ -140,12 +143,12 @@ static void *release_main(void *arg)
 	/* what must go: every stack beyond the two workers' caches */
 	long want = (long)(BURST - 2 * CACHED) * (TOUCH / KIB) * 3 / 4;
 	R.live = burst(BURST);
-	R.after = rss_after_drop(R.live, want);
+	R.after = rss_after_drop(R.live, want, &R.ms);
 	R.released = released();
 	R.vm_before = statm_kib(0);
 	R.live2 = burst(BURST);
 	R.vm_after = statm_kib(0);
-	R.after2 = rss_after_drop(R.live2, want);
+	R.after2 = rss_after_drop(R.live2, want, &R.ms2);
 	R.released2 = released();
 	return NULL;
 }
@@ -158,11 +161,11 @@ static void test_release_after_burst(void **state)
 	run(2, release_main, NULL);
 	unsetenv("WEFT_STACK_DECAY_MS");
 	long want = (long)(BURST - 2 * CACHED) * (TOUCH / KIB) * 3 / 4;
-	print_message("  RSS live %ld KiB, after %ld KiB (%zu stacks released); "
-		      "again: live %ld, after %ld (%zu); VmSize %ld -> %ld "
-		      "KiB\n",
-		      R.live, R.after, R.released, R.live2, R.after2,
-		      R.released2, R.vm_before, R.vm_after);
+	print_message("  RSS live %ld KiB, %ld KiB %ld ms after (%zu stacks "
+		      "released); again: live %ld, %ld after %ld ms (%zu); "
+		      "VmSize %ld -> %ld KiB\n",
+		      R.live, R.after, R.ms, R.released, R.live2, R.after2,
+		      R.ms2, R.released2, R.vm_before, R.vm_after);
 	/* at least the stacks beyond the caches, in both bursts */
 	assert_true(R.released >= BURST - 2 * CACHED);
 	assert_true(R.released2 >= R.released + (BURST - 2 * CACHED));

@@ -328,7 +328,7 @@ void weft__stacks_fini(struct weft__stacks *s) WEFT__HIDDEN;
 void *weft__stack_get(struct weft__worker *w) WEFT__HIDDEN; /* lo or NULL */
 void weft__stack_put(struct weft__worker *w, void *lo) WEFT__HIDDEN;
 void weft__stack_prepare(void *lo, size_t size) WEFT__HIDDEN;
-void weft__stacks_tick(struct weft__worker *w, bool drain) WEFT__HIDDEN;
+void weft__stacks_tick(struct weft__worker *w) WEFT__HIDDEN;
 uint64_t weft__stacks_next(struct weft__stacks *s) WEFT__HIDDEN;
 int weft__guard_handler_install(void) WEFT__HIDDEN;
 int weft__altstack_push(void **save) WEFT__HIDDEN;

@@ -184,7 +184,7 @@ static void maintenance(struct weft__worker *w)
 	if (weft__timers_next(w) != UINT64_MAX)
 		weft__timers_fire(w, weft__clock());
 	weft__ring_poll(w);
-	weft__stacks_tick(w, false); /* a batch of idle stacks' memory */
+	weft__stacks_tick(w); /* a batch of idle stacks' memory */
 }
 
 /* A batch from the global queue; if it put tasks back, that was a push:
@@ -788,10 +788,10 @@ static bool park(struct weft__worker *w)
 			uint64_t s = weft__timers_steal_next(w);
 			next = s < next ? s : next;
 		}
-		/* idle stacks' memory (stack.c, "Release"): what is due now,
-		 * and the watcher (or a lone worker) wakes when the period
-		 * ends */
-		weft__stacks_tick(w, true);
+		/* idle stacks' memory (stack.c, "Release"): a batch of what
+		 * is due; the watcher (or a lone worker) comes back for the
+		 * rest at once, and wakes when the period ends */
+		weft__stacks_tick(w);
 		if (watch || rt->nworkers == 1) {
 			uint64_t s = weft__stacks_next(&rt->stacks);
 			next = s < next ? s : next;

@@ -42,13 +42,14 @@
  *     at the end debt = free_low; free_low = free_count; next period,
  *                or none if the list is empty;
  *     debt       released from the head of the list, RELEASE_BATCH per
- *                maintenance tick of a busy worker (each is a madvise,
- *                ~2 us with its TLB shootdown), all at once by the parked
- *                worker that watches (the park loop wakes it at the end
- *                of the period);
+ *                look (each stack a madvise, ~5 us with its TLB
+ *                shootdown and the freeing): at the maintenance of a busy
+ *                worker, or in the park loop of the parked worker that
+ *                watches (woken at the end of the period, looping without
+ *                sleeping while a debt remains);
  *   and a take from the list lowers free_low and debt to free_count.
- *   R1  Only stacks that stayed in the list a whole period are released:
- *       debt <= free_low <= free_count at every step.
+ *   R1  No more stacks are released than stayed in the list through a
+ *       whole period: debt <= free_low <= free_count at every step.
  *   R2  A released stack is in no list: it is in `clean` (an array, not
  *       a link: its top word was zeroed) and taken from there before a
  *       fresh slot is carved, so the regions stop growing.
@@ -90,7 +91,7 @@
 #define GUARD (64u * 1024) /* bytes below each stack that fault */
 #define CACHE_MAX 256 /* per worker; beyond it, half goes to the shared list */
 #define REFILL 64      /* stacks taken from the shared list at once */
-#define RELEASE_BATCH 16 /* stacks a busy worker releases per maintenance */
+#define RELEASE_BATCH 16 /* stacks released per look (maintenance, park) */
 
 static size_t page_size(void)
 {
@@ -215,14 +216,14 @@ static void arm(struct weft__stacks *s)
 }
 
 /* Under lock, which it drops while it advises: release a batch of the
- * debt. False if there was none. */
-static bool release_batch(struct weft__stacks *s)
+ * debt. */
+static void release_batch(struct weft__stacks *s)
 {
 	size_t n = atomic_load_explicit(&s->debt, memory_order_relaxed);
 	if (n > RELEASE_BATCH)
 		n = RELEASE_BATCH;
 	if (!n)
-		return false;
+		return;
 	void *batch[RELEASE_BATCH];
 	for (size_t i = 0; i < n; i++) {
 		batch[i] = s->free_list;
@@ -262,12 +263,13 @@ static bool release_batch(struct weft__stacks *s)
 		}
 	}
 	WEFT__BUMP(s->released, filed);
-	return true;
 }
 
-/* From maintenance (drain false: a batch) and the park loop (drain true:
- * all that is due). Cheap when nothing is due: a load, a coarse clock. */
-void weft__stacks_tick(struct weft__worker *w, bool drain)
+/* From maintenance and the park loop: end the period if it is over, and
+ * release a batch of the debt. Cheap when nothing is due: a load, a
+ * coarse clock. One batch at a time, also when parked: a parked worker
+ * that is notified meanwhile sees it at its next look, a batch later. */
+void weft__stacks_tick(struct weft__worker *w)
 {
 	struct weft__stacks *s = &w->rt->stacks;
 	if (!atomic_load_explicit(&s->period_end, memory_order_relaxed))
@@ -290,27 +292,27 @@ void weft__stacks_tick(struct weft__worker *w, bool drain)
 				      (now + s->decay_ms) | 1,
 				      memory_order_relaxed);
 	}
-	/* a batch, or all: the lock is dropped while advising, so refills
-	 * go on meanwhile */
-	while (release_batch(s) && drain)
-		;
+	/* the lock is dropped while advising: refills go on meanwhile */
+	release_batch(s);
 	if (!s->free_count) /* nothing to watch: no period until a put */
 		atomic_store_explicit(&s->period_end, 0,
 				      memory_order_relaxed);
 	pthread_mutex_unlock(&s->lock);
 }
 
-/* weft__clock() time the running period ends (a little after, as the
- * coarse clock sees it), or UINT64_MAX: when a parked worker should wake
- * to release (the park loop). */
+/* When a parked worker should look again (the park loop): now while a
+ * debt remains, else when the running period ends (a little after, as the
+ * coarse clock sees it), UINT64_MAX if none runs. weft__clock() time. */
 uint64_t weft__stacks_next(struct weft__stacks *s)
 {
 	uint32_t end = atomic_load_explicit(&s->period_end,
 					    memory_order_relaxed);
 	if (!end)
 		return UINT64_MAX;
+	if (atomic_load_explicit(&s->debt, memory_order_relaxed))
+		return weft__clock();
 	int32_t left = (int32_t)(end - weft__coarse_ms());
-	if (left < 0 || atomic_load_explicit(&s->debt, memory_order_relaxed))
+	if (left < 0)
 		left = 0;
 	/* + 10 ms: the coarse clock moves in ticks of up to 4 ms here */
 	return weft__clock() + ((uint64_t)left + 10) * 1000000u;

@@ -33,13 +33,6 @@
 
 #include "testutil.h"
 
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-#define UNDER_SANITIZER 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-#define UNDER_SANITIZER 1
-#endif
-#endif
 
 static int __attribute__((noinline)) recurse(int n)
 {
@@ -155,7 +148,7 @@ static void *nomem_main(void *arg)
 static void test_out_of_stacks(void **state)
 {
 	(void)state;
-#ifdef UNDER_SANITIZER
+#if UNDER_SANITIZER
 	skip(); /* sanitizers reserve terabytes of shadow: no RLIMIT_AS */
 #endif
 	weft_config cfg;
@@ -224,7 +217,7 @@ static void detached_nomem_child(void *arg)
 static void test_detached_without_stack_reported(void **state)
 {
 	(void)state;
-#ifdef UNDER_SANITIZER
+#if UNDER_SANITIZER
 	skip(); /* sanitizers reserve terabytes of shadow: no RLIMIT_AS */
 #endif
 	if (seeded())
@@ -259,7 +252,7 @@ static void *mn_main(void *arg)
 static void test_main_out_of_stack(void **state)
 {
 	(void)state;
-#ifdef UNDER_SANITIZER
+#if UNDER_SANITIZER
 	skip(); /* sanitizers reserve terabytes of shadow: no RLIMIT_AS */
 #endif
 	struct rlimit old, lim;
@@ -362,7 +355,7 @@ static void test_out_of_map_entries(void **state)
 #ifndef WEFT_STACK_GUARD_MPROTECT
 	skip(); /* guards cost no map entry here: see test_overflow_mprotect */
 #endif
-#ifdef UNDER_SANITIZER
+#if UNDER_SANITIZER
 	skip(); /* the sanitizers' own mappings would fail first */
 #endif
 	long max_map = 0;
@@ -494,7 +487,7 @@ static void bf_child(void *arg)
 static void test_guard_big_frame(void **state)
 {
 	(void)state;
-#ifdef UNDER_SANITIZER
+#if UNDER_SANITIZER
 	skip(); /* ASan's redzones move the frames */
 #endif
 	char err[4096];
@@ -570,7 +563,7 @@ static void *ex_main(void *arg)
 static void test_map_entries_exhausted(void **state)
 {
 	(void)state;
-#ifdef UNDER_SANITIZER
+#if UNDER_SANITIZER
 	skip(); /* the sanitizers' own mappings would fail first */
 #endif
 	weft_config cfg;

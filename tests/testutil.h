@@ -17,6 +17,7 @@
  *   (and stderr);
  * - apply_test_filters: WEFT_TEST_FILTER / WEFT_TEST_SKIP;
  * - seeded, SKIP_IF_SEEDED: the suite under WEFT_SEED (weft/sim.h);
+ * - UNDER_SANITIZER: 1 in ASan and TSan builds, else 0;
  * - INTERPOSE: 1 where a test may define a libc function (realloc,
  *   getaddrinfo) to steer the static libweft; 0 under the sanitizers, whose
  *   runtimes intercept those themselves (TSan's is linked in statically:
@@ -344,15 +345,16 @@ static inline void apply_test_filters(void)
 }
 
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-#define INTERPOSE 0
+#define UNDER_SANITIZER 1
 #elif defined(__has_feature)
 #if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-#define INTERPOSE 0
+#define UNDER_SANITIZER 1
 #endif
 #endif
-#ifndef INTERPOSE
-#define INTERPOSE 1
+#ifndef UNDER_SANITIZER
+#define UNDER_SANITIZER 0
 #endif
+#define INTERPOSE (!UNDER_SANITIZER)
 
 /* NOMEM_REALLOC_DEFINE(): at file scope, defines `static _Atomic int
  * nomem_realloc` and (where INTERPOSE) a realloc that fails while it is

@@ -107,13 +107,14 @@ static long burst(size_t n)
 	return live;
 }
 
-/* RSS (KiB) once it has fallen `drop` below `from`, polled for up to 5 s;
- * *ms gets how long that took */
-static long rss_after_drop(long from, long drop, long *ms)
+/* RSS (KiB) once it has fallen `drop` below `from` and released() has
+ * reached `count`, polled for up to 5 s; *ms gets how long that took */
+static long rss_after_drop(long from, long drop, size_t count, long *ms)
 {
 	uint64_t t0 = weft_now();
 	long now = statm_kib(1);
-	for (int i = 0; i < 250 && from - now < drop; i++) {
+	for (int i = 0; i < 250 && (from - now < drop || released() < count);
+	     i++) {
 		weft_sleep(20 * MS);
 		now = statm_kib(1);
 	}
@@ -132,13 +133,15 @@ static void *release_main(void *arg)
 	(void)arg;
 	/* what must go: every stack beyond the two workers' caches */
 	long want = (long)(BURST - 2 * CACHED) * (TOUCH / KIB) * 3 / 4;
+	/* what goes through the shared list: all but the caches' */
+	size_t must = BURST - 2 * CACHED;
 	R.live = burst(BURST);
-	R.after = rss_after_drop(R.live, want, &R.ms);
+	R.after = rss_after_drop(R.live, want, must, &R.ms);
 	R.released = released();
 	R.vm_before = statm_kib(0);
 	R.live2 = burst(BURST);
 	R.vm_after = statm_kib(0);
-	R.after2 = rss_after_drop(R.live2, want, &R.ms2);
+	R.after2 = rss_after_drop(R.live2, want, R.released + must, &R.ms2);
 	R.released2 = released();
 	return NULL;
 }
@@ -234,6 +237,18 @@ static void *stress_main(void *arg)
 				CHECK_EQ(weft_join(t[i], NULL), 0);
 		weft_sleep(rnd(&s) % (25 * MS));
 	}
+	/* and a burst that fills the shared list (~600 stacks at once, the
+	 * spawns take well under the fibers' sleeps, overflow two caches of
+	 * 256), then up to 1 s: the stress cannot pass without releasing */
+	size_t k = 600; /* <= n */
+	for (size_t i = 0; i < k; i++)
+		CHECK((t[i] = weft_spawn(stress_fiber,
+					 (void *)(uintptr_t)(rounds * n + i + 1))));
+	for (size_t i = 0; i < k; i++)
+		if (t[i])
+			CHECK_EQ(weft_join(t[i], NULL), 0);
+	for (int i = 0; i < 100 && !released(); i++)
+		weft_sleep(10 * MS);
 	free(t);
 	stress_released = released();
 	return NULL;

@@ -788,10 +788,9 @@ static bool park(struct weft__worker *w)
 			uint64_t s = weft__timers_steal_next(w);
 			next = s < next ? s : next;
 		}
-		/* idle stacks' memory (stack.c, "Release"): a batch of what
-		 * is due; the watcher (or a lone worker) comes back for the
-		 * rest at once, and wakes when the period ends */
-		weft__stacks_tick(w);
+		/* idle stacks' memory (stack.c, "Release"): the watcher (or a
+		 * lone worker) wakes when the period ends and comes round at
+		 * once while a debt remains; maintenance below does the work */
 		if (watch || rt->nworkers == 1) {
 			uint64_t s = weft__stacks_next(&rt->stacks);
 			next = s < next ? s : next;

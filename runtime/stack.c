@@ -265,8 +265,8 @@ static void release_batch(struct weft__stacks *s)
 	WEFT__BUMP(s->released, filed);
 }
 
-/* From maintenance and the park loop: end the period if it is over, and
- * release a batch of the debt. Cheap when nothing is due: a load, a
+/* From maintenance (also the park loop's): end the period if it is over,
+ * and release a batch of the debt. Cheap when nothing is due: a load, a
  * coarse clock. One batch at a time, also when parked: a parked worker
  * that is notified meanwhile sees it at its next look, a batch later. */
 void weft__stacks_tick(struct weft__worker *w)
@@ -300,22 +300,20 @@ void weft__stacks_tick(struct weft__worker *w)
 	pthread_mutex_unlock(&s->lock);
 }
 
-/* When a parked worker should look again (the park loop): now while a
- * debt remains, else when the running period ends (a little after, as the
- * coarse clock sees it), UINT64_MAX if none runs. weft__clock() time. */
+/* When a parked worker should look again (the park loop, whose
+ * maintenance ticks): now while a debt remains or once the period has
+ * ended, else a little after it ends (the coarse clock moves in ticks of
+ * up to 4 ms here), UINT64_MAX if none runs. weft__clock() time. */
 uint64_t weft__stacks_next(struct weft__stacks *s)
 {
 	uint32_t end = atomic_load_explicit(&s->period_end,
 					    memory_order_relaxed);
 	if (!end)
 		return UINT64_MAX;
-	if (atomic_load_explicit(&s->debt, memory_order_relaxed))
-		return weft__clock();
 	int32_t left = (int32_t)(end - weft__coarse_ms());
-	if (left < 0)
-		left = 0;
-	/* + 10 ms: the coarse clock moves in ticks of up to 4 ms here */
-	return weft__clock() + ((uint64_t)left + 10) * 1000000u;
+	if (left < 0 || atomic_load_explicit(&s->debt, memory_order_relaxed))
+		return weft__clock();
+	return weft__clock() + ((uint64_t)left + 5) * 1000000u;
 }
 
 /* Refill the worker cache from the shared list or fresh slots. */

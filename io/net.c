@@ -301,8 +301,7 @@ static bool stopped(void)
 	weft_task *self = weft__self(NULL);
 	if (!self)
 		return false;
-	if (atomic_load_explicit(&self->flags, memory_order_relaxed) &
-	    WEFT__F_CANCEL)
+	if (weft__cancelled(self))
 		return true;
 	return self->deadline && weft__clock() >= self->deadline;
 }

@@ -457,7 +457,7 @@ int weft__io_submit_wait(struct weft__worker *w, weft_task *self,
 	/* a cancelled op running in io-wq (a blocking file or pipe read) ends
 	 * with -EINTR rather than -ECANCELED */
 	if (res == -ECANCELED || res == -EINTR) {
-		if (atomic_load(&self->flags) & WEFT__F_CANCEL)
+		if (weft__cancelled(self))
 			return -ECANCELED;
 		if (op->revoked) /* its fd was closed (weft_close) */
 			return -EBADF;
@@ -474,7 +474,7 @@ int weft__io_submit_wait(struct weft__worker *w, weft_task *self,
 /* Before issuing: a cancelled fiber or a passed deadline fails at once. */
 int weft__io_check(weft_task *self)
 {
-	if (atomic_load(&self->flags) & WEFT__F_CANCEL)
+	if (weft__cancelled(self))
 		return -ECANCELED;
 	if (self->deadline && weft__clock() >= self->deadline)
 		return -ETIMEDOUT;

@@ -339,7 +339,7 @@ int weft_blocking(void *(*fn)(void *), void *arg, void **result)
 		return -EINVAL;
 	struct weft__blocking *p = w->rt->blocking;
 	/* seq_cst: as weft_sleep; a later cancel is caught by the park */
-	if (atomic_load(&self->flags) & WEFT__F_CANCEL)
+	if (weft__cancelled(self))
 		return -ECANCELED;
 	if (self->deadline && self->deadline <= weft__clock())
 		return -ETIMEDOUT;

@@ -209,6 +209,7 @@ struct snap {
 	void *fn;
 	const void *site;
 	uint32_t flags, wait_ms;
+	unsigned shield; /* shield scopes open */
 	unsigned worker; /* last worker, 0xffff: never ran */
 	int running_on;  /* worker it runs on now, -1 */
 	unsigned nbt;
@@ -294,6 +295,7 @@ static void walk_one(void *p, void *ctx)
 	s->wait = atomic_load_explicit(&f->wait, memory_order_relaxed);
 	s->wait_ms = atomic_load_explicit(&f->wait_ms, memory_order_relaxed);
 	s->worker = atomic_load_explicit(&f->last_worker, memory_order_relaxed);
+	s->shield = atomic_load_explicit(&f->shield, memory_order_relaxed);
 	s->running_on = -1;
 	s->nbt = 0;
 	if (wk->running)
@@ -361,9 +363,10 @@ static void print_snap(FILE *out, const struct snap *s, uint32_t now_ms)
 	} else
 		snprintf(what, sizeof what, "runnable");
 	fprintf(out, "fiber %" PRIu64 " \"%s\": %s, worker %s, fn %s, "
-		     "spawned at %s%s\n",
+		     "spawned at %s%s%s\n",
 		s->id, name, what, worker, fn, site,
-		(s->flags & WEFT__F_CANCEL) ? ", cancelled" : "");
+		(s->flags & WEFT__F_CANCEL) ? ", cancelled" : "",
+		s->shield ? ", shielded" : "");
 	for (unsigned i = 0; i < s->nbt; i++) {
 		symbolize(fn, sizeof fn, s->bt[i]);
 		fprintf(out, "    #%u %s\n", i, fn);

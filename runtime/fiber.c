@@ -245,6 +245,7 @@ static weft_task *spawn_in(struct weft__worker *w, void *(*fn)(void *),
 	f->heap_idx = -1;
 	f->timer_w = NULL;
 	f->deadline = 0;
+	atomic_store_explicit(&f->shield, 0, memory_order_relaxed);
 	__atomic_store_n(&f->name, NULL, __ATOMIC_RELAXED);
 	atomic_store_explicit(&f->wait, 0, memory_order_relaxed);
 	atomic_store_explicit(&f->last_worker, 0xffff, memory_order_relaxed);
@@ -492,7 +493,7 @@ int weft_sleep(uint64_t ns)
 	weft_task *self = self_fiber(&w);
 	if (!self)
 		return -EINVAL;
-	if (atomic_load(&self->flags) & WEFT__F_CANCEL)
+	if (weft__cancelled(self))
 		return -ECANCELED;
 	uint64_t now = weft__clock();
 	uint64_t when = ns > UINT64_MAX - 1 - now ? UINT64_MAX - 1 : now + ns;
@@ -630,4 +631,41 @@ uint64_t weft_deadline_current(void)
 {
 	weft_task *self = weft__self(NULL);
 	return self ? self->deadline : 0;
+}
+
+/* ---- shield scopes ------------------------------------------------------------
+ *
+ * A shield makes the fiber's waits deaf to weft_cancel and to the deadline
+ * scopes pushed before it, so cleanup can finish (weft/deadline.h). Only
+ * the fiber itself reads and writes its depth (the dump reads it racily):
+ * park_begin clears the cancellable bit of every park under a shield, so
+ * a cancel meanwhile sets F_CANCEL (sticky) and wakes nobody; the waits'
+ * own looks go through weft__cancelled. The deadline in force is set
+ * aside, so the waits see only scopes pushed inside. */
+
+int weft_shield_push(weft_shield *s)
+{
+	weft_task *self = weft__self(NULL);
+	if (!self || !s)
+		return -EINVAL;
+	uint16_t d = atomic_load_explicit(&self->shield, memory_order_relaxed);
+	if (d == UINT16_MAX)
+		return -EOVERFLOW;
+	s->_prev = self->deadline;
+	self->deadline = 0;
+	atomic_store_explicit(&self->shield, d + 1, memory_order_relaxed);
+	return 0;
+}
+
+int weft_shield_pop(weft_shield *s)
+{
+	weft_task *self = weft__self(NULL);
+	if (!self || !s)
+		return -EINVAL;
+	uint16_t d = atomic_load_explicit(&self->shield, memory_order_relaxed);
+	if (d == 0)
+		return -EINVAL;
+	atomic_store_explicit(&self->shield, d - 1, memory_order_relaxed);
+	self->deadline = s->_prev;
+	return weft__cancelled(self) ? -ECANCELED : 0;
 }

@@ -179,6 +179,9 @@ struct weft_task {
 	_Atomic uint32_t flags;
 	_Atomic uint16_t last_worker; /* dump.c: the worker it last ran on
 	                                 (line 0: a resume writes only it) */
+	/* shield scopes open (weft_shield_push): written by the fiber only,
+	 * atomic for the dump; while > 0 its waits are not cancellable */
+	_Atomic uint16_t shield;
 	void *(*fn)(void *);
 	void *arg;
 	void *result;
@@ -562,6 +565,14 @@ static inline weft_task *weft__self(struct weft__worker **wp)
 	if (wp)
 		*wp = w;
 	return w ? w->cur : NULL;
+}
+/* self's waits fail with -ECANCELED: it was cancelled and no shield
+ * scope is open (fiber.c). The seq_cst load of flags is the second half
+ * of the cancel pair (sched.c) wherever a wait looks before parking. */
+static inline bool weft__cancelled(weft_task *self)
+{
+	return (atomic_load(&self->flags) & WEFT__F_CANCEL) &&
+	       !atomic_load_explicit(&self->shield, memory_order_relaxed);
 }
 /* map a park reason to the errno a wait returns */
 static inline int weft__reason_err(int r)

@@ -479,6 +479,9 @@ void weft__after_switch(struct weft__worker *w)
 
 uint32_t weft__park_begin(weft_task *self, bool cancellable)
 {
+	/* under a shield scope no wait is cancellable (fiber.c) */
+	cancellable = cancellable &&
+		      !atomic_load_explicit(&self->shield, memory_order_relaxed);
 	uint64_t s = atomic_load_explicit(&self->park, memory_order_relaxed);
 	uint32_t seq = WEFT__PW_SEQ(s) + 1;
 	/* relaxed: a waker learns seq through whatever it synchronizes with

@@ -1,4 +1,5 @@
-/* weft/deadline.h — deadline scopes (asyncio.timeout, Trio move_on_after).
+/* weft/deadline.h — deadline scopes (asyncio.timeout, Trio move_on_after)
+ * and shield scopes (asyncio.shield, Trio CancelScope(shield=True)).
  *
  *     weft_deadline d;
  *     weft_deadline_push(&d, 50 * 1000000);   // 50 ms from now
@@ -31,6 +32,35 @@ WEFT_API int weft_deadline_push_at(weft_deadline *d, uint64_t when);
 WEFT_API void weft_deadline_pop(weft_deadline *d);
 /* The calling fiber's deadline (weft_now() time), 0 if none. */
 WEFT_API uint64_t weft_deadline_current(void);
+
+/* A shield lets cleanup finish in a fiber that was cancelled or whose
+ * deadline passed (a last reply, a flush, an fsync, at weft_run's shutdown
+ * too). Until the matching pop its waits ignore weft_cancel and the
+ * deadline scopes pushed before the shield; scopes pushed inside apply, so
+ * bound the cleanup with one (weft_run waits for a shielded fiber):
+ *
+ *     weft_shield s;
+ *     weft_shield_push(&s);
+ *     weft_deadline d;
+ *     weft_deadline_push(&d, 100 * 1000000);  // at most 100 ms of cleanup
+ *     weft_send(fd, bye, len, 0);
+ *     weft_deadline_pop(&d);
+ *     weft_shield_pop(&s);                    // -ECANCELED: was cancelled
+ *
+ * A cancel that comes meanwhile is kept (cancellation is sticky): after
+ * the last pop the fiber's waits fail again. Shields nest with deadline
+ * scopes; pop in reverse order of push. */
+typedef struct weft_shield {
+	uint64_t _prev;
+} weft_shield;
+
+/* 0; -EINVAL (s NULL, or not called from a fiber); -EOVERFLOW (65,535
+ * shields already open). */
+WEFT_API int weft_shield_push(weft_shield *s);
+/* Close the shield and restore the deadline in force at its push. 0;
+ * -ECANCELED if the fiber was cancelled and no shield is left open (its
+ * next wait fails); -EINVAL (s NULL, no shield open, or not a fiber). */
+WEFT_API int weft_shield_pop(weft_shield *s);
 
 WEFT_END_DECLS
 

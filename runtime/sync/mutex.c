@@ -199,7 +199,7 @@ int weft_mutex_lock(weft_mutex *m)
 			}
 		}
 	}
-	if (atomic_load(&self->flags) & WEFT__F_CANCEL)
+	if (weft__cancelled(self))
 		return -ECANCELED;
 	return lock_slow(m, self, true);
 }

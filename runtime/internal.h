@@ -333,6 +333,7 @@ void weft__stack_put(struct weft__worker *w, void *lo) WEFT__HIDDEN;
 void weft__stack_prepare(void *lo, size_t size) WEFT__HIDDEN;
 void weft__stacks_tick(struct weft__worker *w) WEFT__HIDDEN;
 uint64_t weft__stacks_next(struct weft__stacks *s) WEFT__HIDDEN;
+uint64_t weft__stacks_cache_next(struct weft__worker *w) WEFT__HIDDEN;
 int weft__guard_handler_install(void) WEFT__HIDDEN;
 int weft__altstack_push(void **save) WEFT__HIDDEN;
 void weft__altstack_pop(void *save) WEFT__HIDDEN;
@@ -387,6 +388,11 @@ struct weft__worker {
 
 	void *stack_cache; /* stacks, linked through their top word */
 	size_t stack_cached;
+	/* the cache's decay (stack.c, "Release"): owner only */
+	uint32_t cache_end; /* coarse ms its period ends (odd); 0: none */
+	size_t cache_low;   /* least stack_cached in this period */
+	void *doomed;       /* detached from the cache, to release */
+	size_t ndoomed;
 	struct weft__slab_cache fcache; /* free fibers */
 
 	struct weft__timers timers;

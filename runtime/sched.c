@@ -792,12 +792,15 @@ static bool park(struct weft__worker *w)
 			next = s < next ? s : next;
 		}
 		/* idle stacks' memory (stack.c, "Release"): the watcher (or a
-		 * lone worker) wakes when the period ends and comes round at
-		 * once while a debt remains; maintenance below does the work */
+		 * lone worker) wakes when the shared list's period ends, each
+		 * worker when its cache's does, and comes round at once while a
+		 * debt remains; maintenance below does the work */
 		if (watch || rt->nworkers == 1) {
 			uint64_t s = weft__stacks_next(&rt->stacks);
 			next = s < next ? s : next;
 		}
+		uint64_t c = weft__stacks_cache_next(w); /* our own cache */
+		next = c < next ? c : next;
 		/* quiet work behind a hog ("Quiet wakes") */
 		bool armed = rt->nworkers > 1 && watch_arm(w);
 		if (armed) {

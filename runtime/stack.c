@@ -26,8 +26,7 @@
  *   CACHE_MAX of them; beyond that it hands CACHE_MAX/2 to the shared list,
  *   and it refills REFILL at a time: fork-join work starts fibers on one
  *   worker and ends them on another, so stacks flow one way in batches.
- *   A worker's cache stays committed (at most CACHE_MAX stacks, as deep
- *   as each was used); the shared list decays (below).
+ *   Both the caches and the shared list decay (below).
  *
  * Release: the memory of a stack that sat in the shared list through a
  *   whole period (decay_ms, WEFT_STACK_DECAY_MS, 1 s by default) goes back
@@ -55,6 +54,13 @@
  *       fresh slot is carved, so the regions stop growing.
  *   madvise runs outside the lock, on stacks detached from the list.
  *   Regions are unmapped when weft_run returns.
+ *   A worker's cache decays the same way, by its owner without a lock: a
+ *   period starts when the cache grows past CACHE_KEEP; at its end the
+ *   stacks at the bottom of the cache that were never taken during it
+ *   (cache_low, beyond CACHE_KEEP) are detached to `doomed` and released
+ *   RELEASE_BATCH per look, then filed in `clean` (R2). Each worker wakes
+ *   for its own cache when parked (weft__stacks_cache_next), so a burst's
+ *   stacks leave every cache, down to CACHE_KEEP each.
  *
  * Overflow: a fault in a guard is caught by a SIGSEGV handler on an
  *   alternate stack, which names the fiber (id, name) and aborts. Faults
@@ -92,6 +98,7 @@
 #define CACHE_MAX 256 /* per worker; beyond it, half goes to the shared list */
 #define REFILL 64      /* stacks taken from the shared list at once */
 #define RELEASE_BATCH 16 /* stacks released per look (maintenance, park) */
+#define CACHE_KEEP 16    /* stacks a worker's cache keeps through decay */
 
 static size_t page_size(void)
 {
@@ -215,6 +222,8 @@ static void arm(struct weft__stacks *s)
 			      memory_order_relaxed);
 }
 
+static void file_clean(struct weft__stacks *s, void **batch, size_t n);
+
 /* Under lock, which it drops while it advises: release a batch of the
  * debt. */
 static void release_batch(struct weft__stacks *s)
@@ -242,6 +251,13 @@ static void release_batch(struct weft__stacks *s)
 	for (size_t i = 0; i < n; i++)
 		(void)madvise(batch[i], s->usable, MADV_DONTNEED);
 	pthread_mutex_lock(&s->lock);
+	file_clean(s, batch, n);
+}
+
+/* Under lock: file n released stacks in `clean` (R2); without memory for
+ * the array, back to the free list (still good stacks). */
+static void file_clean(struct weft__stacks *s, void **batch, size_t n)
+{
 	if (s->clean_cap - s->nclean < n) {
 		size_t cap = s->clean_cap ? s->clean_cap * 2 : 256;
 		void **c = realloc(s->clean, cap * sizeof *c);
@@ -265,13 +281,78 @@ static void release_batch(struct weft__stacks *s)
 	WEFT__BUMP(s->released, filed);
 }
 
-/* From maintenance (also the park loop's): end the period if it is over,
- * and release a batch of the debt. Cheap when nothing is due: a load, a
- * coarse clock. One batch at a time, also when parked: a parked worker
- * that is notified meanwhile sees it at its next look, a batch later. */
+/* The owner: its cache grew past CACHE_KEEP; start a period if none runs. */
+static void cache_arm(struct weft__worker *w, struct weft__stacks *s)
+{
+	if (!s->decay_ms || w->cache_end)
+		return;
+	w->cache_low = w->stack_cached;
+	w->cache_end = (weft__coarse_ms() + s->decay_ms) | 1;
+}
+
+/* The owner's look at its cache: at the end of a period detach what sat
+ * at the bottom all along (beyond CACHE_KEEP), then release a batch of
+ * what is detached, outside the lock, and file it in `clean`. */
+static void cache_tick(struct weft__worker *w, struct weft__stacks *s)
+{
+	if (w->cache_end && reached(weft__coarse_ms(), w->cache_end)) {
+		size_t n = w->cache_low > CACHE_KEEP ? w->cache_low - CACHE_KEEP
+						     : 0;
+		if (n && !w->doomed) { /* else next period: still at the bottom */
+			/* the list is LIFO: the last n were never taken */
+			void *keep = w->stack_cache;
+			for (size_t i = 1; i < w->stack_cached - n; i++)
+				keep = *link_of(s, keep);
+			w->doomed = *link_of(s, keep);
+			*link_of(s, keep) = NULL;
+			w->ndoomed = n;
+			w->stack_cached -= n;
+		}
+		w->cache_end = 0;
+		if (w->stack_cached > CACHE_KEEP)
+			cache_arm(w, s);
+	}
+	if (!w->ndoomed)
+		return;
+	void *batch[RELEASE_BATCH];
+	size_t n = 0;
+	while (n < RELEASE_BATCH && w->doomed) {
+		batch[n] = w->doomed;
+		w->doomed = *link_of(s, batch[n]);
+		n++;
+	}
+	w->ndoomed -= n;
+	for (size_t i = 0; i < n; i++)
+		(void)madvise(batch[i], s->usable, MADV_DONTNEED);
+	pthread_mutex_lock(&s->lock);
+	file_clean(s, batch, n);
+	pthread_mutex_unlock(&s->lock);
+}
+
+/* When the parked owner should look at its cache again: now while stacks
+ * wait to be released, a little after its period ends, or UINT64_MAX. */
+uint64_t weft__stacks_cache_next(struct weft__worker *w)
+{
+	if (w->ndoomed)
+		return weft__clock();
+	if (!w->cache_end)
+		return UINT64_MAX;
+	int32_t left = (int32_t)(w->cache_end - weft__coarse_ms());
+	if (left < 0)
+		return weft__clock();
+	return weft__clock() + ((uint64_t)left + 5) * 1000000u;
+}
+
+/* From maintenance (also the park loop's): the worker's own cache, then
+ * the shared list: end the period if it is over, and release a batch of
+ * the debt. Cheap when nothing is due: a load, a coarse clock. One batch
+ * at a time, also when parked: a parked worker that is notified meanwhile
+ * sees it at its next look, a batch later. */
 void weft__stacks_tick(struct weft__worker *w)
 {
 	struct weft__stacks *s = &w->rt->stacks;
+	if (w->cache_end || w->ndoomed)
+		cache_tick(w, s);
 	if (!atomic_load_explicit(&s->period_end, memory_order_relaxed))
 		return; /* no period runs: the list is empty, or decay off */
 	uint32_t now = weft__coarse_ms();
@@ -358,7 +439,8 @@ void *weft__stack_get(struct weft__worker *w)
 	if (!lo)
 		return NULL;
 	w->stack_cache = *link_of(s, lo);
-	w->stack_cached--;
+	if (--w->stack_cached < w->cache_low)
+		w->cache_low = w->stack_cached;
 	return lo;
 }
 
@@ -367,14 +449,19 @@ void weft__stack_put(struct weft__worker *w, void *lo)
 	struct weft__stacks *s = &w->rt->stacks;
 	*link_of(s, lo) = w->stack_cache;
 	w->stack_cache = lo;
-	if (++w->stack_cached <= CACHE_MAX)
+	if (++w->stack_cached <= CACHE_MAX) {
+		if (w->stack_cached > CACHE_KEEP && !w->cache_end)
+			cache_arm(w, s);
 		return;
+	}
 	/* hand half to the shared list */
 	void *first = w->stack_cache, *last = first;
 	for (int i = 1; i < CACHE_MAX / 2; i++)
 		last = *link_of(s, last);
 	w->stack_cache = *link_of(s, last);
 	w->stack_cached -= CACHE_MAX / 2;
+	if (w->cache_low > w->stack_cached)
+		w->cache_low = w->stack_cached;
 	pthread_mutex_lock(&s->lock);
 	*link_of(s, last) = s->free_list;
 	s->free_list = first;

@@ -8,6 +8,7 @@
 #include "weft/deadline.h"
 #include "weft/chan.h"
 #include "weft/sync.h"
+#include "weft/rwlock.h"
 #include "weft/group.h"
 #include "weft/blocking.h"
 #include "weft/metrics.h"

@@ -179,6 +179,10 @@ static void describe_wait(char *buf, size_t n, uint64_t wait)
 		}
 		break;
 	}
+	case WEFT__W_RWLOCK:
+		snprintf(buf, n, "rwlock 0x%" PRIx64 " to %s", obj,
+			 op ? "write" : "read");
+		break;
 	case WEFT__W_BLOCKING:
 		symbolize(sym, sizeof sym, (const void *)(uintptr_t)obj);
 		snprintf(buf, n, "blocking pool %s", sym);

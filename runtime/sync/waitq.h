@@ -24,6 +24,7 @@ struct weft__waiter {
 	struct weft__sel *sel; /* select, or NULL */
 	int sel_index;
 	uint64_t since; /* mutex: when the wait began */
+	bool reader;    /* rwlock: waits to read */
 };
 
 struct weft__wlist {

@@ -6,16 +6,16 @@
 # Environment:
 #   ROUNDS         runs per implementation and workload (default 5)
 #   BENCHES        workloads to run (default "spawn_many yield skynet fib
-#                  fib_seq chan_pingpong chan_mpmc mutex")
+#                  fib_seq chan_pingpong chan_mpmc mutex rwlock")
 #   BENCH_TIMEOUT  seconds before a single run is killed (default 300)
 #   WEFT_WORKERS   passed through to both sides (worker count / GOMAXPROCS)
-#   CC             C compiler for the pthread peer (default cc)
+#   CC             C compiler for the pthread peers (default cc)
 #
 # Weft binaries are expected at BUILD_DIR/benches/bench_<workload>; the Go peer
-# is built into BUILD_DIR/benches/weft-go-peers if `go` is installed, and, if
-# `mutex` is among BENCHES, the pthread mutex peer into
-# BUILD_DIR/benches/pthread-mutex with `$CC -O2 -pthread`. Every binary prints
-# one line "RESULT name=<w> impl=<weft|go|pthread> n=<N> secs=<S>".
+# is built into BUILD_DIR/benches/weft-go-peers if `go` is installed, and, for
+# `mutex` and `rwlock` if among BENCHES, their pthread peers into
+# BUILD_DIR/benches/pthread-<workload> with `$CC -O2 -pthread`. Every binary
+# prints one line "RESULT name=<w> impl=<weft|go|pthread> n=<N> secs=<S>".
 # Raw RESULT lines go to BUILD_DIR/bench-results.txt, the benchmarks' stderr to
 # BUILD_DIR/bench-stderr.log, and the table to stdout.
 #
@@ -26,7 +26,7 @@ set -u
 export LC_ALL=C   # "." decimal point for sort -g and awk
 
 ROUNDS=${ROUNDS:-5}
-BENCHES=${BENCHES:-"spawn_many yield skynet fib fib_seq chan_pingpong chan_mpmc mutex"}
+BENCHES=${BENCHES:-"spawn_many yield skynet fib fib_seq chan_pingpong chan_mpmc mutex rwlock"}
 BENCH_TIMEOUT=${BENCH_TIMEOUT:-300}
 
 die() { echo "run.sh: $*" >&2; exit 2; }
@@ -36,7 +36,7 @@ warn() { echo "run.sh: warning: $*" >&2; }
 [[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "ROUNDS must be a positive integer, got '$ROUNDS'"
 [[ $BENCH_TIMEOUT =~ ^[1-9][0-9]*$ ]] || die "BENCH_TIMEOUT must be a positive integer"
 for wl in $BENCHES; do
-    case $wl in spawn_many | yield | skynet | fib | fib_seq | chan_pingpong | chan_mpmc | mutex) ;;
+    case $wl in spawn_many | yield | skynet | fib | fib_seq | chan_pingpong | chan_mpmc | mutex | rwlock) ;;
     *) die "unknown workload '$wl' in BENCHES" ;; esac
 done
 
@@ -67,23 +67,25 @@ else
     warn "go not found: running weft benchmarks only"
 fi
 
-# --- pthread peer (mutex only) -----------------------------------------------
-ptbin=$build/benches/pthread-mutex
-have_pthread=0
-if [[ " $BENCHES " == *" mutex "* ]]; then
+# --- pthread peers (mutex, rwlock) ------------------------------------------
+PTHREAD_WLS="mutex rwlock"   # workloads with an OS-thread peer
+declare -A have_pthread      # keyed by workload: 1 once its peer is built
+for wl in $PTHREAD_WLS; do
+    [[ " $BENCHES " == *" $wl "* ]] || continue
+    ptbin=$build/benches/pthread-$wl
     cc=${CC:-cc}
     if command -v "$cc" >/dev/null 2>&1; then
-        echo "building pthread mutex peer -> $ptbin ($cc -O2 -pthread)" >&2
-        if "$cc" -O2 -pthread -o "$ptbin" "$src/peers/pthread_mutex.c"; then
-            have_pthread=1
+        echo "building pthread $wl peer -> $ptbin ($cc -O2 -pthread)" >&2
+        if "$cc" -O2 -pthread -o "$ptbin" "$src/peers/pthread_$wl.c"; then
+            have_pthread[$wl]=1
         else
-            echo "run.sh: FAILED: build of the pthread mutex peer" >&2
+            echo "run.sh: FAILED: build of the pthread $wl peer" >&2
             status=1
         fi
     else
-        warn "$cc not found: no pthread numbers for mutex"
+        warn "$cc not found: no pthread numbers for $wl"
     fi
-fi
+done
 
 timeout_cmd=()
 if command -v timeout >/dev/null 2>&1; then
@@ -140,7 +142,7 @@ cmd_for() {
     case $2 in
     weft) [ -x "$build/benches/bench_$1" ] && printf '%s\n' "$build/benches/bench_$1" ;;
     go) [ "$have_go" = 1 ] && printf '%s\n%s\n' "$gobin" "$1" ;;
-    pthread) [ "$1" = mutex ] && [ "$have_pthread" = 1 ] && printf '%s\n' "$ptbin" ;;
+    pthread) [ "${have_pthread[$1]:-}" = 1 ] && printf '%s\n' "$build/benches/pthread-$1" ;;
     esac
 }
 
@@ -155,7 +157,7 @@ for wl in $BENCHES; do
         warn "$build/benches/bench_$wl not found: no weft numbers for $wl"
     echo "== $wl" >&2
     impls="weft go"
-    [ "$wl" = mutex ] && impls="weft go pthread"   # mutex: OS threads too
+    [[ " $PTHREAD_WLS " == *" $wl "* ]] && impls="weft go pthread"   # OS threads too
     for ((r = 1; r <= ROUNDS; r++)); do
         # Alternate the order, so drift and warm-up hit all sides alike.
         order=$impls
@@ -191,8 +193,9 @@ done
 # --- table ---------------------------------------------------------------------
 # ns/op divides the weft median by the number of operations: n for spawn_many
 # (spawns), yield (yields), skynet (leaves), chan_pingpong (round trips),
-# chan_mpmc (elements) and mutex (lock/unlock pairs); for fib and fib_seq n is
-# the argument, so the operation is one call and ops = 2*fib(n+1)-1.
+# chan_mpmc (elements), mutex and rwlock (lock/unlock pairs; for rwlock reads
+# and writes together); for fib and fib_seq n is the argument, so the
+# operation is one call and ops = 2*fib(n+1)-1.
 ops_for() {
     case $1 in
     fib | fib_seq) awk -v n="$2" 'BEGIN { a = 0; b = 1; for (i = 0; i <= n; i++) { t = a + b; a = b; b = t } printf "%d\n", 2 * a - 1 }' ;;
@@ -231,19 +234,20 @@ done
 echo "(go/weft ratio > 1 means weft is faster; ops = n, except fib/fib_seq where ops = calls = 2*fib(n+1)-1)"
 
 extra=0
-if [[ " $BENCHES " == *" mutex "* ]]; then
+for wl in $PTHREAD_WLS; do
+    [[ " $BENCHES " == *" $wl "* ]] || continue
+    [ "$extra" = 1 ] || echo
     extra=1
-    echo
-    tw=$(cell mutex weft)
-    tp=$(cell mutex pthread)
-    if [ -n "${NS[mutex/weft]:-}" ] && [ -n "${NS[mutex/pthread]:-}" ] && [ "${NS[mutex/weft]}" != "${NS[mutex/pthread]}" ]; then
-        warn "mutex: weft n=${NS[mutex/weft]} but pthread n=${NS[mutex/pthread]}; the ratio compares different sizes"
+    tw=$(cell "$wl" weft)
+    tp=$(cell "$wl" pthread)
+    if [ -n "${NS[$wl/weft]:-}" ] && [ -n "${NS[$wl/pthread]:-}" ] && [ "${NS[$wl/weft]}" != "${NS[$wl/pthread]}" ]; then
+        warn "$wl: weft n=${NS[$wl/weft]} but pthread n=${NS[$wl/pthread]}; the ratio compares different sizes"
     fi
-    awk -v w="$tw" -v p="$tp" 'BEGIN {
+    awk -v w="$tw" -v p="$tp" -v l="$wl" 'BEGIN {
         isnum = "^[0-9]+(\\.[0-9]*)?$"
-        if (w ~ isnum && p ~ isnum && w > 0) printf "mutex: weft vs pthread %.2fx (pthread/weft; weft %.6f s, pthread %.6f s)\n", p / w, w, p
-        else printf "mutex: weft vs pthread n/a (weft: %s, pthread: %s)\n", w, p }'
-fi
+        if (w ~ isnum && p ~ isnum && w > 0) printf "%s: weft vs pthread %.2fx (pthread/weft; weft %.6f s, pthread %.6f s)\n", l, p / w, w, p
+        else printf "%s: weft vs pthread n/a (weft: %s, pthread: %s)\n", l, w, p }'
+done
 
 for wl in $scaled; do
     [ "$extra" = 1 ] || echo

@@ -25,7 +25,7 @@
 WEFT_BEGIN_DECLS
 
 typedef struct weft_rwlock {
-	long _state;   /* readers holding; -1: a writer holds */
+	unsigned long _state; /* readers, a writer, waiters: rwlock.c */
 	void *_owner;  /* the writer */
 	weft_waitq_ _q;
 } weft_rwlock;
@@ -33,8 +33,7 @@ typedef struct weft_rwlock {
 
 WEFT_API void weft_rwlock_init(weft_rwlock *l);
 /* 0; -ECANCELED, -ETIMEDOUT, -ENOMEM (see above); -EINVAL (l NULL or not
- * a fiber); -EDEADLK (the caller holds it for writing); -EAGAIN (LONG_MAX
- * readers hold it). */
+ * a fiber); -EDEADLK (the caller holds it for writing). */
 WEFT_API int weft_rwlock_rdlock(weft_rwlock *l);
 /* 0; -ECANCELED, -ETIMEDOUT, -ENOMEM; -EINVAL (l NULL or not a fiber);
  * -EDEADLK (the caller holds it for writing). */

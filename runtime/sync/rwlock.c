@@ -1,38 +1,76 @@
-/* rwlock.c — reader-writer lock: a count and one FIFO of waiters under the
- * waitq's spin lock.
+/* rwlock.c — reader-writer lock: an atomic state word for the uncontended
+ * paths, one FIFO of waiters under the waitq's spin lock for the rest.
  *
- * State (all under l->_q._lock): _state = readers holding, -1 while a
- * writer holds, 0 free; _owner = the writer (written under the lock, read
- * racily by unlock's misuse check and the dump); the queue of waiters in
- * arrival order, each a reader or a writer.
+ * State (l->_state, atomic): WRITER | WAITERS | readers * RD. WAITERS is
+ * set while the queue is non-empty and changes only under the queue lock.
+ * _owner = the writer (written by it, or by the granter under the queue
+ * lock before the wake; read by unlock's misuse checks).
  *
- * Invariants (after every operation, at the unlock of the spin lock)
- *   RW1  _state == 0 => the queue is empty (whoever frees the lock or
- *        takes a waiter off the queue grants the head: grant()).
- *   RW2  the head is a reader => _state == -1, or LONG_MAX readers hold
- *        (grant() lets readers at the head in while no writer holds).
- * So a lock is taken at once only if the queue is empty (for a reader:
- * and no writer holds; for a writer: and it is free): nobody overtakes a
- * waiter, and a waiting writer holds back every reader behind it.
+ * Fast paths (no queue lock), as mutex.c's:
+ *   rdlock   CAS s -> s + RD while neither WRITER nor WAITERS is set;
+ *   wrlock   CAS 0 -> WRITER;
+ *   unlock   a reader: CAS s -> s - RD while WAITERS is clear; the writer:
+ *            CAS exactly WRITER -> 0.
+ * Everything else takes the queue lock. While WAITERS is set no fast path
+ * changes the word (readers and writers see it, unlockers go slow), so
+ * under the queue lock the word is ours to store.
+ *
+ * Invariants (at every release of the queue lock)
+ *   RW1  WAITERS <=> the queue is non-empty.
+ *   RW2  the queue is non-empty => the lock is held (whoever frees the
+ *        lock, or takes a waiter off the queue, grants the head: grant()).
+ *   RW3  the head is a reader => a writer holds (grant() lets readers at
+ *        the head in while no writer holds).
+ * So nobody overtakes a waiter, and a waiting writer holds back every
+ * reader that comes after it (no writer starves).
+ *
+ * No lost wake-up: a locker sets WAITERS (under the queue lock) by a CAS
+ * from a word in which the lock is held; from then on the holder's unlock
+ * fails its fast CAS and takes the queue lock, where it finds the waiter.
  *
  * Waits follow the waitq rule (waitq.c): grant() claims a record, updates
- * the state for it (the waiter owns the lock from then on) and wakes it
- * under the lock (weft__wake_held: a grant may wake many readers), so the
- * woken waiter waits for the lock to be free before it returns ("the last
- * touch"). A waiter woken by cancel or deadline settles under the lock:
- * still queued, it leaves the queue and grants the new head (readers that
- * queued behind a writer that gave up may go now: RW2), then fails; already
- * claimed, it holds the lock and reports success.
+ * the word for it (the waiter owns the lock from then on) and copies out
+ * its wake, done after the queue unlock (a grant of more readers than fit
+ * in the copy wakes the rest under the lock: weft__wake_held). A waiter
+ * woken by cancel or deadline settles under the queue lock: still queued,
+ * it leaves the queue and grants the new head (readers that queued behind
+ * a writer that gave up may go now), then fails; already claimed, it holds
+ * the lock and reports success.
  */
-#include <limits.h>
-
 #include "waitq.h"
 
-#define WRITER (-1L)
+#define WRITER 1ul
+#define WAITERS 2ul
+#define RD 4ul
+#define WAKE_MAX 32 /* wakes done after the queue unlock, per grant */
 
+struct wakes {
+	struct weft__wakeup k[WAKE_MAX];
+	int n;
+};
+
+static inline unsigned long ld(weft_rwlock *l)
+{
+	return __atomic_load_n(&l->_state, __ATOMIC_ACQUIRE);
+}
+static inline bool cas(weft_rwlock *l, unsigned long *old, unsigned long nw)
+{
+	/* acquire: a hold starts; release: a hold ends */
+	return __atomic_compare_exchange_n(&l->_state, old, nw, false,
+					   __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+}
+/* under the queue lock with WAITERS set (or being cleared): ours alone */
+static inline void st(weft_rwlock *l, unsigned long v)
+{
+	__atomic_store_n(&l->_state, v, __ATOMIC_RELEASE);
+}
 static inline void set_owner(weft_rwlock *l, void *o)
 {
 	__atomic_store_n(&l->_owner, o, __ATOMIC_RELAXED);
+}
+static inline void *owner(weft_rwlock *l)
+{
+	return __atomic_load_n(&l->_owner, __ATOMIC_RELAXED);
 }
 
 void weft_rwlock_init(weft_rwlock *l)
@@ -41,30 +79,56 @@ void weft_rwlock_init(weft_rwlock *l)
 		*l = (weft_rwlock)WEFT_RWLOCK_INIT;
 }
 
-/* Under the lock: let in the head of the queue while it can go (RW1,
- * RW2): a writer if the lock is free, readers while no writer holds. */
-static void grant(weft_rwlock *l)
+static inline bool try_fast(weft_rwlock *l, bool reader, void *self)
 {
-	struct weft__wlist *q = weft__wq_list(&l->_q);
-	while (q->head) {
-		struct weft__waiter *h = q->head;
-		if (h->reader ? l->_state == WRITER || l->_state == LONG_MAX
-			      : l->_state != 0)
-			return;
-		weft__wl_claim(q); /* takes h: no select records here */
-		if (h->reader) {
-			l->_state++;
-		} else {
-			l->_state = WRITER;
-			set_owner(l, h->f);
-		}
-		weft__wake_held(h, 0);
-		if (l->_state == WRITER)
-			return;
+	unsigned long s = ld(l);
+	if (reader) {
+		while (!(s & (WRITER | WAITERS)))
+			if (cas(l, &s, s + RD))
+				return true;
+		return false;
 	}
+	if (s == 0 && cas(l, &s, WRITER)) {
+		set_owner(l, self);
+		return true;
+	}
+	return false;
 }
 
-/* Under the lock, which this releases: queue and park; settle. */
+/* Under the queue lock: let in the head of the queue while it can go
+ * (RW2, RW3), then keep RW1. */
+static void grant(weft_rwlock *l, struct wakes *wk)
+{
+	struct weft__wlist *q = weft__wq_list(&l->_q);
+	unsigned long s = ld(l);
+	while (q->head) {
+		struct weft__waiter *h = q->head;
+		if (h->reader ? (s & WRITER) : (s & WRITER) || s >= RD)
+			break;
+		weft__wl_claim(q); /* takes h: no select records here */
+		if (h->reader) {
+			s += RD;
+		} else {
+			s |= WRITER;
+			set_owner(l, h->f);
+		}
+		if (wk->n < WAKE_MAX)
+			wk->k[wk->n++] = weft__complete(h, 0);
+		else
+			weft__wake_held(h, 0);
+		if (s & WRITER)
+			break;
+	}
+	st(l, q->head ? s | WAITERS : s & ~WAITERS);
+}
+
+static void wake_all(struct wakes *wk)
+{
+	for (int i = 0; i < wk->n; i++)
+		weft__wakeup_do(wk->k[i]);
+}
+
+/* Under the queue lock, which this releases: queue and park; settle. */
 static int wait_for(weft_rwlock *l, weft_task *self, bool reader)
 {
 	struct weft__wlist *q = weft__wq_list(&l->_q);
@@ -85,9 +149,40 @@ static int wait_for(weft_rwlock *l, weft_task *self, bool reader)
 		return 0;
 	}
 	weft__wl_remove(q, &me);
-	grant(l); /* we may have held back the readers behind us */
+	struct wakes wk = {.n = 0};
+	grant(l, &wk); /* we may have held back the readers behind us */
 	weft__spin_unlock(&l->_q._lock);
+	wake_all(&wk);
 	return weft__reason_err(r);
+}
+
+static int lock_slow(weft_rwlock *l, weft_task *self, bool reader)
+{
+	weft__spin_lock(&l->_q._lock);
+	unsigned long s = ld(l);
+	for (;;) {
+		bool can = reader ? !(s & (WRITER | WAITERS)) : s == 0;
+		if (can) {
+			if (cas(l, &s, reader ? s + RD : WRITER)) {
+				if (!reader)
+					set_owner(l, self);
+				weft__spin_unlock(&l->_q._lock);
+				return 0;
+			}
+			continue;
+		}
+		if ((s & WRITER) && owner(l) == self) {
+			weft__spin_unlock(&l->_q._lock);
+			return -EDEADLK; /* it would wait for itself */
+		}
+		if (weft__cancelled(self)) {
+			weft__spin_unlock(&l->_q._lock);
+			return -ECANCELED;
+		}
+		/* the lock is held (RW2 if WAITERS is already set): queue */
+		if ((s & WAITERS) || cas(l, &s, s | WAITERS))
+			return wait_for(l, self, reader);
+	}
 }
 
 static int lock(weft_rwlock *l, bool reader, bool block)
@@ -96,35 +191,11 @@ static int lock(weft_rwlock *l, bool reader, bool block)
 	weft_task *self = weft__self(NULL);
 	if (!l || (block && !self))
 		return -EINVAL;
-	weft__spin_lock(&l->_q._lock);
-	bool empty = !l->_q._head;
-	if (reader && empty && l->_state != WRITER && l->_state != LONG_MAX) {
-		l->_state++;
-		weft__spin_unlock(&l->_q._lock);
+	if (try_fast(l, reader, self))
 		return 0;
-	}
-	if (!reader && l->_state == 0) { /* RW1: the queue is empty */
-		l->_state = WRITER;
-		set_owner(l, self);
-		weft__spin_unlock(&l->_q._lock);
-		return 0;
-	}
-	int err = 0;
 	if (!block)
-		err = -EBUSY;
-	else if (l->_state == WRITER && __atomic_load_n(&l->_owner,
-							 __ATOMIC_RELAXED) ==
-						self)
-		err = -EDEADLK; /* it would wait for itself */
-	else if (reader && l->_state == LONG_MAX && empty)
-		err = -EAGAIN;
-	else if (weft__cancelled(self))
-		err = -ECANCELED;
-	if (err) {
-		weft__spin_unlock(&l->_q._lock);
-		return err;
-	}
-	return wait_for(l, self, reader);
+		return -EBUSY;
+	return lock_slow(l, self, reader);
 }
 
 int weft_rwlock_rdlock(weft_rwlock *l)
@@ -144,24 +215,44 @@ int weft_rwlock_trywrlock(weft_rwlock *l)
 	return lock(l, false, false);
 }
 
+/* Unlock with waiters: out of line, so the common unlock saves no
+ * registers. */
+static WEFT__NOINLINE void unlock_slow(weft_rwlock *l, bool writer)
+{
+	weft__spin_lock(&l->_q._lock);
+	unsigned long s = ld(l);
+	/* a reader's fast unlock may still run until WAITERS is set */
+	while (!cas(l, &s, writer ? s & ~WRITER : s - RD))
+		;
+	struct wakes wk = {.n = 0};
+	grant(l, &wk);
+	weft__spin_unlock(&l->_q._lock); /* our last touch of l */
+	wake_all(&wk);
+}
+
 int weft_rwlock_unlock(weft_rwlock *l)
 {
 	/* no preemption point: the next lock (ours or another's) is one */
 	if (!l)
 		return -EINVAL;
-	weft_task *self = weft__self(NULL);
-	weft__spin_lock(&l->_q._lock);
-	if (l->_state == 0 || (l->_state == WRITER && l->_owner != self)) {
-		weft__spin_unlock(&l->_q._lock);
-		return -EPERM;
-	}
-	if (l->_state == WRITER) {
+	unsigned long s = ld(l);
+	if (s & WRITER) {
+		if (owner(l) != weft__self(NULL))
+			return -EPERM;
 		set_owner(l, NULL);
-		l->_state = 0;
-	} else {
-		l->_state--;
+		if (s == WRITER && cas(l, &s, 0))
+			return 0;
+		unlock_slow(l, true);
+		return 0;
 	}
-	grant(l);
-	weft__spin_unlock(&l->_q._lock); /* our last touch */
-	return 0;
+	for (;;) {
+		if (s < RD)
+			return -EPERM; /* nobody holds it */
+		if (s & WAITERS) {
+			unlock_slow(l, false);
+			return 0;
+		}
+		if (cas(l, &s, s - RD))
+			return 0;
+	}
 }

@@ -1,6 +1,6 @@
 // Command weft-go-peers runs the Go peer versions of the weft benchmarks.
 //
-//	weft-go-peers spawn_many|yield|skynet|fib|fib_seq|chan_pingpong|chan_mpmc|mutex [N]
+//	weft-go-peers spawn_many|yield|skynet|fib|fib_seq|chan_pingpong|chan_mpmc|mutex|rwlock [N]
 //
 // Each run prints exactly one line to stdout:
 //
@@ -46,10 +46,11 @@ var workloads = map[string]workload{
 	"chan_pingpong": {1_000_000, chanPingpong},
 	"chan_mpmc":     {4_000_000, chanMPMC},
 	"mutex":         {1_000_000, mutexBench},
+	"rwlock":        {1_000_000, rwlockBench},
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: weft-go-peers spawn_many|yield|skynet|fib|fib_seq|chan_pingpong|chan_mpmc|mutex [N]")
+	fmt.Fprintln(os.Stderr, "usage: weft-go-peers spawn_many|yield|skynet|fib|fib_seq|chan_pingpong|chan_mpmc|mutex|rwlock [N]")
 	os.Exit(2)
 }
 

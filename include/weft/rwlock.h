@@ -4,17 +4,17 @@
  * weft_rwlock_init); no free needed. Waiting parks the fiber, never the
  * worker; any worker may release.
  *
- * Policy: fair, in arrival order (as Tokio's RwLock). A lock that must
- * wait queues behind every waiter before it; while a writer waits, new
- * readers queue too, so a stream of readers cannot starve a writer (Go's
- * rule). An unlock that frees the lock grants the head of the queue: a
- * writer, or every reader up to the next writer, all at once.
+ * Policy (Go's sync.RWMutex): readers enter at once unless a writer holds
+ * the lock or waits for it, so a stream of readers cannot starve a writer;
+ * a writer's unlock lets in every reader that waited for it, all at once,
+ * before the next writer. Writers queue for each other as on a weft_mutex
+ * (the oldest is handed the lock once it has waited 1 ms).
  *
  * Waits return -ECANCELED when the fiber is cancelled and -ETIMEDOUT when
  * its deadline scope expires (-ENOMEM: no memory for that deadline's
- * timer); nothing was acquired then, and readers queued behind a writer
- * that gave up go ahead if they can. A lock that is free is still taken by
- * a cancelled fiber (as weft_mutex_lock).
+ * timer); nothing was acquired then, and the readers a writer that gave up
+ * held back go ahead. A lock that is free is still taken by a cancelled
+ * fiber (as weft_mutex_lock).
  */
 #ifndef WEFT_RWLOCK_H
 #define WEFT_RWLOCK_H
@@ -26,10 +26,12 @@ WEFT_BEGIN_DECLS
 
 typedef struct weft_rwlock {
 	unsigned long _state; /* readers, a writer, waiters: rwlock.c */
-	void *_owner;  /* the writer */
-	weft_waitq_ _q;
+	void *_owner;         /* the writer */
+	void *_drain;         /* the writer waiting for readers to leave */
+	weft_mutex _w;        /* held by the writer that pends or holds */
+	weft_waitq_ _q;       /* readers waiting */
 } weft_rwlock;
-#define WEFT_RWLOCK_INIT {0, NULL, {0, NULL, NULL}}
+#define WEFT_RWLOCK_INIT {0, NULL, NULL, WEFT_MUTEX_INIT, {0, NULL, NULL}}
 
 WEFT_API void weft_rwlock_init(weft_rwlock *l);
 /* 0; -ECANCELED, -ETIMEDOUT, -ENOMEM (see above); -EINVAL (l NULL or not

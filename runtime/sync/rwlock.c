@@ -1,48 +1,54 @@
-/* rwlock.c — reader-writer lock: an atomic state word for the uncontended
- * paths, one FIFO of waiters under the waitq's spin lock for the rest.
+/* rwlock.c — reader-writer lock, after Go's sync.RWMutex: readers enter
+ * with one CAS unless a writer holds or waits; writers take a weft_mutex
+ * among themselves, then announce themselves and wait for the readers
+ * inside to leave.
  *
- * State (l->_state, atomic): WRITER | WAITERS | readers * RD. WAITERS is
- * set while the queue is non-empty and changes only under the queue lock.
- * _owner = the writer (written by it, or by the granter under the queue
- * lock before the wake; read by unlock's misuse checks).
+ * State (l->_state, atomic): readers * RD | WRITER | WPEND | RWAIT.
+ *   WRITER  a writer holds (_owner: which fiber);
+ *   WPEND   a writer (the one holding _w) waits for the readers inside to
+ *           leave: no reader enters meanwhile (no writer starves);
+ *   RWAIT   readers are queued on _q (they came while WRITER or WPEND).
+ * _w, a weft_mutex, is held by the writer from before it announces until
+ * after its unlock, so at most one writer pends or holds, and writers
+ * queue for each other with the mutex's policy (barging, hand-off after
+ * 1 ms). _drain is that writer's record while it waits for the readers.
  *
- * Fast paths (no queue lock), as mutex.c's:
- *   rdlock   CAS s -> s + RD while neither WRITER nor WAITERS is set;
- *   wrlock   CAS 0 -> WRITER;
- *   unlock   a reader: CAS s -> s - RD while WAITERS is clear; the writer:
- *            CAS exactly WRITER -> 0.
- * Everything else takes the queue lock. While WAITERS is set no fast path
- * changes the word (readers and writers see it, unlockers go slow), so
- * under the queue lock the word is ours to store.
- *
+ * Paths (the queue lock _q._lock guards the queue, _drain, RWAIT, and
+ * every change of WPEND and WRITER; readers' counts change by CAS):
+ *   rdlock   CAS +RD while none of WRITER, WPEND, RWAIT is set; else
+ *            under the queue lock: the same, or set RWAIT, queue, park.
+ *   wrlock   lock _w; under the queue lock: no readers -> set WRITER;
+ *            else set WPEND, file _drain, park.
+ *   unlock   a reader: CAS -RD; if that left no reader and WPEND set:
+ *            under the queue lock, hand the lock to _drain (WPEND ->
+ *            WRITER). The writer: CAS WRITER -> 0, or (RWAIT) under the
+ *            queue lock clear WRITER and let in every queued reader at
+ *            once; then unlock _w.
  * Invariants (at every release of the queue lock)
- *   RW1  WAITERS <=> the queue is non-empty.
- *   RW2  the queue is non-empty => the lock is held (whoever frees the
- *        lock, or takes a waiter off the queue, grants the head: grant()).
- *   RW3  the head is a reader => a writer holds (grant() lets readers at
- *        the head in while no writer holds).
- * So nobody overtakes a waiter, and a waiting writer holds back every
- * reader that comes after it (no writer starves).
+ *   RW1  RWAIT <=> readers are queued; then WRITER or WPEND is set.
+ *   RW2  _drain set <=> WPEND set; then readers are inside.
+ *   RW3  WRITER => no readers inside, WPEND clear, _w held by _owner.
+ * No lost wake-up: a queuer sets RWAIT or WPEND by a CAS under the queue
+ * lock, from a word in which what it waits for is still there; whoever
+ * removes that (the writer's unlock, the last reader out) sees the bit in
+ * the word its own CAS replaced and takes the queue lock, where it finds
+ * the queued record.
  *
- * No lost wake-up: a locker sets WAITERS (under the queue lock) by a CAS
- * from a word in which the lock is held; from then on the holder's unlock
- * fails its fast CAS and takes the queue lock, where it finds the waiter.
- *
- * Waits follow the waitq rule (waitq.c): grant() claims a record, updates
- * the word for it (the waiter owns the lock from then on) and copies out
- * its wake, done after the queue unlock (a grant of more readers than fit
- * in the copy wakes the rest under the lock: weft__wake_held). A waiter
- * woken by cancel or deadline settles under the queue lock: still queued,
- * it leaves the queue and grants the new head (readers that queued behind
- * a writer that gave up may go now), then fails; already claimed, it holds
- * the lock and reports success.
+ * Waits follow the waitq rule (waitq.c): a record is claimed and the word
+ * updated for it (it holds the lock from then on) under the queue lock;
+ * its wake comes after the queue unlock (past WAKE_MAX readers, under it:
+ * weft__wake_held). A waiter woken by cancel or deadline settles under the
+ * queue lock: a reader still queued leaves the queue; a writer still in
+ * _drain withdraws (clears WPEND, lets in the queued readers) and unlocks
+ * _w; then it fails. One already claimed holds the lock: success wins.
  */
 #include "waitq.h"
 
 #define WRITER 1ul
-#define WAITERS 2ul
-#define RD 4ul
-#define WAKE_MAX 32 /* wakes done after the queue unlock, per grant */
+#define WPEND 2ul
+#define RWAIT 4ul
+#define RD 8ul
+#define WAKE_MAX 32 /* wakes done after the queue unlock, per release */
 
 struct wakes {
 	struct weft__wakeup k[WAKE_MAX];
@@ -59,11 +65,6 @@ static inline bool cas(weft_rwlock *l, unsigned long *old, unsigned long nw)
 	return __atomic_compare_exchange_n(&l->_state, old, nw, false,
 					   __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
 }
-/* under the queue lock with WAITERS set (or being cleared): ours alone */
-static inline void st(weft_rwlock *l, unsigned long v)
-{
-	__atomic_store_n(&l->_state, v, __ATOMIC_RELEASE);
-}
 static inline void set_owner(weft_rwlock *l, void *o)
 {
 	__atomic_store_n(&l->_owner, o, __ATOMIC_RELAXED);
@@ -79,47 +80,21 @@ void weft_rwlock_init(weft_rwlock *l)
 		*l = (weft_rwlock)WEFT_RWLOCK_INIT;
 }
 
-static inline bool try_fast(weft_rwlock *l, bool reader, void *self)
+static inline bool read_fast(weft_rwlock *l)
 {
 	unsigned long s = ld(l);
-	if (reader) {
-		while (!(s & (WRITER | WAITERS)))
-			if (cas(l, &s, s + RD))
-				return true;
-		return false;
-	}
-	if (s == 0 && cas(l, &s, WRITER)) {
-		set_owner(l, self);
-		return true;
-	}
+	while (!(s & (WRITER | WPEND | RWAIT)))
+		if (cas(l, &s, s + RD))
+			return true;
 	return false;
 }
 
-/* Under the queue lock: let in the head of the queue while it can go
- * (RW2, RW3), then keep RW1. */
-static void grant(weft_rwlock *l, struct wakes *wk)
+static void add_wake(struct wakes *wk, struct weft__waiter *w)
 {
-	struct weft__wlist *q = weft__wq_list(&l->_q);
-	unsigned long s = ld(l);
-	while (q->head) {
-		struct weft__waiter *h = q->head;
-		if (h->reader ? (s & WRITER) : (s & WRITER) || s >= RD)
-			break;
-		weft__wl_claim(q); /* takes h: no select records here */
-		if (h->reader) {
-			s += RD;
-		} else {
-			s |= WRITER;
-			set_owner(l, h->f);
-		}
-		if (wk->n < WAKE_MAX)
-			wk->k[wk->n++] = weft__complete(h, 0);
-		else
-			weft__wake_held(h, 0);
-		if (s & WRITER)
-			break;
-	}
-	st(l, q->head ? s | WAITERS : s & ~WAITERS);
+	if (wk->n < WAKE_MAX)
+		wk->k[wk->n++] = weft__complete(w, 0);
+	else
+		weft__wake_held(w, 0);
 }
 
 static void wake_all(struct wakes *wk)
@@ -128,61 +103,148 @@ static void wake_all(struct wakes *wk)
 		weft__wakeup_do(wk->k[i]);
 }
 
-/* Under the queue lock, which this releases: queue and park; settle. */
-static int wait_for(weft_rwlock *l, weft_task *self, bool reader)
+/* Under the queue lock: replace the bits `clear` and let every queued
+ * reader in, in one CAS (readers inside may leave meanwhile). */
+static void admit_readers(weft_rwlock *l, unsigned long clear,
+			  struct wakes *wk)
 {
 	struct weft__wlist *q = weft__wq_list(&l->_q);
-	struct weft__waiter me = {.f = self, .reader = reader};
-	weft__wait_note(self, WEFT__W_RWLOCK, !reader, (uintptr_t)l);
-	me.seq = weft__park_begin(self, true);
-	weft__wl_push(q, &me);
-	weft__spin_unlock(&l->_q._lock);
-	int r = weft__park_wait(self);
-	if (r == WEFT__R_WOKEN) {
-		if (me.held) /* granted under the lock: let it go first */
-			weft__spin_wait_free(&l->_q._lock);
-		return 0;
-	}
-	weft__spin_lock(&l->_q._lock);
-	if (!me.queued) { /* granted meanwhile: success wins */
-		weft__spin_unlock(&l->_q._lock);
-		return 0;
-	}
-	weft__wl_remove(q, &me);
-	struct wakes wk = {.n = 0};
-	grant(l, &wk); /* we may have held back the readers behind us */
-	weft__spin_unlock(&l->_q._lock);
-	wake_all(&wk);
-	return weft__reason_err(r);
+	unsigned long n = 0;
+	for (struct weft__waiter *w = q->head; w; w = w->next)
+		n++;
+	unsigned long s = ld(l);
+	while (!cas(l, &s, (s & ~(clear | RWAIT)) + n * RD))
+		;
+	struct weft__waiter *w;
+	while ((w = weft__wl_claim(q)))
+		add_wake(wk, w);
 }
 
-static int lock_slow(weft_rwlock *l, weft_task *self, bool reader)
+/* ---- readers ----------------------------------------------------------------- */
+
+static int read_slow(weft_rwlock *l, weft_task *self)
 {
+	struct weft__wlist *q = weft__wq_list(&l->_q);
 	weft__spin_lock(&l->_q._lock);
 	unsigned long s = ld(l);
 	for (;;) {
-		bool can = reader ? !(s & (WRITER | WAITERS)) : s == 0;
-		if (can) {
-			if (cas(l, &s, reader ? s + RD : WRITER)) {
-				if (!reader)
-					set_owner(l, self);
-				weft__spin_unlock(&l->_q._lock);
-				return 0;
-			}
+		if (!(s & (WRITER | WPEND | RWAIT))) {
+			if (cas(l, &s, s + RD))
+				break;
 			continue;
 		}
 		if ((s & WRITER) && owner(l) == self) {
 			weft__spin_unlock(&l->_q._lock);
 			return -EDEADLK; /* it would wait for itself */
 		}
+		if (!(s & (WRITER | WPEND))) { /* RWAIT alone: RW1 says no */
+			weft__spin_unlock(&l->_q._lock);
+			weft__die("weft_rwlock %p: corrupt state %#lx",
+				  (void *)l, s);
+		}
 		if (weft__cancelled(self)) {
 			weft__spin_unlock(&l->_q._lock);
 			return -ECANCELED;
 		}
-		/* the lock is held (RW2 if WAITERS is already set): queue */
-		if ((s & WAITERS) || cas(l, &s, s | WAITERS))
-			return wait_for(l, self, reader);
+		if ((s & RWAIT) || cas(l, &s, s | RWAIT)) {
+			struct weft__waiter me = {.f = self, .reader = true};
+			weft__wait_note(self, WEFT__W_RWLOCK, 0, (uintptr_t)l);
+			me.seq = weft__park_begin(self, true);
+			weft__wl_push(q, &me);
+			weft__spin_unlock(&l->_q._lock);
+			int r = weft__park_wait(self);
+			if (r == WEFT__R_WOKEN) {
+				if (me.held) /* let the waker's unlock pass */
+					weft__spin_wait_free(&l->_q._lock);
+				return 0;
+			}
+			weft__spin_lock(&l->_q._lock);
+			if (me.queued) {
+				weft__wl_remove(q, &me);
+				if (!q->head) { /* RW1 */
+					s = ld(l);
+					while (!cas(l, &s, s & ~RWAIT))
+						;
+				}
+				weft__spin_unlock(&l->_q._lock);
+				return weft__reason_err(r);
+			}
+			break; /* let in meanwhile: success wins */
+		}
 	}
+	weft__spin_unlock(&l->_q._lock);
+	return 0;
+}
+
+/* The last reader left while a writer pends: hand it the lock (RW2). */
+static WEFT__NOINLINE void hand_to_writer(weft_rwlock *l)
+{
+	struct weft__wakeup wk = {0};
+	weft__spin_lock(&l->_q._lock);
+	unsigned long s = ld(l);
+	struct weft__waiter *d = l->_drain;
+	/* no reader can enter (WPEND), none is inside: ours to set */
+	if (d && s < RD && (s & WPEND) &&
+	    cas(l, &s, (s & ~WPEND) | WRITER)) {
+		l->_drain = NULL;
+		d->queued = false;
+		set_owner(l, d->f);
+		wk = weft__complete(d, 0);
+	}
+	weft__spin_unlock(&l->_q._lock);
+	weft__wakeup_do(wk);
+}
+
+/* ---- writers ----------------------------------------------------------------- */
+
+static int write_lock(weft_rwlock *l, weft_task *self, bool block)
+{
+	if (self && owner(l) == self && (ld(l) & WRITER))
+		return block ? -EDEADLK : -EBUSY;
+	int r = block ? weft_mutex_lock(&l->_w) : weft_mutex_trylock(&l->_w);
+	if (r)
+		return r; /* -ECANCELED, -ETIMEDOUT, -ENOMEM, -EBUSY */
+	weft__spin_lock(&l->_q._lock);
+	unsigned long s = ld(l);
+	for (;;) {
+		if (s < RD) { /* no reader inside; RW3: no WRITER, WPEND */
+			if (cas(l, &s, s | WRITER))
+				break;
+			continue;
+		}
+		if (!block) {
+			weft__spin_unlock(&l->_q._lock);
+			weft_mutex_unlock(&l->_w);
+			return -EBUSY;
+		}
+		if (cas(l, &s, s | WPEND)) {
+			struct weft__waiter me = {.f = self};
+			weft__wait_note(self, WEFT__W_RWLOCK, 1, (uintptr_t)l);
+			me.seq = weft__park_begin(self, true);
+			me.queued = true;
+			l->_drain = &me;
+			weft__spin_unlock(&l->_q._lock);
+			r = weft__park_wait(self);
+			if (r == WEFT__R_WOKEN)
+				return 0; /* handed after the unlock: _owner set */
+			weft__spin_lock(&l->_q._lock);
+			if (!me.queued) { /* handed meanwhile: success wins */
+				weft__spin_unlock(&l->_q._lock);
+				return 0;
+			}
+			/* withdraw: readers may enter again, the queued first */
+			l->_drain = NULL;
+			struct wakes wk = {.n = 0};
+			admit_readers(l, WPEND, &wk);
+			weft__spin_unlock(&l->_q._lock);
+			wake_all(&wk);
+			weft_mutex_unlock(&l->_w);
+			return weft__reason_err(r);
+		}
+	}
+	set_owner(l, self);
+	weft__spin_unlock(&l->_q._lock);
+	return 0;
 }
 
 static int lock(weft_rwlock *l, bool reader, bool block)
@@ -191,11 +253,13 @@ static int lock(weft_rwlock *l, bool reader, bool block)
 	weft_task *self = weft__self(NULL);
 	if (!l || (block && !self))
 		return -EINVAL;
-	if (try_fast(l, reader, self))
+	if (!reader)
+		return write_lock(l, self, block);
+	if (read_fast(l))
 		return 0;
 	if (!block)
 		return -EBUSY;
-	return lock_slow(l, self, reader);
+	return read_slow(l, self);
 }
 
 int weft_rwlock_rdlock(weft_rwlock *l)
@@ -215,20 +279,7 @@ int weft_rwlock_trywrlock(weft_rwlock *l)
 	return lock(l, false, false);
 }
 
-/* Unlock with waiters: out of line, so the common unlock saves no
- * registers. */
-static WEFT__NOINLINE void unlock_slow(weft_rwlock *l, bool writer)
-{
-	weft__spin_lock(&l->_q._lock);
-	unsigned long s = ld(l);
-	/* a reader's fast unlock may still run until WAITERS is set */
-	while (!cas(l, &s, writer ? s & ~WRITER : s - RD))
-		;
-	struct wakes wk = {.n = 0};
-	grant(l, &wk);
-	weft__spin_unlock(&l->_q._lock); /* our last touch of l */
-	wake_all(&wk);
-}
+/* ---- unlock ------------------------------------------------------------------ */
 
 int weft_rwlock_unlock(weft_rwlock *l)
 {
@@ -240,19 +291,29 @@ int weft_rwlock_unlock(weft_rwlock *l)
 		if (owner(l) != weft__self(NULL))
 			return -EPERM;
 		set_owner(l, NULL);
-		if (s == WRITER && cas(l, &s, 0))
-			return 0;
-		unlock_slow(l, true);
+		for (;;) {
+			if (s & RWAIT) { /* let the queued readers in */
+				struct wakes wk = {.n = 0};
+				weft__spin_lock(&l->_q._lock);
+				admit_readers(l, WRITER, &wk);
+				weft__spin_unlock(&l->_q._lock);
+				wake_all(&wk);
+				break;
+			}
+			if (cas(l, &s, s & ~WRITER))
+				break;
+		}
+		/* after the word: the next writer announces to a free lock */
+		weft_mutex_unlock(&l->_w);
 		return 0;
 	}
 	for (;;) {
 		if (s < RD)
 			return -EPERM; /* nobody holds it */
-		if (s & WAITERS) {
-			unlock_slow(l, false);
-			return 0;
-		}
 		if (cas(l, &s, s - RD))
-			return 0;
+			break;
 	}
+	if (s - RD < RD && (s & WPEND)) /* we were the last one inside */
+		hand_to_writer(l);
+	return 0;
 }

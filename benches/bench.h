@@ -37,4 +37,18 @@ static inline void bench_run(void *(*main_fn)(void *), void *arg)
 	}
 }
 
+/* From a fiber: run fn(NULL) in n fibers (n <= 64) at once; returns the
+ * seconds from the first spawn to the last join. */
+static inline double bench_fanout(void *(*fn)(void *), int n)
+{
+	weft_task *t[64];
+	double t0 = bench_secs();
+	for (int i = 0; i < n && i < 64; i++)
+		if (!(t[i] = weft_spawn(fn, NULL)))
+			abort();
+	for (int i = 0; i < n && i < 64; i++)
+		weft_join(t[i], NULL);
+	return bench_secs() - t0;
+}
+
 #endif

@@ -43,13 +43,7 @@ static void *worker(void *arg)
 static void *run(void *arg)
 {
 	(void)arg;
-	weft_task *t[F];
-	double t0 = bench_secs();
-	for (int i = 0; i < F; i++)
-		t[i] = weft_spawn(worker, NULL);
-	for (int i = 0; i < F; i++)
-		weft_join(t[i], NULL);
-	secs = bench_secs() - t0;
+	secs = bench_fanout(worker, F);
 	return NULL;
 }
 

@@ -262,7 +262,7 @@ static void *giveup_main(void *arg)
 {
 	(void)arg;
 	weft_task *t[4];
-	GIVEUP[1].deadline_ns = giveup_by_deadline ? 20 * MS : 0;
+	GIVEUP[1].deadline_ns = giveup_by_deadline ? 100 * MS : 0;
 	o_spawn(GIVEUP, 4, t);
 	CHECK_EQ(atomic_load(&o_len), 1); /* only r: s and t behind W */
 	if (!giveup_by_deadline)

@@ -1,5 +1,5 @@
 /* Description: fiber names, weft_dump (a fiber blocked on each kind of wait
- * shows the right state), the dump signal, the slow-fiber watchdog (fires
+ * shows the right state; a shielded one says so), the dump signal, the slow-fiber watchdog (fires
  * for a spinning fiber, once per stretch, not for one that yields) and the
  * never-joined report (exactly the tasks nobody joined or detached).
  * Reports go to stderr, so those tests run in a forked child whose stderr
@@ -64,6 +64,14 @@ static void assert_line_has(const char *dump, const char *name,
 		fail_msg("line for \"%s\" lacks \"%s\": %s", name, want, line);
 }
 
+static void assert_line_lacks(const char *dump, const char *name,
+			      const char *what)
+{
+	char line[512];
+	if (line_of(dump, name, line, sizeof line) && strstr(line, what))
+		fail_msg("line for \"%s\" has \"%s\": %s", name, what, line);
+}
+
 /* ---- misuse ------------------------------------------------------------------- */
 
 static void *names_main(void *arg)
@@ -104,6 +112,7 @@ static weft_cond cond;
 static weft_sem sem;
 static weft_wg wg;
 static weft_event ev;
+static weft_rwlock rwl;
 static weft_group *grp;
 static int pfd[2];
 static atomic_int pool_in, pool_release;
@@ -175,6 +184,22 @@ static void *w_blocking(void *a)
 	weft_blocking(dt_hold, NULL, NULL);
 	return NULL;
 }
+static void *w_rwlock(void *a)
+{
+	(void)a;
+	if (weft_rwlock_rdlock(&rwl) == 0)
+		weft_rwlock_unlock(&rwl);
+	return NULL;
+}
+static void *w_shielded(void *a)
+{
+	(void)a;
+	weft_shield s;
+	weft_shield_push(&s);
+	weft_event_wait(&ev); /* the cancel at the end does not end it */
+	weft_shield_pop(&s);
+	return NULL;
+}
 static void *w_io(void *a)
 {
 	(void)a;
@@ -192,6 +217,7 @@ static const struct {
 	{"mutex", w_mutex},	{"cond", w_cond},   {"sem", w_sem},
 	{"wg", w_wg},		{"event", w_event}, {"group", w_group},
 	{"blocking", w_blocking}, {"io", w_io},
+	{"rwlock", w_rwlock},	{"shielded", w_shielded},
 };
 #define NW (sizeof waiters / sizeof waiters[0])
 
@@ -215,6 +241,8 @@ static void *states_main(void *arg)
 	grp = weft_group_new();
 	CHECK_EQ(weft_group_spawn(grp, w_event_child, NULL), 0);
 	CHECK_EQ(weft_mutex_lock(&mtx), 0);
+	weft_rwlock_init(&rwl);
+	CHECK_EQ(weft_rwlock_wrlock(&rwl), 0);
 	target = dt_spawn_named(w_event, NULL, "target");
 	target2 = dt_spawn_named(w_event, NULL, "target2");
 	weft_task *t[NW];
@@ -246,6 +274,8 @@ static void *states_main(void *arg)
 	snprintf(want[11], 160, " ms on group %p,", (void *)grp);
 	snprintf(want[12], 160, " ms on blocking pool dt_hold,");
 	snprintf(want[13], 160, " ms on io read fd %d,", pfd[0]);
+	snprintf(want[14], 160, " ms on rwlock %p to read,", (void *)&rwl);
+	snprintf(want[15], 160, " ms on event %p,", (void *)&ev);
 
 	FILE *f = open_memstream(&dump_buf, &dump_len);
 	CHECK(f != NULL);
@@ -258,6 +288,7 @@ static void *states_main(void *arg)
 		weft_cancel(t[i]);
 	weft_event_set(&ev);
 	weft_mutex_unlock(&mtx);
+	CHECK_EQ(weft_rwlock_unlock(&rwl), 0);
 	for (size_t i = 0; i < NW; i++)
 		weft_join(t[i], NULL);
 	CHECK_EQ(weft_join(fin, NULL), 0);
@@ -291,9 +322,13 @@ static void dump_states(void **state)
 	for (size_t i = 0; i < NW; i++) {
 		assert_line_has(dump_buf, waiters[i].name, "\": waiting ");
 		assert_line_has(dump_buf, waiters[i].name, want[i]);
+		if (strcmp(waiters[i].name, "shielded"))
+			assert_line_lacks(dump_buf, waiters[i].name,
+					  ", shielded");
 		assert_line_has(dump_buf, waiters[i].name,
 				"spawned at dt_spawn_named+0x");
 	}
+	assert_line_has(dump_buf, "shielded", ", shielded");
 	assert_line_has(dump_buf, "target", " ms on event ");
 	assert_line_has(dump_buf, "main", "\"main\": running on worker 0, "
 					  "worker 0, fn ");

@@ -9,6 +9,7 @@
 #include "weft/chan.h"
 #include "weft/sync.h"
 #include "weft/rwlock.h"
+#include "weft/once.h"
 #include "weft/group.h"
 #include "weft/blocking.h"
 #include "weft/metrics.h"

@@ -179,6 +179,9 @@ static void describe_wait(char *buf, size_t n, uint64_t wait)
 		}
 		break;
 	}
+	case WEFT__W_ONCE:
+		snprintf(buf, n, "once 0x%" PRIx64, obj);
+		break;
 	case WEFT__W_RWLOCK:
 		snprintf(buf, n, "rwlock 0x%" PRIx64 " to %s", obj,
 			 op ? "write" : "read");

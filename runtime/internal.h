@@ -728,6 +728,7 @@ enum weft__wait_kind {
 	WEFT__W_BLOCKING,  /* obj: the function run on the pool */
 	WEFT__W_IO,        /* op: io_uring opcode, obj: the fd */
 	WEFT__W_RWLOCK,    /* op: 1 to write, 0 to read; obj: the lock */
+	WEFT__W_ONCE,      /* obj: the weft_once */
 	WEFT__W_NKINDS
 };
 /* Record what f (the caller) is about to wait on, and since when: called

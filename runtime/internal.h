@@ -161,11 +161,10 @@ enum {
 	WEFT__F_CANCEL = 1u << 4,   /* cancelled: its waits fail (sticky) */
 	WEFT__F_MAIN = 1u << 5,     /* the fiber running main_fn */
 	WEFT__F_NOMEM = 1u << 6,    /* ended without running: no stack */
-	WEFT__F_RELEASED = 1u << 7, /* the exit no longer touches it */
 };
 
 /* join_word values (fiber.c, "the handle protocol"); above them, a joiner */
-#define WEFT__JOIN_DONE ((uintptr_t)1)      /* done; F_RELEASED follows */
+#define WEFT__JOIN_DONE ((uintptr_t)1)      /* done; still touched by the exit */
 #define WEFT__DETACH_MARK ((uintptr_t)2)
 #define WEFT__JOIN_DONE_FREE ((uintptr_t)3) /* done, no longer touched */
 #define WEFT__JOIN_IS_DONE(j) \

@@ -17,6 +17,7 @@
 #include "weft/io.h"
 #include "weft/net.h"
 #include "weft/conn.h"
+#include "weft/signal.h"
 #include "weft/sim.h"
 
 #endif

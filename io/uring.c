@@ -554,6 +554,10 @@ static void reap_n(struct weft__worker *w, unsigned room)
 		drain_cancels(w);
 	if (w->pbuf)
 		weft__pbuf_drain(w);
+	/* a signal arrived (io/signal.c; its handler woke worker 0's
+	 * eventfd, but any reap may hand it over) */
+	if (atomic_load_explicit(&weft__sig_pending, memory_order_relaxed))
+		weft__signal_dispatch();
 }
 
 /* Sleep in the ring until a CQE arrives or timeout_ns passes (UINT64_MAX:

@@ -182,6 +182,13 @@ static void describe_wait(char *buf, size_t n, uint64_t wait)
 	case WEFT__W_ONCE:
 		snprintf(buf, n, "once 0x%" PRIx64, obj);
 		break;
+	case WEFT__W_SIGNAL:
+		if (op > 1)
+			snprintf(buf, n, "signal %" PRIu64 " or %u more", obj,
+				 op - 1);
+		else
+			snprintf(buf, n, "signal %" PRIu64, obj);
+		break;
 	case WEFT__W_RWLOCK:
 		snprintf(buf, n, "rwlock 0x%" PRIx64 " to %s", obj,
 			 op ? "write" : "read");

@@ -657,6 +657,11 @@ uint64_t weft__io_new_ud(struct weft__worker *w, void *p) WEFT__HIDDEN;
 void weft__mshot_cqe(struct weft__worker *w, struct io_uring_cqe *cqe) WEFT__HIDDEN;
 void weft__pbuf_drain(struct weft__worker *w) WEFT__HIDDEN;
 void weft__pbuf_fini(struct weft__worker *w) WEFT__HIDDEN;
+/* io/signal.c: bit s-1 set by the handler of signal s; a reap that sees
+ * any dispatches them to the waiting fibers */
+extern _Atomic uint64_t weft__sig_pending WEFT__HIDDEN;
+void weft__signal_dispatch(void) WEFT__HIDDEN;
+void weft__signal_fini(void) WEFT__HIDDEN;
 
 /* io/uring.c */
 int weft__ring_init(struct weft__worker *w) WEFT__HIDDEN;
@@ -728,6 +733,7 @@ enum weft__wait_kind {
 	WEFT__W_IO,        /* op: io_uring opcode, obj: the fd */
 	WEFT__W_RWLOCK,    /* op: 1 to write, 0 to read; obj: the lock */
 	WEFT__W_ONCE,      /* obj: the weft_once */
+	WEFT__W_SIGNAL,    /* op: how many signals, obj: the first */
 	WEFT__W_NKINDS
 };
 /* Record what f (the caller) is about to wait on, and since when: called

@@ -490,6 +490,7 @@ ended:
 		sched_yield();
 	weft__monitor_stop(rt);
 	weft__blocking_fini(rt);
+	weft__signal_fini(); /* before the rings close their eventfds */
 	/* main_fn's fiber got no stack: nothing ran (weft/runtime.h) */
 	if (!err && rt->main_nostack)
 		err = -ENOMEM;

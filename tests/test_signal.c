@@ -1,0 +1,376 @@
+/* Description: weft_signal_wait (weft/signal.h).
+ *
+ * - a fiber waits for SIGUSR1, another fiber sends it (kill): it returns
+ *   SIGUSR1; a signal sent by a plain thread wakes it too;
+ * - a delivery wakes every fiber waiting for that signal (three on SIGUSR1)
+ *   and none waiting only for another (SIGUSR2), which a later delivery
+ *   wakes;
+ * - a delivery while nobody waits is kept, once: the next wait returns at
+ *   once, the one after waits (two deliveries coalesce);
+ * - cancellation and deadlines: -ECANCELED / -ETIMEDOUT, and a signal that
+ *   comes afterwards is kept for the next wait (nothing lost);
+ * - misuse: NULL, n 0, numbers out of range, SIGKILL, SIGSEGV -> -EINVAL; a
+ *   plain thread -> -EINVAL; a signal the workers block -> -EINVAL; the
+ *   runtime's dump signal -> -EBUSY; and the runtime keeps working;
+ * - weft_run restores what was installed before: a handler of the
+ *   program's own runs again after weft_run returns;
+ * - stress: a plain thread sends SIGUSR1 again and again, each time once
+ *   the waiting fiber (2 workers, moving between them) has counted the
+ *   last one: every delivery is seen, none is lost.
+ *
+ * Fibers never call assert_* (cmocka longjmps): they record with CHECK and
+ * the test checks after weft_run returns.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "testutil.h"
+
+static const int usr1[] = {SIGUSR1};
+static const int usr2[] = {SIGUSR2};
+
+static void *wait_usr1(void *arg)
+{
+	(void)arg;
+	return (void *)(intptr_t)weft_signal_wait(usr1, 1);
+}
+
+static void *wait_usr2(void *arg)
+{
+	(void)arg;
+	return (void *)(intptr_t)weft_signal_wait(usr2, 1);
+}
+
+/* join t and return its weft_signal_wait result */
+static int result_of(weft_task *t)
+{
+	void *r = NULL;
+	CHECK_EQ(weft_join(t, &r), 0);
+	return (int)(intptr_t)r;
+}
+
+/* ---- one delivery, from a fiber and from a thread -------------------------- */
+
+static void *send_usr1_thread(void *arg)
+{
+	(void)arg;
+	usleep(20000);
+	kill(getpid(), SIGUSR1);
+	return NULL;
+}
+
+static void *basic_main(void *arg)
+{
+	(void)arg;
+	weft_task *t = weft_spawn(wait_usr1, NULL);
+	weft_sleep(20 * MS); /* it waits */
+	CHECK_EQ(kill(getpid(), SIGUSR1), 0);
+	CHECK_EQ(result_of(t), SIGUSR1);
+
+	t = weft_spawn(wait_usr1, NULL);
+	pthread_t th;
+	CHECK_EQ(pthread_create(&th, NULL, send_usr1_thread, NULL), 0);
+	CHECK_EQ(result_of(t), SIGUSR1);
+	pthread_join(th, NULL);
+	return NULL;
+}
+
+static void test_signal_basic(void **state)
+{
+	(void)state;
+	run(1, basic_main, NULL);
+	run(2, basic_main, NULL);
+}
+
+/* ---- every waiter of that signal, no other -------------------------------- */
+
+static void *broadcast_main(void *arg)
+{
+	(void)arg;
+	weft_deadline d;
+	weft_task *a[3], *b = weft_spawn(wait_usr2, NULL);
+	for (int i = 0; i < 3; i++)
+		a[i] = weft_spawn(wait_usr1, NULL);
+	weft_sleep(20 * MS);
+	CHECK_EQ(kill(getpid(), SIGUSR1), 0);
+	weft_deadline_push(&d, 5 * SEC); /* a waiter left behind: fail, not hang */
+	for (int i = 0; i < 3; i++)
+		CHECK_EQ(result_of(a[i]), SIGUSR1);
+	weft_deadline_pop(&d);
+	weft_sleep(20 * MS);
+	/* the SIGUSR2 waiter is still parked: a join under a 1 ms
+	 * deadline times out */
+	weft_deadline_push(&d, 1 * MS);
+	CHECK_EQ(weft_join(b, NULL), -ETIMEDOUT);
+	weft_deadline_pop(&d);
+	CHECK_EQ(kill(getpid(), SIGUSR2), 0);
+	CHECK_EQ(result_of(b), SIGUSR2);
+	return NULL;
+}
+
+static void test_signal_broadcast(void **state)
+{
+	(void)state;
+	run(2, broadcast_main, NULL);
+}
+
+/* ---- kept while nobody waits, once ----------------------------------------- */
+
+static void *pending_main(void *arg)
+{
+	(void)arg;
+	weft_deadline d;
+	/* the handler is installed by a first wait */
+	weft_task *t = weft_spawn(wait_usr1, NULL);
+	weft_sleep(10 * MS);
+	kill(getpid(), SIGUSR1);
+	CHECK_EQ(result_of(t), SIGUSR1);
+
+	/* two deliveries while nobody waits: kept as one */
+	kill(getpid(), SIGUSR1);
+	kill(getpid(), SIGUSR1);
+	weft_sleep(20 * MS); /* dispatched meanwhile */
+	weft_deadline_push(&d, 2 * SEC);
+	CHECK_EQ(weft_signal_wait(usr1, 1), SIGUSR1); /* at once */
+	weft_deadline_pop(&d);
+	weft_deadline_push(&d, 30 * MS);
+	CHECK_EQ(weft_signal_wait(usr1, 1), -ETIMEDOUT); /* consumed */
+	weft_deadline_pop(&d);
+
+	/* two signals pending: the lowest first, then the other */
+	static const int both[] = {SIGUSR2, SIGUSR1};
+	weft_task *u = weft_spawn(wait_usr2, NULL); /* installs SIGUSR2 */
+	weft_sleep(10 * MS);
+	kill(getpid(), SIGUSR2);
+	CHECK_EQ(result_of(u), SIGUSR2);
+	kill(getpid(), SIGUSR2);
+	kill(getpid(), SIGUSR1);
+	weft_sleep(20 * MS);
+	int lo = SIGUSR1 < SIGUSR2 ? SIGUSR1 : SIGUSR2;
+	int hi = SIGUSR1 < SIGUSR2 ? SIGUSR2 : SIGUSR1;
+	CHECK_EQ(weft_signal_wait(both, 2), lo);
+	CHECK_EQ(weft_signal_wait(both, 2), hi);
+	return NULL;
+}
+
+static void test_signal_pending(void **state)
+{
+	(void)state;
+	run(2, pending_main, NULL);
+}
+
+/* ---- cancellation and deadlines ---------------------------------------------- */
+
+static void *giveup_main(void *arg)
+{
+	(void)arg;
+	weft_deadline d;
+	weft_task *t = weft_spawn(wait_usr1, NULL);
+	weft_sleep(10 * MS);
+	CHECK_EQ(weft_cancel(t), 0);
+	void *r = NULL;
+	CHECK_EQ(weft_join(t, &r), -ECANCELED); /* a cancelled task's join */
+	CHECK_EQ((int)(intptr_t)r, -ECANCELED); /* what its wait returned */
+
+	uint64_t t0 = weft_now();
+	weft_deadline_push(&d, 30 * MS);
+	CHECK_EQ(weft_signal_wait(usr1, 1), -ETIMEDOUT);
+	weft_deadline_pop(&d);
+	CHECK(weft_now() - t0 >= 30 * MS);
+
+	/* arrives after both gave up: kept for the next wait */
+	kill(getpid(), SIGUSR1);
+	weft_sleep(20 * MS);
+	weft_deadline_push(&d, 2 * SEC);
+	CHECK_EQ(weft_signal_wait(usr1, 1), SIGUSR1);
+	weft_deadline_pop(&d);
+	return NULL;
+}
+
+static void test_signal_cancel_deadline(void **state)
+{
+	(void)state;
+	run(1, giveup_main, NULL);
+	run(2, giveup_main, NULL);
+}
+
+/* ---- misuse ---------------------------------------------------------------------- */
+
+static _Atomic int thread_result;
+
+static void *plain_thread(void *arg)
+{
+	(void)arg;
+	atomic_store(&thread_result, weft_signal_wait(usr1, 1));
+	return NULL;
+}
+
+static void *misuse_main(void *arg)
+{
+	(void)arg;
+	static const int bad_kill[] = {SIGUSR1, SIGKILL};
+	static const int bad_segv[] = {SIGSEGV};
+	static const int zero[] = {0}, big[] = {65}, neg[] = {-3};
+	static const int dump[] = {SIGUSR2};
+	static const int blocked[] = {SIGWINCH};
+	CHECK_EQ(weft_signal_wait(NULL, 1), -EINVAL);
+	CHECK_EQ(weft_signal_wait(usr1, 0), -EINVAL);
+	CHECK_EQ(weft_signal_wait(bad_kill, 2), -EINVAL);
+	CHECK_EQ(weft_signal_wait(bad_segv, 1), -EINVAL);
+	CHECK_EQ(weft_signal_wait(zero, 1), -EINVAL);
+	CHECK_EQ(weft_signal_wait(big, 1), -EINVAL);
+	CHECK_EQ(weft_signal_wait(neg, 1), -EINVAL);
+	CHECK_EQ(weft_signal_wait(dump, 1), -EBUSY); /* the dump signal */
+	CHECK_EQ(weft_signal_wait(blocked, 1), -EINVAL);
+	pthread_t th;
+	CHECK_EQ(pthread_create(&th, NULL, plain_thread, NULL), 0);
+	pthread_join(th, NULL);
+	CHECK_EQ(atomic_load(&thread_result), -EINVAL);
+	/* none of them installed anything: SIGUSR1 still works */
+	weft_task *t = weft_spawn(wait_usr1, NULL);
+	weft_sleep(10 * MS);
+	kill(getpid(), SIGUSR1);
+	CHECK_EQ(result_of(t), SIGUSR1);
+	return NULL;
+}
+
+static void test_signal_misuse(void **state)
+{
+	(void)state;
+	/* SIGWINCH blocked before weft_run: the workers inherit the mask */
+	sigset_t set, old;
+	sigemptyset(&set);
+	sigaddset(&set, SIGWINCH);
+	pthread_sigmask(SIG_BLOCK, &set, &old);
+	reset_fails();
+	weft_config c = cfg_workers(2);
+	c.dump_signal = SIGUSR2;
+	assert_int_equal(weft_run(&c, misuse_main, NULL, NULL), 0);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	assert_no_fails();
+	assert_int_equal(weft_signal_wait(usr1, 1), -EINVAL); /* no runtime */
+}
+
+/* ---- restored when weft_run returns ------------------------------------------------ */
+
+static volatile sig_atomic_t own_handler_runs;
+
+static void own_handler(int sig)
+{
+	(void)sig;
+	own_handler_runs++;
+}
+
+static void test_signal_restore(void **state)
+{
+	(void)state;
+	struct sigaction sa, cur;
+	memset(&sa, 0, sizeof sa);
+	sa.sa_handler = own_handler;
+	sigemptyset(&sa.sa_mask);
+	assert_int_equal(sigaction(SIGUSR1, &sa, NULL), 0);
+	run(2, basic_main, NULL); /* weft's handler in between */
+	assert_int_equal(sigaction(SIGUSR1, NULL, &cur), 0);
+	assert_ptr_equal(cur.sa_handler, own_handler);
+	own_handler_runs = 0;
+	raise(SIGUSR1);
+	assert_int_equal(own_handler_runs, 1);
+	signal(SIGUSR1, SIG_DFL);
+}
+
+/* ---- stress: every delivery seen ------------------------------------------------------ */
+
+static struct {
+	_Atomic int acks, stop;
+	int rounds;
+} S;
+
+static void *stress_sender(void *arg)
+{
+	(void)arg;
+	for (int i = 0; i < S.rounds && !atomic_load(&S.stop); i++) {
+		kill(getpid(), SIGUSR1);
+		/* one delivery per round: wait for its ack (bounded) */
+		uint64_t t0 = real_ns();
+		while (atomic_load(&S.acks) <= i && real_ns() - t0 < 5 * SEC)
+			usleep(50);
+		if (atomic_load(&S.acks) <= i) {
+			note_fail(__LINE__, atomic_load(&S.acks), i);
+			break;
+		}
+	}
+	return NULL;
+}
+
+/* busy fibers on both workers, so the waiter moves and the handler runs
+ * on a worker in the middle of a fiber */
+static void *spinner(void *arg)
+{
+	(void)arg;
+	while (!atomic_load(&S.stop))
+		weft_yield();
+	return NULL;
+}
+
+static void *stress_waiter(void *arg)
+{
+	(void)arg;
+	for (int i = 0; i < S.rounds; i++) {
+		/* no deadline: in seeded runs the clock would jump to it while
+		 * the sender thread sleeps (the sender bounds each round) */
+		int r = weft_signal_wait(usr1, 1);
+		if (r != SIGUSR1) {
+			CHECK_EQ(r, SIGUSR1);
+			break;
+		}
+		atomic_fetch_add(&S.acks, 1);
+	}
+	atomic_store(&S.stop, 1);
+	return NULL;
+}
+
+static void *stress_main(void *arg)
+{
+	(void)arg;
+	weft_task *sp[4];
+	for (int i = 0; i < 4; i++)
+		sp[i] = weft_spawn(spinner, NULL);
+	weft_task *w = weft_spawn(stress_waiter, NULL);
+	weft_sleep(20 * MS); /* it waits: the handler is installed */
+	pthread_t th;
+	CHECK_EQ(pthread_create(&th, NULL, stress_sender, NULL), 0);
+	CHECK_EQ(weft_join(w, NULL), 0);
+	atomic_store(&S.stop, 1);
+	pthread_join(th, NULL);
+	for (int i = 0; i < 4; i++)
+		CHECK_EQ(weft_join(sp[i], NULL), 0);
+	return NULL;
+}
+
+static void test_signal_stress(void **state)
+{
+	(void)state;
+	memset(&S, 0, sizeof S);
+	S.rounds = (int)scaled(2000, 100);
+	run(2, stress_main, NULL);
+	assert_int_equal(atomic_load(&S.acks), S.rounds);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_signal_basic),
+		cmocka_unit_test(test_signal_broadcast),
+		cmocka_unit_test(test_signal_pending),
+		cmocka_unit_test(test_signal_cancel_deadline),
+		cmocka_unit_test(test_signal_misuse),
+		cmocka_unit_test(test_signal_restore),
+		cmocka_unit_test(test_signal_stress),
+	};
+	apply_test_filters();
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -25,13 +25,11 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <limits.h>
-#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 #include <weft.h>
@@ -255,31 +253,15 @@ static void *accept_loop(void *arg)
 	return NULL;
 }
 
-/* Wait for SIGINT or SIGTERM in a fiber (asyncio's add_signal_handler,
- * tokio::signal): main() blocked them in every thread (the workers
- * inherit its mask), so they queue for a signalfd, read through the ring
- * like any descriptor. Returns the signal number or a negative errno. */
-static int wait_for_stop(void)
-{
-	sigset_t set;
-	sigemptyset(&set);
-	sigaddset(&set, SIGINT);
-	sigaddset(&set, SIGTERM);
-	int sfd = signalfd(-1, &set, SFD_CLOEXEC);
-	if (sfd < 0)
-		return -errno;
-	struct signalfd_siginfo si;
-	ssize_t n = weft_read(sfd, &si, sizeof si, -1);
-	weft_close(sfd);
-	if (n < 0)
-		return (int)n;
-	return n == (ssize_t)sizeof si ? (int)si.ssi_signo : -EIO;
-}
+/* SIGINT and SIGTERM stop the server (asyncio's add_signal_handler,
+ * tokio::signal): caught from main_fiber's weft_signal_watch on, waited
+ * for by a fiber of their own. */
+static const int stop_signals[] = {SIGINT, SIGTERM};
 
 static void *stop_waiter(void *arg)
 {
 	(void)arg;
-	return (void *)(intptr_t)wait_for_stop();
+	return (void *)(intptr_t)weft_signal_wait(stop_signals, 2);
 }
 
 static void *main_fiber(void *arg)
@@ -296,6 +278,13 @@ static void *main_fiber(void *arg)
 		port = ntohs(sa.ss_family == AF_INET6
 				     ? ((struct sockaddr_in6 *)&sa)->sin6_port
 				     : ((struct sockaddr_in *)&sa)->sin_port);
+	/* before the port is announced: a SIGTERM from then on stops us */
+	int w = weft_signal_watch(stop_signals, 2);
+	if (w < 0) {
+		fprintf(stderr, "weft_signal_watch: %s\n", weft_strerror(w));
+		close(lfd);
+		return (void *)1;
+	}
 	fprintf(stderr, "http_server: port %u, %u workers\n", port,
 		weft_worker_count());
 	weft_task *t[2] = {weft_spawn(accept_loop, (void *)(intptr_t)lfd),
@@ -337,11 +326,6 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	signal(SIGPIPE, SIG_IGN);
-	sigset_t stop; /* for wait_for_stop: blocked here, in every thread */
-	sigemptyset(&stop);
-	sigaddset(&stop, SIGINT);
-	sigaddset(&stop, SIGTERM);
-	pthread_sigmask(SIG_BLOCK, &stop, NULL);
 	void *res = NULL;
 	int r = weft_run(NULL, main_fiber, (void *)(uintptr_t)port, &res);
 	if (r < 0)

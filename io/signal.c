@@ -29,7 +29,8 @@
  * waiter counts as an op in flight on worker 0's ring (sim.c waits for
  * those in real time) and arrives when the signal does.
  *
- * Dispositions: the first wait for s installs the handler for s
+ * Dispositions: weft_signal_watch, or the first wait, for s installs the
+ * handler for s
  * (sigaction, SA_RESTART), under `install` (a pthread mutex: a system call
  * on the waiting fiber, once per signal per run). weft_run restores the
  * old actions when its workers have stopped (weft__signal_fini), before
@@ -149,12 +150,10 @@ static int install_all(struct weft__rt *rt, const int *sigs, size_t n)
 	return err;
 }
 
-int weft_signal_wait(const int *sigs, size_t n)
+/* 0, or what weft_signal_wait returns for a list it refuses */
+static int check(struct weft__worker *w, const int *sigs, size_t n)
 {
-	weft__sim_point();
-	struct weft__worker *w;
-	weft_task *self = weft__self(&w);
-	if (!self || !sigs || n == 0)
+	if (!sigs || n == 0)
 		return -EINVAL;
 	sigset_t mask;
 	pthread_sigmask(SIG_BLOCK, NULL, &mask);
@@ -165,10 +164,29 @@ int weft_signal_wait(const int *sigs, size_t n)
 		if (s == w->rt->dump_signal)
 			return -EBUSY;
 	}
-	int r = weft__io_check(self);
-	if (r)
-		return r;
-	if ((r = install_all(w->rt, sigs, n)))
+	return 0;
+}
+
+int weft_signal_watch(const int *sigs, size_t n)
+{
+	struct weft__worker *w;
+	weft_task *self = weft__self(&w);
+	if (!self)
+		return -EINVAL;
+	int r = check(w, sigs, n);
+	return r ? r : install_all(w->rt, sigs, n);
+}
+
+int weft_signal_wait(const int *sigs, size_t n)
+{
+	weft__sim_point();
+	struct weft__worker *w;
+	weft_task *self = weft__self(&w);
+	if (!self)
+		return -EINVAL;
+	int r = check(w, sigs, n);
+	if (r || (r = weft__io_check(self)) ||
+	    (r = install_all(w->rt, sigs, n)))
 		return r;
 
 	weft__spin_lock(&lock);

@@ -6,10 +6,12 @@
  *   and none waiting only for another (SIGUSR2), which a later delivery
  *   wakes;
  * - a delivery while nobody waits is kept, once: the next wait returns at
- *   once, the one after waits (two deliveries coalesce);
+ *   once, the one after waits (two deliveries coalesce); a watched signal
+ *   never waited for yet is kept too;
  * - cancellation and deadlines: -ECANCELED / -ETIMEDOUT, and a signal that
  *   comes afterwards is kept for the next wait (nothing lost);
- * - misuse: NULL, n 0, numbers out of range, SIGKILL, SIGSEGV -> -EINVAL; a
+ * - misuse (wait and watch): NULL, n 0, numbers out of range, SIGKILL,
+ *   SIGSEGV -> -EINVAL; a
  *   plain thread -> -EINVAL; a signal the workers block -> -EINVAL; the
  *   runtime's dump signal -> -EBUSY; and the runtime keeps working;
  * - weft_run restores what was installed before: a handler of the
@@ -124,10 +126,12 @@ static void *pending_main(void *arg)
 {
 	(void)arg;
 	weft_deadline d;
-	/* the handler is installed by a first wait */
-	weft_task *t = weft_spawn(wait_usr1, NULL);
-	weft_sleep(10 * MS);
+	/* watched, never waited for yet: the delivery is kept (and does
+	 * not kill us, as SIGUSR1's default action would) */
+	CHECK_EQ(weft_signal_watch(usr1, 1), 0);
 	kill(getpid(), SIGUSR1);
+	weft_sleep(20 * MS);
+	weft_task *t = weft_spawn(wait_usr1, NULL);
 	CHECK_EQ(result_of(t), SIGUSR1);
 
 	/* two deliveries while nobody waits: kept as one */
@@ -205,7 +209,10 @@ static _Atomic int thread_result;
 static void *plain_thread(void *arg)
 {
 	(void)arg;
-	atomic_store(&thread_result, weft_signal_wait(usr1, 1));
+	atomic_store(&thread_result, weft_signal_wait(usr1, 1) == -EINVAL &&
+					     weft_signal_watch(usr1, 1) == -EINVAL
+				     ? -EINVAL
+				     : 0);
 	return NULL;
 }
 
@@ -226,6 +233,10 @@ static void *misuse_main(void *arg)
 	CHECK_EQ(weft_signal_wait(neg, 1), -EINVAL);
 	CHECK_EQ(weft_signal_wait(dump, 1), -EBUSY); /* the dump signal */
 	CHECK_EQ(weft_signal_wait(blocked, 1), -EINVAL);
+	CHECK_EQ(weft_signal_watch(NULL, 1), -EINVAL);
+	CHECK_EQ(weft_signal_watch(bad_kill, 2), -EINVAL);
+	CHECK_EQ(weft_signal_watch(dump, 1), -EBUSY);
+	CHECK_EQ(weft_signal_watch(blocked, 1), -EINVAL);
 	pthread_t th;
 	CHECK_EQ(pthread_create(&th, NULL, plain_thread, NULL), 0);
 	pthread_join(th, NULL);

@@ -3,9 +3,13 @@
  * libuv's uv_signal_t).
  *
  *     static const int stop[] = {SIGINT, SIGTERM};
+ *     weft_signal_watch(stop, 2);            // caught from now on
+ *     ...
  *     int sig = weft_signal_wait(stop, 2);   // parks the fiber, not the worker
  *
- * The first wait for a signal installs weft's handler for it; from then
+ * weft_signal_watch, or the first wait, for a signal installs weft's
+ * handler for it (a server watches before it announces itself: a SIGTERM
+ * sent before would still kill it); from then
  * until weft_run returns (which restores what was there before), the
  * signal no longer has its default action. A delivery wakes every fiber
  * waiting for that signal; one that comes while none waits is kept (once:
@@ -35,6 +39,10 @@ WEFT_BEGIN_DECLS
  * numbers, not a sigset_t: ISO C's <signal.h> has SIGINT and SIGTERM but
  * no sigset_t, and this header compiles with -std=c11. */
 WEFT_API int weft_signal_wait(const int *sigs, size_t n);
+
+/* Install the handler for sigs[0..n) now, without waiting: deliveries from
+ * here on are kept for the next wait. 0, or -EINVAL / -EBUSY as above. */
+WEFT_API int weft_signal_watch(const int *sigs, size_t n);
 
 WEFT_END_DECLS
 

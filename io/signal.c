@@ -118,6 +118,10 @@ void weft__signal_dispatch(void)
 
 static bool refused(int s)
 {
+	/* the C library's own (glibc: 32 and 33, its thread cancellation
+	 * and set*id signals): sigaction would refuse them */
+	if (s > 31 && s < SIGRTMIN)
+		return true;
 	switch (s) {
 	case SIGKILL: case SIGSTOP: case SIGSEGV: case SIGBUS:
 	case SIGFPE: case SIGILL: case SIGTRAP: case SIGSYS:
@@ -126,15 +130,17 @@ static bool refused(int s)
 	return false;
 }
 
-/* Install the handler for every signal of sigs not yet installed. */
+/* Install the handler for every signal of sigs not yet installed; all or
+ * none (a refusal puts back what this call installed). */
 static int install_all(struct weft__rt *rt, const int *sigs, size_t n)
 {
 	int err = 0;
+	uint64_t mine = 0;
 	pthread_mutex_lock(&install);
 	atomic_store(&sig_efd, rt->workers[0].efd);
 	for (size_t i = 0; i < n && !err; i++) {
 		int s = sigs[i];
-		if (installed & 1ull << (s - 1))
+		if ((installed | mine) & 1ull << (s - 1))
 			continue;
 		struct sigaction sa;
 		memset(&sa, 0, sizeof sa);
@@ -142,9 +148,16 @@ static int install_all(struct weft__rt *rt, const int *sigs, size_t n)
 		sa.sa_flags = SA_RESTART;
 		sigemptyset(&sa.sa_mask);
 		if (sigaction(s, &sa, &old_act[s]))
-			err = -errno; /* EINVAL: reserved by the C library */
+			err = -errno;
 		else
-			installed |= 1ull << (s - 1);
+			mine |= 1ull << (s - 1);
+	}
+	if (err) {
+		for (int s = 1; s < NSIGS; s++)
+			if (mine & 1ull << (s - 1))
+				sigaction(s, &old_act[s], NULL);
+	} else {
+		installed |= mine;
 	}
 	pthread_mutex_unlock(&install);
 	return err;

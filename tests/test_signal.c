@@ -237,6 +237,12 @@ static void *misuse_main(void *arg)
 	CHECK_EQ(weft_signal_watch(bad_kill, 2), -EINVAL);
 	CHECK_EQ(weft_signal_watch(dump, 1), -EBUSY);
 	CHECK_EQ(weft_signal_watch(blocked, 1), -EINVAL);
+	/* SIGRTMIN - 1: the C library's; refused before SIGUSR1 is touched */
+	const int mixed[] = {SIGUSR1, SIGRTMIN - 1};
+	CHECK_EQ(weft_signal_watch(mixed, 2), -EINVAL);
+	struct sigaction cur;
+	CHECK_EQ(sigaction(SIGUSR1, NULL, &cur), 0);
+	CHECK(cur.sa_handler == SIG_DFL); /* nothing installed */
 	pthread_t th;
 	CHECK_EQ(pthread_create(&th, NULL, plain_thread, NULL), 0);
 	pthread_join(th, NULL);

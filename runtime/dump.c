@@ -182,13 +182,17 @@ static void describe_wait(char *buf, size_t n, uint64_t wait)
 	case WEFT__W_ONCE:
 		snprintf(buf, n, "once 0x%" PRIx64, obj);
 		break;
-	case WEFT__W_SIGNAL:
-		if (op > 1)
-			snprintf(buf, n, "signal %" PRIu64 " or %u more", obj,
-				 op - 1);
-		else
-			snprintf(buf, n, "signal %" PRIu64, obj);
+	case WEFT__W_SIGNAL: { /* "signal SIGTERM or 1 more" */
+		const char *abbrev = sigabbrev_np((int)obj); /* NULL: none */
+		char num[24];
+		snprintf(num, sizeof num, "%" PRIu64, obj);
+		snprintf(buf, n, "signal %s%s", abbrev ? "SIG" : "",
+			 abbrev ? abbrev : num);
+		size_t l = strlen(buf);
+		if (op > 1 && l < n)
+			snprintf(buf + l, n - l, " or %u more", op - 1);
 		break;
+	}
 	case WEFT__W_RWLOCK:
 		snprintf(buf, n, "rwlock 0x%" PRIx64 " to %s", obj,
 			 op ? "write" : "read");

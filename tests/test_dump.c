@@ -200,6 +200,13 @@ static void *w_shielded(void *a)
 	weft_shield_pop(&s);
 	return NULL;
 }
+static void *w_signal(void *a)
+{
+	(void)a;
+	static const int sigs[] = {SIGUSR1, SIGUSR2};
+	weft_signal_wait(sigs, 2);
+	return NULL;
+}
 static void *w_io(void *a)
 {
 	(void)a;
@@ -218,6 +225,7 @@ static const struct {
 	{"wg", w_wg},		{"event", w_event}, {"group", w_group},
 	{"blocking", w_blocking}, {"io", w_io},
 	{"rwlock", w_rwlock},	{"shielded", w_shielded},
+	{"signal", w_signal},
 };
 #define NW (sizeof waiters / sizeof waiters[0])
 
@@ -276,6 +284,7 @@ static void *states_main(void *arg)
 	snprintf(want[13], 160, " ms on io read fd %d,", pfd[0]);
 	snprintf(want[14], 160, " ms on rwlock %p to read,", (void *)&rwl);
 	snprintf(want[15], 160, " ms on event %p,", (void *)&ev);
+	snprintf(want[16], 160, " ms on signal SIGUSR1 or 1 more,");
 
 	FILE *f = open_memstream(&dump_buf, &dump_len);
 	CHECK(f != NULL);

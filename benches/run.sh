@@ -6,7 +6,7 @@
 # Environment:
 #   ROUNDS         runs per implementation and workload (default 5)
 #   BENCHES        workloads to run (default "spawn_many yield skynet fib
-#                  fib_seq chan_pingpong chan_mpmc mutex rwlock")
+#                  fib_seq chan_pingpong chan_mpmc mutex rwlock sleep_many")
 #   BENCH_TIMEOUT  seconds before a single run is killed (default 300)
 #   WEFT_WORKERS   passed through to both sides (worker count / GOMAXPROCS)
 #   CC             C compiler for the pthread peers (default cc)
@@ -26,7 +26,7 @@ set -u
 export LC_ALL=C   # "." decimal point for sort -g and awk
 
 ROUNDS=${ROUNDS:-5}
-BENCHES=${BENCHES:-"spawn_many yield skynet fib fib_seq chan_pingpong chan_mpmc mutex rwlock"}
+BENCHES=${BENCHES:-"spawn_many yield skynet fib fib_seq chan_pingpong chan_mpmc mutex rwlock sleep_many"}
 BENCH_TIMEOUT=${BENCH_TIMEOUT:-300}
 
 die() { echo "run.sh: $*" >&2; exit 2; }
@@ -36,7 +36,7 @@ warn() { echo "run.sh: warning: $*" >&2; }
 [[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "ROUNDS must be a positive integer, got '$ROUNDS'"
 [[ $BENCH_TIMEOUT =~ ^[1-9][0-9]*$ ]] || die "BENCH_TIMEOUT must be a positive integer"
 for wl in $BENCHES; do
-    case $wl in spawn_many | yield | skynet | fib | fib_seq | chan_pingpong | chan_mpmc | mutex | rwlock) ;;
+    case $wl in spawn_many | yield | skynet | fib | fib_seq | chan_pingpong | chan_mpmc | mutex | rwlock | sleep_many) ;;
     *) die "unknown workload '$wl' in BENCHES" ;; esac
 done
 
@@ -194,8 +194,9 @@ done
 # ns/op divides the weft median by the number of operations: n for spawn_many
 # (spawns), yield (yields), skynet (leaves), chan_pingpong (round trips),
 # chan_mpmc (elements), mutex and rwlock (lock/unlock pairs; for rwlock reads
-# and writes together); for fib and fib_seq n is the argument, so the
-# operation is one call and ops = 2*fib(n+1)-1.
+# and writes together), sleep_many (sleeping fibers, the 2 s sleep not
+# counted); for fib and fib_seq n is the argument, so the operation is one
+# call and ops = 2*fib(n+1)-1.
 ops_for() {
     case $1 in
     fib | fib_seq) awk -v n="$2" 'BEGIN { a = 0; b = 1; for (i = 0; i <= n; i++) { t = a + b; a = b; b = t } printf "%d\n", 2 * a - 1 }' ;;

@@ -1,6 +1,6 @@
 // Command weft-go-peers runs the Go peer versions of the weft benchmarks.
 //
-//	weft-go-peers spawn_many|yield|skynet|fib|fib_seq|chan_pingpong|chan_mpmc|mutex|rwlock [N]
+//	weft-go-peers spawn_many|yield|skynet|fib|fib_seq|chan_pingpong|chan_mpmc|mutex|rwlock|sleep_many [N]
 //
 // Each run prints exactly one line to stdout:
 //
@@ -47,10 +47,11 @@ var workloads = map[string]workload{
 	"chan_mpmc":     {4_000_000, chanMPMC},
 	"mutex":         {1_000_000, mutexBench},
 	"rwlock":        {1_000_000, rwlockBench},
+	"sleep_many":    {1_000_000, sleepMany},
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: weft-go-peers spawn_many|yield|skynet|fib|fib_seq|chan_pingpong|chan_mpmc|mutex|rwlock [N]")
+	fmt.Fprintln(os.Stderr, "usage: weft-go-peers spawn_many|yield|skynet|fib|fib_seq|chan_pingpong|chan_mpmc|mutex|rwlock|sleep_many [N]")
 	os.Exit(2)
 }
 

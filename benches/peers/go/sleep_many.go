@@ -12,7 +12,7 @@ import (
 )
 
 // sleepD is how long every sleep_many goroutine sleeps.
-const sleepD = 2 * time.Second
+const sleepD = 5 * time.Second
 
 // vmRSSKB returns VmRSS from /proc/self/status in kB, -1 if unreadable.
 func vmRSSKB() int64 {
@@ -37,10 +37,10 @@ func vmRSSKB() int64 {
 	return -1
 }
 
-// sleepMany starts n goroutines that each increment started and sleep 2 s,
+// sleepMany starts n goroutines that each increment started and sleep 5 s,
 // waits (polling every 1 ms) until all have started, notes the time and
 // the RSS, then waits for all. The reported time is the whole minus the
-// 2 s sleep: spawning, starting, the timers, waking and waiting.
+// 5 s sleep: spawning, starting, the timers, waking and waiting.
 func sleepMany(n int, t *timer) (int, error) {
 	var started, early, woken int64
 	var wg sync.WaitGroup

@@ -3,7 +3,8 @@
 # (ctest runs it: the tour_* tests of examples/python/CMakeLists.txt).
 #
 #   tour_check.sh PART DIR       PART: fetch counters gather forgotten
-#                                      blocking race fork_join echo faults
+#                                      blocking race fork_join echo signal
+#                                      faults
 #                                DIR:  where the tour programs were built
 #
 # The program's stdout and stderr are shown, then each claim is checked;
@@ -154,6 +155,17 @@ fork_join)
             eval 'test "$(wc -w <<<"$shares")" -eq "${nw:-0}" && ! grep -qw "0%" <<<"$shares"'
     fi
     ;;
+signal)
+    run "$dir/09_signal"
+    ms=$(sed -nE 's/^caught SIGTERM after ([0-9]+) ms$/\1/p' "$out")
+    n=$(sed -nE 's/^the ticker ticked ([0-9]+) times meanwhile$/\1/p' "$out")
+    check "SIGTERM was caught, not fatal, after the 200 ms the sender waits (${ms:-?} ms)" \
+        eval 'test -n "$ms" && test "$ms" -ge 199'
+    check "the ticker kept ticking while main waited (${n:-?} ticks, >= 5)" \
+        test "${n:-0}" -ge 5
+    check "after weft_run, SIGTERM has its default action again" \
+        has "^after weft_run: SIGTERM's action is the default again$" "$out"
+    ;;
 echo)
     run "$dir/08_echo" 1
     line=$(grep -E '^  [0-9]+ workers?: ' "$out")
@@ -174,7 +186,7 @@ faults)
     # shown as right, no task left unjoined. (../hello: examples/hello.c)
     for p in ../hello:'' 01_fetch:'' 02_counters:'20000 12000' 03_gather:'' \
              04_forgotten:'' 05_blocking:'' 06_race:'1000' \
-             07_fork_join:'12' 08_echo:'0.05 4'; do
+             07_fork_join:'12' 08_echo:'0.05 4' 09_signal:''; do
         prog=${p%%:*} args=${p#*:}
         [ -x "$dir/$prog" ] || continue
         for s in 1 2 3 4 5 6 7 8; do
@@ -202,6 +214,7 @@ faults)
                          ok=$((ok == 2)) ;;
                 07_fork_join) ok=$(grep -c 'speed-up' "$out") ;;
                 08_echo) ok=$(grep -c 'errors 0;' "$out") ;;
+                09_signal) ok=$(grep -c "SIGTERM's action is the default again$" "$out") ;;
                 esac
                 check "$what: exit 0 with the whole, right output" test "$ok" -eq 1
             fi

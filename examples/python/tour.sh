@@ -32,8 +32,8 @@ part "c. gather returns every result in order" 03_gather
 part "d. a task nobody joins: reported at shutdown" 04_forgotten
 part "e. a blocking call in a fiber: one worker freezes, the watchdog names it" 05_blocking
 part "f. a shared counter without a lock, on two workers" 06_race
-part "fork-join: fib with a fiber per call, one worker then all" 07_fork_join 32
 part "g. stop on a signal: SIGTERM caught, waited for in a fiber" 09_signal
+part "fork-join: fib with a fiber per call, one worker then all" 07_fork_join 32
 part "an echo server and 50 clients in one process" 08_echo 2
 
 printf '\ntour done in %.1f s\n' "$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN { print b - a }')"

@@ -47,6 +47,24 @@ static void *wait_usr2(void *arg)
 	return (void *)(intptr_t)weft_signal_wait(usr2, 1);
 }
 
+/* sig's handler now (SIG_DFL, the program's own, or weft's) */
+static void *handler_of(int sig)
+{
+	struct sigaction sa;
+	sigaction(sig, NULL, &sa);
+	return (void *)sa.sa_handler;
+}
+
+/* From a fiber: wait (1 ms steps, at most 10 s) until sig's handler is no
+ * longer `before`, i.e. a waiter's first wait has installed weft's: a
+ * signal sent earlier would take the old action (SIGUSR1's kills) */
+static void await_installed(int sig, void *before)
+{
+	for (int i = 0; i < 10000 && handler_of(sig) == before; i++)
+		weft_sleep(1 * MS);
+	CHECK(handler_of(sig) != before);
+}
+
 /* join t and return its weft_signal_wait result */
 static int result_of(weft_task *t)
 {
@@ -68,7 +86,9 @@ static void *send_usr1_thread(void *arg)
 static void *basic_main(void *arg)
 {
 	(void)arg;
+	void *before = handler_of(SIGUSR1);
 	weft_task *t = weft_spawn(wait_usr1, NULL);
+	await_installed(SIGUSR1, before);
 	weft_sleep(20 * MS); /* it waits */
 	CHECK_EQ(kill(getpid(), SIGUSR1), 0);
 	CHECK_EQ(result_of(t), SIGUSR1);
@@ -94,9 +114,12 @@ static void *broadcast_main(void *arg)
 {
 	(void)arg;
 	weft_deadline d;
+	void *b1 = handler_of(SIGUSR1), *b2 = handler_of(SIGUSR2);
 	weft_task *a[3], *b = weft_spawn(wait_usr2, NULL);
 	for (int i = 0; i < 3; i++)
 		a[i] = weft_spawn(wait_usr1, NULL);
+	await_installed(SIGUSR1, b1);
+	await_installed(SIGUSR2, b2);
 	weft_sleep(20 * MS);
 	CHECK_EQ(kill(getpid(), SIGUSR1), 0);
 	weft_deadline_push(&d, 5 * SEC); /* a waiter left behind: fail, not hang */
@@ -147,8 +170,9 @@ static void *pending_main(void *arg)
 
 	/* two signals pending: the lowest first, then the other */
 	static const int both[] = {SIGUSR2, SIGUSR1};
+	void *b2 = handler_of(SIGUSR2);
 	weft_task *u = weft_spawn(wait_usr2, NULL); /* installs SIGUSR2 */
-	weft_sleep(10 * MS);
+	await_installed(SIGUSR2, b2);
 	kill(getpid(), SIGUSR2);
 	CHECK_EQ(result_of(u), SIGUSR2);
 	kill(getpid(), SIGUSR2);
@@ -248,8 +272,9 @@ static void *misuse_main(void *arg)
 	pthread_join(th, NULL);
 	CHECK_EQ(atomic_load(&thread_result), -EINVAL);
 	/* none of them installed anything: SIGUSR1 still works */
+	void *b1 = handler_of(SIGUSR1);
 	weft_task *t = weft_spawn(wait_usr1, NULL);
-	weft_sleep(10 * MS);
+	await_installed(SIGUSR1, b1);
 	kill(getpid(), SIGUSR1);
 	CHECK_EQ(result_of(t), SIGUSR1);
 	return NULL;
@@ -356,8 +381,9 @@ static void *stress_main(void *arg)
 	weft_task *sp[4];
 	for (int i = 0; i < 4; i++)
 		sp[i] = weft_spawn(spinner, NULL);
+	void *b1 = handler_of(SIGUSR1);
 	weft_task *w = weft_spawn(stress_waiter, NULL);
-	weft_sleep(20 * MS); /* it waits: the handler is installed */
+	await_installed(SIGUSR1, b1);
 	pthread_t th;
 	CHECK_EQ(pthread_create(&th, NULL, stress_sender, NULL), 0);
 	CHECK_EQ(weft_join(w, NULL), 0);

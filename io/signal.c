@@ -25,6 +25,12 @@
  *   kernel after it), and a bit set after the exchange is followed by its
  *   own write, hence by another completion and another look.
  *
+ * ThreadSanitizer runs a handler only when the thread that took the signal
+ * next enters a function TSan intercepts; a worker parked in the ring (a
+ * raw system call) never would, so TSan builds wake parked workers every
+ * 20 ms while handlers are installed and make such a call after each reap
+ * (uring.c, weft__signal_tsan_point).
+ *
  * Seeded runs: a signal is an outside event, as a socket's data is: a
  * waiter counts as an op in flight on worker 0's ring (sim.c waits for
  * those in real time) and arrives when the signal does.
@@ -49,6 +55,7 @@
 #define NSIGS 65 /* signal numbers 1..64 */
 
 _Atomic uint64_t weft__sig_pending; /* bit s-1: s arrived, not dispatched */
+_Atomic int weft__sig_installed;    /* some handler of ours is installed */
 static _Atomic int sig_efd = -1;    /* worker 0's eventfd while installed */
 
 static pthread_mutex_t install = PTHREAD_MUTEX_INITIALIZER;
@@ -158,6 +165,8 @@ static int install_all(struct weft__rt *rt, const int *sigs, size_t n)
 				sigaction(s, &old_act[s], NULL);
 	} else {
 		installed |= mine;
+		if (installed)
+			atomic_store(&weft__sig_installed, 1);
 	}
 	pthread_mutex_unlock(&install);
 	return err;
@@ -233,6 +242,15 @@ int weft_signal_wait(const int *sigs, size_t n)
 	return r;
 }
 
+/* TSan holds a signal for a handler until the thread enters a function
+ * it intercepts (pthread_sigmask is one); the workers call this after
+ * each reap while handlers of ours are installed (TSan builds only). */
+void weft__signal_tsan_point(void)
+{
+	sigset_t m;
+	pthread_sigmask(SIG_BLOCK, NULL, &m);
+}
+
 /* weft_run, its workers stopped: the old actions back, nothing pending. */
 void weft__signal_fini(void)
 {
@@ -241,6 +259,7 @@ void weft__signal_fini(void)
 		if (installed & 1ull << (s - 1))
 			sigaction(s, &old_act[s], NULL);
 	installed = 0;
+	atomic_store(&weft__sig_installed, 0);
 	atomic_store(&sig_efd, -1);
 	pthread_mutex_unlock(&install);
 	weft__spin_lock(&lock);

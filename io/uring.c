@@ -554,6 +554,10 @@ static void reap_n(struct weft__worker *w, unsigned room)
 		drain_cancels(w);
 	if (w->pbuf)
 		weft__pbuf_drain(w);
+#ifdef WEFT__TSAN
+	if (atomic_load_explicit(&weft__sig_installed, memory_order_relaxed))
+		weft__signal_tsan_point(); /* see weft__ring_wait */
+#endif
 	/* a signal arrived (io/signal.c; its handler woke worker 0's
 	 * eventfd, but any reap may hand it over) */
 	if (atomic_load_explicit(&weft__sig_pending, memory_order_relaxed))
@@ -571,6 +575,20 @@ int weft__ring_wait(struct weft__worker *w, uint64_t timeout_ns)
 		ts.tv_nsec = (long long)(timeout_ns % 1000000000ull);
 		tsp = &ts;
 	}
+#ifdef WEFT__TSAN
+	/* TSan runs a signal handler only when the thread next enters a
+	 * function it intercepts; a worker parked in io_uring_enter (a raw
+	 * system call, restarted after the signal) never does, and a
+	 * weft_signal_wait would wait for ever. While weft has handlers
+	 * installed, wake every 20 ms and let TSan run what it holds
+	 * (weft__signal_tsan_point; test builds only) */
+	if (atomic_load_explicit(&weft__sig_installed, memory_order_relaxed) &&
+	    timeout_ns > 20000000ull) {
+		ts.tv_sec = 0;
+		ts.tv_nsec = 20000000;
+		tsp = &ts;
+	}
+#endif
 	int r = io_uring_submit_and_wait_timeout(&w->ring, &cqe, 1, tsp, NULL);
 	reap(w);
 	return r < 0 && r != -ETIME && r != -EINTR ? r : 0;

@@ -660,8 +660,10 @@ void weft__pbuf_fini(struct weft__worker *w) WEFT__HIDDEN;
 /* io/signal.c: bit s-1 set by the handler of signal s; a reap that sees
  * any dispatches them to the waiting fibers */
 extern _Atomic uint64_t weft__sig_pending WEFT__HIDDEN;
+extern _Atomic int weft__sig_installed WEFT__HIDDEN; /* any handler of ours */
 void weft__signal_dispatch(void) WEFT__HIDDEN;
 void weft__signal_fini(void) WEFT__HIDDEN;
+void weft__signal_tsan_point(void) WEFT__HIDDEN;
 
 /* io/uring.c */
 int weft__ring_init(struct weft__worker *w) WEFT__HIDDEN;

@@ -27,7 +27,7 @@
 #include <unistd.h>
 #include <weft.h>
 
-static int use_conn = 1;
+static int use_conn = 1, use_csend;
 
 static void *serve(void *arg)
 {
@@ -50,7 +50,8 @@ static void *serve(void *arg)
 	}
 	for (;;) {
 		ssize_t n = weft_conn_recv(c, buf, sizeof buf);
-		if (n <= 0 || weft_send(fd, buf, (size_t)n, 0) != n)
+		if (n <= 0 || (use_csend ? weft_conn_send(c, buf, (size_t)n)
+					 : weft_send(fd, buf, (size_t)n, 0)) != n)
 			break;
 	}
 	weft_conn_close(c);
@@ -151,6 +152,8 @@ int main(int argc, char **argv)
 	long port = argc > 1 ? strtol(argv[1], &end, 10) : 7000;
 	if (argc > 2)
 		use_conn = strcmp(argv[2], "recv") != 0;
+	if (argc > 2 && !strcmp(argv[2], "csend"))
+		use_csend = 1, argv[2] = "conn";
 	if ((end && (end == argv[1] || *end)) || port < 0 || port > 65535 ||
 	    (argc > 2 && strcmp(argv[2], "recv") && strcmp(argv[2], "conn"))) {
 		fprintf(stderr, "usage: echo_server [PORT [conn|recv]]\n");

@@ -31,7 +31,18 @@
  * its reader then does one plain receive (weft_recv into its own buffer)
  * before it arms again, so a pool held by unread conns neither makes it
  * spin nor keeps its data from it.
+ *
+ * Sending (weft_conn_send) is a second op of the same kind, c->s, one
+ * send at a time: the sender copies into c->sbuf, arms the send
+ * (MSG_WAITALL: the kernel finishes a short send itself) on its worker's
+ * ring and returns; the send goes to the kernel in the worker's next
+ * batched submit, so a server echoing to 1,000 connections makes no
+ * syscall per message (weft_send: one send(2) each). The CQE (send_cqe)
+ * disarms it, records the first error (sticky) and wakes a sender or
+ * closer waiting for it. A sender that finds a send in flight waits;
+ * close lets it finish (weft__mshot_stop's drain), then closes the fd.
  */
+#include <stddef.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -71,6 +82,14 @@ struct weft_conn {
 	uint16_t head, tail;
 	unsigned npend;
 	uint32_t off;
+	/* the send side (weft_conn_send), under s.lock: one send in flight
+	 * (s.armed) of slen bytes from sbuf (scap allocated); serr the first
+	 * send error, sticky; serr_told: a call has returned it */
+	struct weft__mshot s;
+	char *sbuf;
+	size_t scap, slen;
+	int serr;
+	bool serr_told;
 };
 
 /* ---- the buffer ring (owner only, except give_back) ---------------------- */
@@ -241,6 +260,32 @@ static void conn_cqe(struct weft__worker *w, struct weft__mshot *m,
 		weft__wake_ex(f, seq, WEFT__R_WOKEN, true);
 }
 
+/* A send's completion (the reaper of the worker it was armed on). With
+ * MSG_WAITALL the kernel retries a short send itself: a result short of
+ * slen means the connection failed after part of it (SO_ERROR says why). */
+static void send_cqe(struct weft__worker *w, struct weft__mshot *m,
+		     struct io_uring_cqe *cqe)
+{
+	(void)w;
+	struct weft_conn *c =
+		(struct weft_conn *)((char *)m - offsetof(struct weft_conn, s));
+	int res = cqe->res;
+	weft__spin_lock(&m->lock);
+	if (res >= 0 && (size_t)res < c->slen) {
+		int e = 0;
+		socklen_t len = sizeof e;
+		getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &e, &len);
+		res = e ? -e : -EPIPE;
+	}
+	if (res < 0 && !c->serr)
+		c->serr = res; /* -ECANCELED only from weft_conn_close */
+	uint32_t seq;
+	weft_task *f = weft__mshot_seen(m, false, false, &seq);
+	weft__spin_unlock(&m->lock); /* the last touch of c */
+	if (f)
+		weft__wake_ex(f, seq, WEFT__R_WOKEN, true);
+}
+
 /* ---- the API --------------------------------------------------------------- */
 
 weft_conn *weft_conn_open(int fd, int *err)
@@ -257,6 +302,7 @@ weft_conn *weft_conn_open(int fd, int *err)
 		*err = e;
 	if (c) {
 		c->m.cqe = conn_cqe;
+		c->s.cqe = send_cqe;
 		c->fd = fd;
 	}
 	return c;
@@ -409,6 +455,101 @@ ssize_t weft_conn_recv(weft_conn *c, void *buf, size_t n)
 	}
 }
 
+#define SBUF_MIN 256
+#define SBUF_MAX (64 * 1024) /* a longer send goes in pieces of this */
+
+/* Copy the next piece of buf into c's send buffer and arm its send on me's
+ * ring (lock held, !s.armed; dropped around the SQE as in
+ * weft__mshot_arm, whose cancel-list check this skips: only
+ * weft__mshot_stop cancels s, and nothing arms it after that). Returns
+ * the bytes taken, or -ENOMEM. */
+static ssize_t send_arm(weft_conn *c, struct weft__worker *me,
+			const char *buf, size_t n)
+{
+	struct weft__mshot *m = &c->s;
+	size_t k = n < SBUF_MAX ? n : SBUF_MAX;
+	if (k > c->scap) {
+		size_t cap = c->scap ? c->scap : SBUF_MIN;
+		while (cap < k)
+			cap *= 2;
+		char *nb = realloc(c->sbuf, cap);
+		if (!nb)
+			return -ENOMEM;
+		c->sbuf = nb;
+		c->scap = cap;
+	}
+	memcpy(c->sbuf, buf, k);
+	c->slen = k;
+	m->armed = true;
+	m->cop.w = me;
+	m->cop.ud = weft__io_new_ud(me, m) | WEFT__UD_MSHOT;
+	uint64_t ud = m->cop.ud;
+	weft__spin_unlock(&m->lock);
+	/* no CQE can come before the next submit, which is ours or later */
+	struct io_uring_sqe *sqe = weft__io_sqe(me);
+	io_uring_prep_send(sqe, c->fd, c->sbuf, k, MSG_NOSIGNAL | MSG_WAITALL);
+	io_uring_sqe_set_data64(sqe, ud);
+	me->inflight++;
+	WEFT__BUMP(me->m_io_sub, 1);
+	me->io_dirty = true; /* goes in the worker's next batched submit */
+	weft__spin_lock(&m->lock);
+	return (ssize_t)k;
+}
+
+ssize_t weft_conn_send(weft_conn *c, const void *buf, size_t n)
+{
+	struct weft__worker *me;
+	weft_task *self = weft__self(&me);
+	if (!c || !self)
+		return -EINVAL;
+	if (!buf && n)
+		return -EFAULT;
+	if (weft__fault(WEFT_FAULT_RESET)) /* seeded runs (weft/sim.h) */
+		return -ECONNRESET;
+	int e = weft__io_check(self);
+	if (e)
+		return e;
+	struct weft__mshot *m = &c->s;
+	if ((e = weft__mshot_enter(m)))
+		return e;
+	size_t done = 0;
+	ssize_t r = 0;
+	for (;;) {
+		if (m->closing) { /* woken by weft_conn_close */
+			r = -EBADF;
+			break;
+		}
+		if (c->serr) { /* sticky, like a broken pipe */
+			r = c->serr;
+			c->serr_told = true;
+			break;
+		}
+		if (done == n)
+			break;
+		if (!m->armed) {
+			if ((r = send_arm(c, me, (const char *)buf + done,
+					  n - done)) < 0)
+				break;
+			done += (size_t)r;
+			r = 0;
+			continue; /* the lock was dropped: look again */
+		}
+		if (m->waiter) { /* another sender waits for this send */
+			r = -EBUSY;
+			break;
+		}
+		int pr = weft__mshot_wait(m, self, IORING_OP_SEND, c->fd);
+		if (pr != WEFT__R_WOKEN) {
+			r = weft__reason_err(pr);
+			break;
+		}
+		me = weft__worker_self(); /* we may have moved */
+	}
+	weft__mshot_leave(m);
+	/* what was taken is sent (or its failure reported later) */
+	return done ? (ssize_t)done : r;
+}
+
 int weft_conn_close(weft_conn *c)
 {
 	struct weft__worker *me;
@@ -416,9 +557,12 @@ int weft_conn_close(weft_conn *c)
 	if (!c || !self)
 		return -EINVAL;
 	/* a reader inside weft_conn_recv returns -EBADF (mshot.c, "stop") */
-	int r = weft__mshot_stop(&c->m, self, c->fd);
+	int r = weft__mshot_stop(&c->m, self, c->fd, false);
 	if (r)
 		return r;
+	/* a sender inside weft_conn_send returns; the send in flight is
+	 * let finish (cut short only if we are cancelled or time out) */
+	int cut = weft__mshot_stop(&c->s, self, c->fd, true);
 	me = weft__worker_self();
 	struct weft__worker *w = c->m.cop.w;
 	for (; c->npend; c->npend--) {
@@ -427,6 +571,11 @@ int weft_conn_close(weft_conn *c)
 		give_back(w, bid, me);
 	}
 	r = close(c->fd) ? -errno : 0;
+	if (cut)
+		r = cut;
+	else if (c->serr && !c->serr_told)
+		r = c->serr; /* a send failed after its call returned */
+	free(c->sbuf);
 	free(c);
 	return r;
 }

@@ -103,9 +103,12 @@ int weft__mshot_enter(struct weft__mshot *m) WEFT__HIDDEN;
 void weft__mshot_leave(struct weft__mshot *m) WEFT__HIDDEN;
 /* fiber, lock NOT held: wake the fibers inside a call on m (they return
  * -EBADF; a plain receive on fd is ended by shutdown(fd, SHUT_RD)) and
- * wait for them to leave, then cancel and wait (not cancellably) until
- * !armed. Then nothing else touches m. -EBADF if a close already began. */
-int weft__mshot_stop(struct weft__mshot *m, weft_task *self,
-		     int fd) WEFT__HIDDEN;
+ * wait for them to leave; with drain, wait (cancellably, under the
+ * caller's deadline) for the armed op to end by itself; then cancel and
+ * wait (not cancellably) until !armed. Then nothing else touches m.
+ * Returns 0, -EBADF if a close already began, or -ECANCELED / -ETIMEDOUT
+ * / -ENOMEM if the drain was cut short (the op was cancelled). */
+int weft__mshot_stop(struct weft__mshot *m, weft_task *self, int fd,
+		     bool drain) WEFT__HIDDEN;
 
 #endif

@@ -127,7 +127,8 @@ void weft__mshot_leave(struct weft__mshot *m)
 		weft__wake(c, seq, WEFT__R_WOKEN);
 }
 
-int weft__mshot_stop(struct weft__mshot *m, weft_task *self, int fd)
+int weft__mshot_stop(struct weft__mshot *m, weft_task *self, int fd,
+		     bool drain)
 {
 	weft__spin_lock(&m->lock);
 	if (m->closing) {
@@ -156,6 +157,22 @@ int weft__mshot_stop(struct weft__mshot *m, weft_task *self, int fd)
 		weft__park_commit(self);
 		weft__spin_lock(&m->lock);
 	}
+	int cut = 0;
+	while (drain && m->armed) {
+		/* a send in flight: let it finish, cancellably (weft_conn_send
+		 * returned its bytes as sent; close(2) would keep them too) */
+		m->wseq = weft__park_begin(self, true);
+		m->waiter = self;
+		weft__spin_unlock(&m->lock);
+		int r = weft__park_wait(self);
+		weft__spin_lock(&m->lock);
+		if (r != WEFT__R_WOKEN) {
+			if (m->waiter == self)
+				m->waiter = NULL;
+			cut = weft__reason_err(r);
+			break;
+		}
+	}
 	bool cancel = m->armed && !m->cancelling;
 	if (cancel)
 		m->cancelling = true;
@@ -174,7 +191,7 @@ int weft__mshot_stop(struct weft__mshot *m, weft_task *self, int fd)
 	weft__spin_unlock(&m->lock);
 	if (m->cop.w)
 		weft__io_unlist(&m->cop);
-	return 0;
+	return cut;
 }
 
 /* ---- weft_listener: multishot accept ------------------------------------- */
@@ -317,7 +334,7 @@ int weft_listener_close(weft_listener *l)
 	weft_task *self = weft__self(NULL);
 	if (!l || !self)
 		return -EINVAL;
-	int r = weft__mshot_stop(&l->m, self, l->lfd);
+	int r = weft__mshot_stop(&l->m, self, l->lfd, false);
 	if (r)
 		return r;
 	for (; l->qn; l->qn--, l->qh = (l->qh + 1) % l->cap)

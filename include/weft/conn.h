@@ -14,7 +14,9 @@
  * A weft_listener arms one multishot accept and queues the connections it
  * brings (64 queued pause it until they are taken).
  *
- * Fiber only; one reader (acceptor) at a time; sends are weft_send(fd). */
+ * Fiber only; one reader (acceptor) at a time. weft_conn_send batches
+ * sends into the worker's submit (no syscall per message); weft_send on
+ * weft_conn_fd(c) works too (a syscall first), but not both at once. */
 #ifndef WEFT_CONN_H
 #define WEFT_CONN_H
 
@@ -46,15 +48,33 @@ WEFT_API weft_conn *weft_conn_open(int fd, int *err);
  *   or the socket's error (-ECONNRESET, ...), once. */
 WEFT_API ssize_t weft_conn_recv(weft_conn *c, void *buf, size_t n);
 
+/* Send n bytes: copy them into c's send buffer and hand that to the
+ * kernel (MSG_WAITALL) in the worker's next batched submit; return
+ * without waiting for it, as send(2) returns once the socket has the
+ * data. One send is in flight per conn: a call while the previous one is
+ * still in flight waits for it (a peer that stops reading holds the
+ * sender, as with weft_send); over 64 KiB goes in 64 KiB pieces. Returns
+ * n, or the count taken before an error (what was taken is sent), or
+ *   the first send error (-ECONNRESET, -EPIPE, ...), at every later call;
+ *   -ECANCELED / -ETIMEDOUT  while waiting (the send in flight goes on);
+ *   -EBUSY    another fiber is already waiting in weft_conn_send on c;
+ *   -EBADF    weft_conn_close(c) was called meanwhile;
+ *   -ENOMEM   no memory for the send buffer;
+ *   -EINVAL   c NULL, or not called from a fiber; -EFAULT buf NULL, n > 0. */
+WEFT_API ssize_t weft_conn_send(weft_conn *c, const void *buf, size_t n);
+
 /* The socket (for weft_send, setsockopt, getpeername; not for close). */
 WEFT_API int weft_conn_fd(const weft_conn *c);
 
 /* Stop receiving, give the buffers back, close the fd and free c. A fiber
- * waiting in weft_conn_recv on c returns -EBADF first (Go's Close); this
- * waits (not cancellably) for it to leave and for the kernel to finish
- * with the multishot receive. Returns 0, -EINVAL if c is NULL or the
- * caller is not a fiber, or the error of close(2) (c is freed all the
- * same). */
+ * waiting in weft_conn_recv or weft_conn_send on c returns -EBADF first
+ * (Go's Close); this waits (not cancellably) for it to leave and for the
+ * kernel to finish with the multishot receive, and lets a send in flight
+ * finish (cancellably: if the caller is cancelled or its deadline passes,
+ * the send is cancelled and this returns -ECANCELED / -ETIMEDOUT). Else
+ * returns 0, -EINVAL if c is NULL or the caller is not a fiber, a send
+ * error no call has returned yet, or the error of close(2). c is freed
+ * all the same. */
 WEFT_API int weft_conn_close(weft_conn *c);
 
 typedef struct weft_listener weft_listener;

@@ -1,12 +1,15 @@
 /* echo_server.c — a TCP echo server: one fiber per connection.
  *
- *     echo_server [PORT [conn|recv]]   (default 7000 conn; port 0 picks a
- *                                       free one; WEFT_WORKERS picks the
- *                                       workers)
+ *     echo_server [PORT [conn|connsys|recv]]  (default 7000 conn; port 0
+ *                                  picks a free one; WEFT_WORKERS picks
+ *                                  the workers)
  *
  * conn: connections come from a weft_listener (multishot accept), each is
  * a weft_conn (one multishot receive into the worker's buffer ring, armed
- * once); recv: weft_accept, and plain weft_recv per message.
+ * once) and answers with weft_conn_send (batched into the worker's next
+ * submit: no syscall per message); connsys: the same, answering with
+ * weft_send (a send(2) each; kept for benches/echo/ab.sh); recv:
+ * weft_accept, and plain weft_recv and weft_send per message.
  *
  * Python's asyncio version is the same shape (start_server + a coroutine
  * per client); here the handler is a plain function and the fibers run on
@@ -27,7 +30,7 @@
 #include <unistd.h>
 #include <weft.h>
 
-static int use_conn = 1, use_csend;
+static int use_conn = 1, use_connsys;
 
 static void *serve(void *arg)
 {
@@ -50,8 +53,8 @@ static void *serve(void *arg)
 	}
 	for (;;) {
 		ssize_t n = weft_conn_recv(c, buf, sizeof buf);
-		if (n <= 0 || (use_csend ? weft_conn_send(c, buf, (size_t)n)
-					 : weft_send(fd, buf, (size_t)n, 0)) != n)
+		if (n <= 0 || (use_connsys ? weft_send(fd, buf, (size_t)n, 0)
+					   : weft_conn_send(c, buf, (size_t)n)) != n)
 			break;
 	}
 	weft_conn_close(c);
@@ -150,13 +153,14 @@ int main(int argc, char **argv)
 {
 	char *end = NULL;
 	long port = argc > 1 ? strtol(argv[1], &end, 10) : 7000;
-	if (argc > 2)
+	if (argc > 2) {
 		use_conn = strcmp(argv[2], "recv") != 0;
-	if (argc > 2 && !strcmp(argv[2], "csend"))
-		use_csend = 1, argv[2] = "conn";
+		use_connsys = strcmp(argv[2], "connsys") == 0;
+	}
 	if ((end && (end == argv[1] || *end)) || port < 0 || port > 65535 ||
-	    (argc > 2 && strcmp(argv[2], "recv") && strcmp(argv[2], "conn"))) {
-		fprintf(stderr, "usage: echo_server [PORT [conn|recv]]\n");
+	    (argc > 2 && strcmp(argv[2], "recv") && strcmp(argv[2], "conn") &&
+	     strcmp(argv[2], "connsys"))) {
+		fprintf(stderr, "usage: echo_server [PORT [conn|connsys|recv]]\n");
 		return 2;
 	}
 	signal(SIGPIPE, SIG_IGN);

@@ -20,7 +20,10 @@
 #   weft    BUILD_DIR/examples/http_server PORT, WEFT_WORKERS=1
 #   weft2   the same with WEFT_WORKERS=2      (weft: skipped if not built)
 #   weftc   http_server PORT conn: a weft_listener + weft_conn instead of
-#           weft_accept + weft_recv (not in the default IMPLS)
+#           weft_accept + weft_recv, answering with weft_conn_send (not in
+#           the default IMPLS)
+#   weftcs  http_server PORT connsys: weftc answering with weft_send (not
+#           in the default IMPLS)
 #
 # Missing Debian packages (nginx, wrk, golang-go) are installed with apt-get
 # (needs root). Per run: start the server (under `timeout`, so it dies by
@@ -58,7 +61,7 @@ server_pin=() wrk_pin=()
 [ -z "$SERVER_CPUS" ] || server_pin=(taskset -c "$SERVER_CPUS")
 [ -z "$WRK_CPUS" ] || wrk_pin=(taskset -c "$WRK_CPUS")
 for impl in $IMPLS; do
-    case $impl in nginx | go | go2 | weft | weft2 | weftc) ;; *) die "unknown impl '$impl' in IMPLS" ;; esac
+    case $impl in nginx | go | go2 | weft | weft2 | weftc | weftcs) ;; *) die "unknown impl '$impl' in IMPLS" ;; esac
 done
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -178,6 +181,7 @@ server_cmd() {
     weft) printf '%s\n' env WEFT_WORKERS=1 "$weftbin" "$port" ;;
     weft2) printf '%s\n' env WEFT_WORKERS=2 "$weftbin" "$port" ;;
     weftc) printf '%s\n' env WEFT_WORKERS=1 "$weftbin" "$port" conn ;;
+    weftcs) printf '%s\n' env WEFT_WORKERS=1 "$weftbin" "$port" connsys ;;
     esac
 }
 
@@ -319,7 +323,7 @@ for impl in $IMPLS; do
     case $impl in
     nginx) [ "$have_nginx" = 1 ] || SKIP[$impl]="nginx not installed" ;;
     go | go2) [ "$have_go" = 1 ] || SKIP[$impl]="Go peer not built" ;;
-    weft | weft2 | weftc) [ -x "$weftbin" ] || SKIP[$impl]="$weftbin not found (build examples/http_server)" ;;
+    weft | weft2 | weftc | weftcs) [ -x "$weftbin" ] || SKIP[$impl]="$weftbin not found (build examples/http_server)" ;;
     esac
     [ -z "${SKIP[$impl]:-}" ] || note "skipping $impl: ${SKIP[$impl]}"
 done
@@ -344,7 +348,7 @@ row ------ ------- ---------- -------- ---------- ------------ -------- --------
 ngx_rps=$(median "${RPS[nginx]:-}")
 ngx_cpu=$(median "${CPU[nginx]:-}")
 for impl in $IMPLS; do
-    case $impl in nginx | go | weft | weftc) w=1 ;; *) w=2 ;; esac
+    case $impl in nginx | go | weft | weftc | weftcs) w=1 ;; *) w=2 ;; esac
     if [ -n "${SKIP[$impl]:-}" ]; then row "$impl" "$w" skipped - - - - - - -; continue; fi
     if [ -n "${FAILED[$impl]:-}" ] && [ -z "${RPS[$impl]:-}" ]; then row "$impl" "$w" FAILED - - - - - - -; continue; fi
     rps=$(median "${RPS[$impl]:-}")

@@ -90,6 +90,7 @@ struct weft_conn {
 	size_t scap, slen;
 	int serr;
 	bool serr_told;
+	bool s_checked; /* the fd was found to be a socket (first send) */
 };
 
 /* ---- the buffer ring (owner only, except give_back) ---------------------- */
@@ -512,6 +513,16 @@ ssize_t weft_conn_send(weft_conn *c, const void *buf, size_t n)
 	struct weft__mshot *m = &c->s;
 	if ((e = weft__mshot_enter(m)))
 		return e;
+	if (!c->s_checked && n) {
+		/* once per conn: a send that fails at once (not a socket, fd
+		 * not open) says so now, as send(2) would, not after returning
+		 * the count (the error stays, as any send error) */
+		int type;
+		socklen_t len = sizeof type;
+		if (getsockopt(c->fd, SOL_SOCKET, SO_TYPE, &type, &len) && !c->serr)
+			c->serr = -errno;
+		c->s_checked = true;
+	}
 	size_t done = 0;
 	ssize_t r = 0;
 	for (;;) {

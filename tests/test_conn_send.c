@@ -24,7 +24,8 @@
  * - peer reset: sends fail with -ECONNRESET or -EPIPE, at every later call
  *   (sticky), and a failure no call returned is returned by close;
  * - bad input: NULL conn, not a fiber -> -EINVAL; buf NULL with n > 0 ->
- *   -EFAULT; n 0 -> 0;
+ *   -EFAULT; n 0 -> 0 (a pipe -> -ENOTSOCK and an fd not open -> -EBADF
+ *   at the first call: test_misuse.c);
  * - no fd leaks in any of these (/proc/self/fd before and after).
  */
 #define _GNU_SOURCE

@@ -956,6 +956,7 @@ static void *conn_args_main(void *arg)
 	EXPECT(err, -EBADF);
 	EXPECT(weft_conn_open(-1, NULL) == NULL, 1);
 	EXPECT(weft_conn_recv(NULL, buf, 1), -EINVAL);
+	EXPECT(weft_conn_send(NULL, buf, 1), -EINVAL);
 	EXPECT(weft_conn_fd(NULL), -EINVAL);
 	EXPECT(weft_conn_close(NULL), -EINVAL);
 	EXPECT(weft_listener_open(-1, &err) == NULL, 1);
@@ -974,6 +975,11 @@ static void *conn_args_main(void *arg)
 		EXPECT(weft_conn_recv(c, buf, 0), 0);
 		EXPECT(weft_conn_recv(c, buf, 1), -ENOTSOCK);
 		EXPECT(weft_conn_recv(c, buf, 1), 0);
+		EXPECT(weft_conn_send(c, NULL, 1), -EFAULT);
+		EXPECT(weft_conn_send(c, buf, 0), 0);
+		/* at once, as send(2), and at every later call */
+		EXPECT(weft_conn_send(c, buf, 1), -ENOTSOCK);
+		EXPECT(weft_conn_send(c, buf, 1), -ENOTSOCK);
 		EXPECT(weft_conn_close(c), 0);
 	}
 	close(p[1]);
@@ -981,6 +987,7 @@ static void *conn_args_main(void *arg)
 	c = weft_conn_open(1000000, &err);
 	if (c) {
 		EXPECT(weft_conn_recv(c, buf, 1), -EBADF);
+		EXPECT(weft_conn_send(c, buf, 1), -EBADF);
 		EXPECT(weft_conn_close(c), -EBADF);
 	}
 	/* a listener on a socket that does not listen, then on a pipe */
@@ -1258,6 +1265,7 @@ static void test_outside_fiber_all(void **state)
 	assert_int_equal(weft_poll(0, POLLIN), -EINVAL);
 	assert_int_equal(weft_accept(0, NULL, NULL), -EINVAL);
 	assert_int_equal(weft_recv(0, buf, 1, 0), -EINVAL);
+	assert_int_equal(weft_conn_send(NULL, buf, 1), -EINVAL);
 	assert_int_equal(weft_send(1, buf, 1, 0), -EINVAL);
 	assert_int_equal(weft_sendto(1, buf, 1, 0, NULL, 0), -EINVAL);
 	assert_int_equal(weft_recvfrom(0, buf, 1, 0, NULL, NULL), -EINVAL);

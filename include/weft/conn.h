@@ -55,7 +55,8 @@ WEFT_API ssize_t weft_conn_recv(weft_conn *c, void *buf, size_t n);
  * still in flight waits for it (a peer that stops reading holds the
  * sender, as with weft_send); over 64 KiB goes in 64 KiB pieces. Returns
  * n, or the count taken before an error (what was taken is sent), or
- *   the first send error (-ECONNRESET, -EPIPE, ...), at every later call;
+ *   the first send error (-ECONNRESET, -EPIPE, ...; -ENOTSOCK, -EBADF
+ *   at once), at every later call;
  *   -ECANCELED / -ETIMEDOUT  while waiting (the send in flight goes on);
  *   -EBUSY    another fiber is already waiting in weft_conn_send on c;
  *   -EBADF    weft_conn_close(c) was called meanwhile;

@@ -21,6 +21,9 @@
  * - a closer cancelled while the send in flight cannot finish: close
  *   returns -ECANCELED, the fd is closed, nothing leaks, the peer sees end
  *   of file or a reset;
+ * - shutdown: weft_run's end cancels a sender waiting for a peer that
+ *   does not read (it returns the count taken), its close cancels the
+ *   send in flight (-ECANCELED), weft_run returns, no fd leaks;
  * - peer reset: sends fail with -ECONNRESET or -EPIPE, at every later call
  *   (sticky), and a failure no call returned is returned by close;
  * - bad input: NULL conn, not a fiber -> -EINVAL; buf NULL with n > 0 ->
@@ -416,6 +419,56 @@ static void test_send_waiting(void **state)
 	assert_int_equal(fds_open(), fds0);
 }
 
+/* weft_run's end cancels a sender waiting for a peer that does not read;
+ * its close then cancels the send in flight: weft_run returns, no fd
+ * leaks (the peer's end is closed only after it) */
+static struct {
+	int pc;
+	ssize_t sent;
+	int closed;
+	_Atomic int started;
+} sd;
+
+static void *shutdown_sender(void *arg)
+{
+	weft_conn *c = arg;
+	char *buf = pattern(13, 0, BIG);
+	atomic_store(&sd.started, 1);
+	sd.sent = weft_conn_send(c, buf, BIG);
+	sd.closed = weft_conn_close(c);
+	free(buf);
+	return NULL;
+}
+
+static void *shutdown_main(void *arg)
+{
+	(void)arg;
+	int ps = -1;
+	sd.pc = -1;
+	CHECK_EQ(small_pair(&sd.pc, &ps), 0);
+	weft_conn *c = weft_conn_open(ps, NULL);
+	weft_task *t = weft_spawn(shutdown_sender, c);
+	CHECK(t != NULL);
+	weft_detach(t);
+	CHECK_EQ(wait_flag(&sd.started), 0);
+	weft_sleep(20 * MS);
+	return NULL; /* the sender is still waiting */
+}
+
+static void test_send_shutdown(void **state)
+{
+	(void)state;
+	int fds0 = fds_open();
+	for (unsigned w = 1; w <= 2; w++) {
+		memset(&sd, 0, sizeof sd);
+		run(w, shutdown_main, NULL);
+		assert_true(sd.sent > 0 && sd.sent < (ssize_t)BIG);
+		assert_int_equal(sd.closed, -ECANCELED);
+		close(sd.pc);
+	}
+	assert_int_equal(fds_open(), fds0);
+}
+
 /* ---- peer reset, bad input ------------------------------------------------ */
 
 static void reset_peer(int fd)
@@ -501,6 +554,7 @@ int main(void)
 		cmocka_unit_test(test_send_echo),
 		cmocka_unit_test(test_send_large),
 		cmocka_unit_test(test_send_waiting),
+		cmocka_unit_test(test_send_shutdown),
 		cmocka_unit_test(test_send_reset),
 		cmocka_unit_test(test_send_bad_input),
 	};

@@ -460,14 +460,11 @@ ssize_t weft_conn_recv(weft_conn *c, void *buf, size_t n)
 #define SBUF_MAX (64 * 1024) /* a longer send goes in pieces of this */
 
 /* Copy the next piece of buf into c's send buffer and arm its send on me's
- * ring (lock held, !s.armed; dropped around the SQE as in
- * weft__mshot_arm, whose cancel-list check this skips: only
- * weft__mshot_stop cancels s, and nothing arms it after that). Returns
- * the bytes taken, or -ENOMEM. */
+ * ring (lock held, !s.armed; dropped around the SQE and taken again, as
+ * weft__mshot_arm does). Returns the bytes taken, or -ENOMEM. */
 static ssize_t send_arm(weft_conn *c, struct weft__worker *me,
 			const char *buf, size_t n)
 {
-	struct weft__mshot *m = &c->s;
 	size_t k = n < SBUF_MAX ? n : SBUF_MAX;
 	if (k > c->scap) {
 		size_t cap = c->scap ? c->scap : SBUF_MIN;
@@ -481,19 +478,11 @@ static ssize_t send_arm(weft_conn *c, struct weft__worker *me,
 	}
 	memcpy(c->sbuf, buf, k);
 	c->slen = k;
-	m->armed = true;
-	m->cop.w = me;
-	m->cop.ud = weft__io_new_ud(me, m) | WEFT__UD_MSHOT;
-	uint64_t ud = m->cop.ud;
-	weft__spin_unlock(&m->lock);
-	/* no CQE can come before the next submit, which is ours or later */
-	struct io_uring_sqe *sqe = weft__io_sqe(me);
+	struct io_uring_sqe *sqe = weft__mshot_arm_fresh(&c->s, me);
+	/* liburing's prep leaves user_data alone; it goes in the worker's
+	 * next batched submit */
 	io_uring_prep_send(sqe, c->fd, c->sbuf, k, MSG_NOSIGNAL | MSG_WAITALL);
-	io_uring_sqe_set_data64(sqe, ud);
-	me->inflight++;
-	WEFT__BUMP(me->m_io_sub, 1);
-	me->io_dirty = true; /* goes in the worker's next batched submit */
-	weft__spin_lock(&m->lock);
+	weft__spin_lock(&c->s.lock);
 	return (ssize_t)k;
 }
 

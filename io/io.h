@@ -87,6 +87,11 @@ struct weft__mshot {
  * alone) and takes the lock again */
 struct io_uring_sqe *weft__mshot_arm(struct weft__mshot *m,
 				     struct weft__worker *me) WEFT__HIDDEN;
+/* the same without the look for a deferred cancel of an earlier arming
+ * (two lock round trips): for an op that only weft__mshot_stop cancels,
+ * after which nothing arms it (weft_conn_send's, once per message) */
+struct io_uring_sqe *weft__mshot_arm_fresh(struct weft__mshot *m,
+					   struct weft__worker *me) WEFT__HIDDEN;
 /* reaper, lock held: a CQE seen; pressure: cancel now (back-pressure).
  * Returns the waiter to wake after unlocking (and its seq in *seq). */
 weft_task *weft__mshot_seen(struct weft__mshot *m, bool more, bool pressure,

@@ -56,6 +56,12 @@ struct io_uring_sqe *weft__mshot_arm(struct weft__mshot *m,
 		weft__io_unlist(&m->cop);
 		weft__spin_lock(&m->lock);
 	}
+	return weft__mshot_arm_fresh(m, me);
+}
+
+struct io_uring_sqe *weft__mshot_arm_fresh(struct weft__mshot *m,
+					   struct weft__worker *me)
+{
 	m->armed = true;
 	m->cancelling = false;
 	m->cop.w = me;

@@ -6,6 +6,8 @@
  *   every echoed byte is checked. On 2 workers with the default pool, and
  *   with a pool of 8 buffers of 64 bytes (chunks split across buffers,
  *   receives ending with -ENOBUFS and re-armed, back-pressure cancels);
+ *   and again answering with weft_conn_send (the rest of weft_conn_send:
+ *   test_conn_send.c);
  * - back-pressure: a peer writes 1 MiB while the reader sleeps 100 ms,
  *   then everything arrives intact and in order;
  * - peer close: the data, then 0, then 0; reset: -ECONNRESET once, then 0;
@@ -57,6 +59,7 @@ struct echo {
 	uint16_t port;
 	size_t clients, bytes;
 	bool listener; /* accept through a weft_listener */
+	bool csend;    /* answer with weft_conn_send (else weft_send) */
 	atomic_int done, bad, served, ids;
 };
 
@@ -86,7 +89,9 @@ static void *conn_fiber(void *arg)
 			break;
 		if (rnd(&s) % 4 == 0)
 			weft_yield();
-		CHECK_EQ(weft_send(weft_conn_fd(c), buf, (size_t)n, 0), n);
+		CHECK_EQ(a->e->csend ? weft_conn_send(c, buf, (size_t)n)
+				     : weft_send(weft_conn_fd(c), buf, (size_t)n, 0),
+			 n);
 	}
 	CHECK_EQ(weft_conn_close(c), 0);
 	atomic_fetch_add(&a->e->served, 1);
@@ -185,13 +190,14 @@ static void *echo_main(void *arg)
 	return NULL;
 }
 
-static void run_echo(unsigned workers, unsigned nbuf, unsigned bufsz,
-		     size_t clients, size_t bytes)
+static void run_echo_as(bool csend, unsigned workers, unsigned nbuf,
+			unsigned bufsz, size_t clients, size_t bytes)
 {
 	int fds0 = fds_open();
 	struct echo e;
 	memset(&e, 0, sizeof e);
 	e.listener = nbuf != 8; /* the big pools accept through a listener */
+	e.csend = csend;
 	e.clients = clients;
 	e.bytes = bytes;
 	reset_fails();
@@ -206,11 +212,27 @@ static void run_echo(unsigned workers, unsigned nbuf, unsigned bufsz,
 	assert_int_equal(fds_open(), fds0);
 }
 
+static void run_echo(unsigned workers, unsigned nbuf, unsigned bufsz,
+		     size_t clients, size_t bytes)
+{
+	run_echo_as(false, workers, nbuf, bufsz, clients, bytes);
+}
+
 static void test_conn_echo(void **state)
 {
 	(void)state;
 	run_echo(2, 0, 0, scaled(400, 8), 16 * 1024);
 	run_echo(1, 0, 0, scaled(100, 4), 16 * 1024);
+}
+
+/* the same, answering with weft_conn_send: a conn fiber stolen between
+ * two answers arms the next on another worker's ring */
+static void test_conn_echo_send(void **state)
+{
+	(void)state;
+	run_echo_as(true, 2, 0, 0, scaled(300, 8), 24 * 1024);
+	run_echo_as(true, 1, 0, 0, scaled(100, 4), 24 * 1024);
+	run_echo_as(true, 2, 8, 64, scaled(100, 4), 8 * 1024);
 }
 
 static void test_conn_echo_tiny_pool(void **state)
@@ -976,6 +998,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_conn_echo),
+		cmocka_unit_test(test_conn_echo_send),
 		cmocka_unit_test(test_conn_echo_tiny_pool),
 		cmocka_unit_test(test_conn_backpressure),
 		cmocka_unit_test(test_conn_empty_pool),

@@ -1,10 +1,8 @@
 /* Description: weft_conn_send, sends batched through the worker's ring
  * (weft/conn.h).
  *
- * - echo: 300 client fibers (scaled) send 24 KiB each in random chunks to
- *   connection fibers that read with weft_conn_recv, yield at random (so
- *   they are stolen: the next send arms on another worker's ring) and
- *   echo with weft_conn_send; every byte is checked; 2 workers and 1;
+ * - (the many-connection echo answering with weft_conn_send, across
+ *   workers: test_conn.c, test_conn_echo_send);
  * - large: one call of 1 MiB + 13 bytes (pieces of 64 KiB) to a peer with
  *   small socket buffers that starts reading 50 ms later: the call waits
  *   piece by piece, returns the whole count, and the peer gets every byte
@@ -43,142 +41,6 @@
 static int fds_open(void)
 {
 	return count_dir_entries("/proc/self/fd");
-}
-
-/* ---- echo -------------------------------------------------------------- */
-
-struct echo {
-	int lfd;
-	uint16_t port;
-	size_t clients, bytes;
-	atomic_int done, bad, served, ids;
-};
-
-static struct echo *cur_echo;
-
-static void *conn_fiber(void *arg)
-{
-	int fd = (int)(intptr_t)arg;
-	weft_conn *c = weft_conn_open(fd, NULL);
-	CHECK(c != NULL);
-	if (!c) {
-		close(fd);
-		return NULL;
-	}
-	char buf[3000];
-	uint64_t s = (uint64_t)fd * 7919 + 1;
-	for (;;) {
-		size_t want = 1 + rnd(&s) % sizeof buf;
-		ssize_t n = weft_conn_recv(c, buf, want);
-		CHECK(n >= 0 && (size_t)n <= want);
-		if (n <= 0)
-			break;
-		if (rnd(&s) % 4 == 0)
-			weft_yield();
-		CHECK_EQ(weft_conn_send(c, buf, (size_t)n), n);
-	}
-	CHECK_EQ(weft_conn_close(c), 0);
-	atomic_fetch_add(&cur_echo->served, 1);
-	return NULL;
-}
-
-static void *acceptor(void *arg)
-{
-	struct echo *e = arg;
-	for (size_t i = 0; i < e->clients; i++) {
-		int fd = weft_accept(e->lfd, NULL, NULL);
-		CHECK(fd >= 0);
-		if (fd < 0)
-			break;
-		weft_task *t = weft_spawn(conn_fiber, (void *)(intptr_t)fd);
-		CHECK(t != NULL);
-		weft_detach(t);
-	}
-	return NULL;
-}
-
-static void *client(void *arg)
-{
-	struct echo *e = arg;
-	uint64_t id = (uint64_t)atomic_fetch_add(&e->ids, 1) + 1;
-	int fd = weft_tcp_connect("127.0.0.1", e->port);
-	CHECK(fd >= 0);
-	if (fd < 0)
-		return NULL;
-	char out[4096], in[4096];
-	uint64_t s = id | 1;
-	size_t sent = 0, got = 0;
-	while (got < e->bytes) {
-		if (sent < e->bytes) {
-			size_t k = 1 + rnd(&s) % sizeof out;
-			if (k > e->bytes - sent)
-				k = e->bytes - sent;
-			for (size_t i = 0; i < k; i++)
-				out[i] = (char)pat(id, sent + i);
-			CHECK_EQ(weft_send(fd, out, k, 0), (ssize_t)k);
-			sent += k;
-		}
-		while (got < sent) {
-			ssize_t n = weft_recv(fd, in, sizeof in, 0);
-			CHECK(n > 0);
-			if (n <= 0) {
-				atomic_fetch_add(&e->bad, 1);
-				close(fd);
-				return NULL;
-			}
-			for (ssize_t i = 0; i < n; i++)
-				if ((unsigned char)in[i] != pat(id, got + (size_t)i)) {
-					atomic_fetch_add(&e->bad, 1);
-					break;
-				}
-			got += (size_t)n;
-		}
-	}
-	shutdown(fd, SHUT_WR);
-	CHECK_EQ(weft_recv(fd, in, sizeof in, 0), 0);
-	close(fd);
-	atomic_fetch_add(&e->done, 1);
-	return NULL;
-}
-
-static void *echo_main(void *arg)
-{
-	struct echo *e = arg;
-	e->lfd = weft_tcp_listen("127.0.0.1", 0, 4096);
-	CHECK(e->lfd >= 0);
-	e->port = port_of(e->lfd);
-	weft_task *acc = weft_spawn(acceptor, e);
-	weft_task **cl = calloc(e->clients, sizeof *cl);
-	for (size_t i = 0; i < e->clients; i++)
-		cl[i] = weft_spawn(client, e);
-	CHECK_EQ(weft_gather(cl, e->clients, NULL), 0);
-	CHECK_EQ(weft_join(acc, NULL), 0);
-	await_at_least(&e->served, (int)e->clients); /* all closed */
-	free(cl);
-	close(e->lfd);
-	return NULL;
-}
-
-static void run_echo(unsigned workers, size_t clients, size_t bytes)
-{
-	int fds0 = fds_open();
-	struct echo e;
-	memset(&e, 0, sizeof e);
-	e.clients = clients;
-	e.bytes = bytes;
-	cur_echo = &e;
-	run(workers, echo_main, &e);
-	assert_int_equal(atomic_load(&e.bad), 0);
-	assert_int_equal(atomic_load(&e.done), (int)clients);
-	assert_int_equal(atomic_load(&e.served), (int)clients);
-	assert_int_equal(fds_open(), fds0);
-}
-
-static void test_send_echo(void **state)
-{
-	(void)state;
-	run_echo(2, scaled(300, 8), 24 * 1024);
-	run_echo(1, scaled(100, 4), 24 * 1024);
 }
 
 /* ---- a peer that reads later ------------------------------------------- */
@@ -551,7 +413,6 @@ static void test_send_bad_input(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_send_echo),
 		cmocka_unit_test(test_send_large),
 		cmocka_unit_test(test_send_waiting),
 		cmocka_unit_test(test_send_shutdown),

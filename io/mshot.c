@@ -165,16 +165,11 @@ int weft__mshot_stop(struct weft__mshot *m, weft_task *self, int fd,
 	}
 	int cut = 0;
 	while (drain && m->armed) {
-		/* a send in flight: let it finish, cancellably (weft_conn_send
-		 * returned its bytes as sent; close(2) would keep them too) */
-		m->wseq = weft__park_begin(self, true);
-		m->waiter = self;
-		weft__spin_unlock(&m->lock);
-		int r = weft__park_wait(self);
-		weft__spin_lock(&m->lock);
+		/* a send in flight (the one op drained: weft_conn_send's): let
+		 * it finish, cancellably; its call returned its bytes as sent,
+		 * and close(2) would keep them too */
+		int r = weft__mshot_wait(m, self, IORING_OP_SEND, fd);
 		if (r != WEFT__R_WOKEN) {
-			if (m->waiter == self)
-				m->waiter = NULL;
 			cut = weft__reason_err(r);
 			break;
 		}

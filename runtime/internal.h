@@ -16,6 +16,7 @@
 
 #include <liburing.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -370,6 +371,11 @@ struct weft__worker {
 	struct weft__rt *rt;
 	/* scheduler tick: w->dq.tick (the deque stamps pushes with it) */
 	struct weft__ctx sched; /* the scheduler context (thread stack) */
+#ifdef WEFT__TSAN
+	/* signals blocked across a fiber switch (sched.c, ctx_jump) */
+	bool tsan_masked;
+	sigset_t tsan_mask;
+#endif
 	weft_task *cur;         /* fiber running now, NULL in the scheduler */
 	weft_task *prev;        /* the fiber that just switched out ... */
 	int prev_action;        /* ... and what to do with it (sched.c) */

@@ -102,9 +102,25 @@ int weft__ring_init(struct weft__worker *w)
 		return r;
 	}
 	w->ring_ok = true;
+	/* io_uring_enter by a registered index skips the fd table and the
+	 * file's reference count (atomic in a multithreaded process) on each
+	 * enter; per thread, at most 16 (seeded runs host every worker on
+	 * one thread: not there). Optional: liburing falls back to the fd. */
+	if (!w->sim)
+		w->ring_fd_reg = io_uring_register_ring_fd(&w->ring) == 1;
 	arm_efd(w);
 	io_uring_submit(&w->ring);
 	return 0;
+}
+
+/* On the worker's own thread, before it ends: the registration is the
+ * thread's (weft__ring_fini may run on another). */
+void weft__ring_thread_exit(struct weft__worker *w)
+{
+	if (w->ring_fd_reg) {
+		io_uring_unregister_ring_fd(&w->ring);
+		w->ring_fd_reg = false;
+	}
 }
 
 void weft__ring_fini(struct weft__worker *w)

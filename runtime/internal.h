@@ -404,6 +404,7 @@ struct weft__worker {
 
 	struct io_uring ring;
 	bool ring_ok;
+	bool ring_fd_reg; /* io_uring_register_ring_fd by this thread (uring.c) */
 	bool reaping; /* in reap_n: wakes leave the notify to reap_notify */
 	/* weft__clock() when reaped work first waited unannounced (sched.c,
 	 * "Quiet wakes"), 0 if none; the owner writes, the watcher reads */
@@ -674,6 +675,7 @@ void weft__signal_tsan_point(void) WEFT__HIDDEN;
 /* io/uring.c */
 int weft__ring_init(struct weft__worker *w) WEFT__HIDDEN;
 void weft__ring_fini(struct weft__worker *w) WEFT__HIDDEN;
+void weft__ring_thread_exit(struct weft__worker *w) WEFT__HIDDEN;
 int weft__ring_wait(struct weft__worker *w, uint64_t timeout_ns) WEFT__HIDDEN;
 void weft__ring_poll(struct weft__worker *w) WEFT__HIDDEN;
 void weft__ring_wake(struct weft__worker *target) WEFT__HIDDEN;

@@ -164,6 +164,7 @@ static int worker_setup(struct weft__worker *w)
  * to its eventfd until weft_run has drained them (then it closes rings). */
 static void worker_teardown(struct weft__worker *w)
 {
+	weft__ring_thread_exit(w);
 	weft__altstack_pop(w->altstack_save);
 	w->altstack_save = NULL;
 	weft__worker_set(NULL);

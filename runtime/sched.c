@@ -358,9 +358,12 @@ static weft_task *pick_local(struct weft__worker *w)
 	/* timers and the ring first: they must not wait behind the queues */
 	if (w->dq.tick % WEFT_EVENT_INTERVAL == 0)
 		maintenance(w);
-	else if (w->io_dirty &&
-		 ((w->dq.tick & 7) == 0 || weft__dq_len(&w->dq) == 0))
+	else if (w->io_dirty && (w->dq.tick & 7) == 0)
 		weft__io_flush(w); /* batched: one enter for many fibers' SQEs */
+	/* A queue that ran dry is not flushed here: find_work's maintenance
+	 * follows at once, and its one io_uring_enter both submits and takes
+	 * the completions (a flush of its own made that two: 0.79 enters per
+	 * echoed message at 1,000 connections, 0.43 without) */
 	if (w->dq.tick % WEFT_GLOBAL_INTERVAL == 0 &&
 	    (t = weft__inject_pop(&rt->inject)))
 		return t;

@@ -994,6 +994,106 @@ static void test_conn_close_wakes(void **state)
 	assert_int_equal(fds_open(), fds0);
 }
 
+/* ---- fixed-file slots ------------------------------------------------------ */
+
+/* A conn's socket sits in a slot of its worker's fixed-file table from its
+ * first receive on; the slot holds the socket, so close must clear it, or
+ * the peer would never see the close. Same worker: more conns one after
+ * another than the table has slots (4,096: each must be given back for
+ * the next). Other worker: the conn armed on one worker and closed on the
+ * other, whose close hands the slot to its owner. */
+struct fx {
+	weft_conn *c;
+	int peer;
+	unsigned armed_on; /* the worker the reader armed the receive on */
+	ssize_t r;
+};
+
+static atomic_int fx_cross, fx_rounds;
+
+static void *fx_reader(void *arg)
+{
+	struct fx *x = arg;
+	char b;
+	x->armed_on = weft_worker_id(); /* no suspension until it arms */
+	x->r = weft_conn_recv(x->c, &b, 1);
+	if (x->r == 1)
+		x->r = weft_conn_send(x->c, "y", 1);
+	return NULL;
+}
+
+/* one conn: the peer sends, the reader (spawned, perhaps stolen) answers,
+ * this fiber closes; the peer must see the answer, then the close */
+static void fx_round(bool move)
+{
+	struct pair p = {-1, -1};
+	CHECK_EQ(make_pair(&p), 0);
+	struct fx x = {.c = weft_conn_open(p.a, NULL), .peer = p.b};
+	CHECK(x.c != NULL);
+	weft_task *t = weft_spawn(fx_reader, &x);
+	if (move) { /* hog this worker so the other takes the reader */
+		uint64_t until = weft_now() + 5 * MS;
+		while (weft_now() < until)
+			;
+	}
+	CHECK_EQ(weft_send(p.b, "x", 1, 0), 1);
+	CHECK_EQ(weft_join(t, NULL), 0);
+	CHECK_EQ(x.r, 1);
+	unsigned here = weft_worker_id();
+	CHECK_EQ(weft_conn_close(x.c), 0);
+	if (here != x.armed_on)
+		atomic_fetch_add(&fx_cross, 1);
+	atomic_fetch_add(&fx_rounds, 1);
+	char b[2];
+	weft_deadline d;
+	weft_deadline_push(&d, 5 * SEC); /* a slot left set: -ETIMEDOUT */
+	CHECK_EQ(weft_recv(p.b, b, 1, MSG_WAITALL), 1);
+	CHECK_EQ(b[0], 'y');
+	CHECK_EQ(weft_recv(p.b, b, 1, 0), 0); /* the peer sees the close */
+	weft_deadline_pop(&d);
+	close(p.b);
+}
+
+static void *fixed_same_main(void *arg)
+{
+	size_t n = (size_t)(uintptr_t)arg;
+	for (size_t i = 0; i < n; i++)
+		fx_round(false);
+	return NULL;
+}
+
+static void *fixed_cross_main(void *arg)
+{
+	(void)arg;
+	/* until 5 rounds closed on the other worker (or 200 rounds) */
+	for (int i = 0; i < 200 && atomic_load(&fx_cross) < 5; i++)
+		fx_round(true);
+	return NULL;
+}
+
+static void test_conn_fixed_slots(void **state)
+{
+	(void)state;
+	int fds0 = fds_open();
+	reset_fails();
+	weft_config c = cfg_workers(1);
+	size_t n = scaled(4200, 300);
+	atomic_store(&fx_rounds, 0);
+	assert_int_equal(weft_run(&c, fixed_same_main, (void *)(uintptr_t)n,
+				  NULL),
+			 0);
+	assert_no_fails();
+	assert_int_equal(atomic_load(&fx_rounds), (int)n);
+	c = cfg_workers(2);
+	atomic_store(&fx_cross, 0);
+	assert_int_equal(weft_run(&c, fixed_cross_main, NULL, NULL), 0);
+	assert_no_fails();
+	print_message("closed on the other worker: %d rounds\n",
+		      atomic_load(&fx_cross));
+	assert_true(atomic_load(&fx_cross) >= 5);
+	assert_int_equal(fds_open(), fds0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1009,6 +1109,7 @@ int main(void)
 		cmocka_unit_test(test_listener),
 		cmocka_unit_test(test_listener_bad_input),
 		cmocka_unit_test(test_conn_shutdown),
+		cmocka_unit_test(test_conn_fixed_slots),
 		cmocka_unit_test(test_conn_close_wakes),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -5,8 +5,9 @@
 #
 # Environment:
 #   ROUNDS         runs per implementation and workload (default 5)
-#   BENCHES        workloads to run (default "spawn_many yield skynet fib
-#                  fib_seq chan_pingpong chan_mpmc mutex rwlock sleep_many")
+#   BENCHES        workloads to run (default "spawn_many spawn_wg yield
+#                  skynet fib fib_seq chan_pingpong chan_mpmc mutex rwlock
+#                  sleep_many"; spawn_wg's Go peer is spawn_many's)
 #   BENCH_TIMEOUT  seconds before a single run is killed (default 300)
 #   WEFT_WORKERS   passed through to both sides (worker count / GOMAXPROCS)
 #   CC             C compiler for the pthread peers (default cc)
@@ -26,7 +27,7 @@ set -u
 export LC_ALL=C   # "." decimal point for sort -g and awk
 
 ROUNDS=${ROUNDS:-5}
-BENCHES=${BENCHES:-"spawn_many yield skynet fib fib_seq chan_pingpong chan_mpmc mutex rwlock sleep_many"}
+BENCHES=${BENCHES:-"spawn_many spawn_wg yield skynet fib fib_seq chan_pingpong chan_mpmc mutex rwlock sleep_many"}
 BENCH_TIMEOUT=${BENCH_TIMEOUT:-300}
 
 die() { echo "run.sh: $*" >&2; exit 2; }
@@ -36,7 +37,7 @@ warn() { echo "run.sh: warning: $*" >&2; }
 [[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "ROUNDS must be a positive integer, got '$ROUNDS'"
 [[ $BENCH_TIMEOUT =~ ^[1-9][0-9]*$ ]] || die "BENCH_TIMEOUT must be a positive integer"
 for wl in $BENCHES; do
-    case $wl in spawn_many | yield | skynet | fib | fib_seq | chan_pingpong | chan_mpmc | mutex | rwlock | sleep_many) ;;
+    case $wl in spawn_many | spawn_wg | yield | skynet | fib | fib_seq | chan_pingpong | chan_mpmc | mutex | rwlock | sleep_many) ;;
     *) die "unknown workload '$wl' in BENCHES" ;; esac
 done
 
@@ -192,7 +193,7 @@ done
 
 # --- table ---------------------------------------------------------------------
 # ns/op divides the weft median by the number of operations: n for spawn_many
-# (spawns), yield (yields), skynet (leaves), chan_pingpong (round trips),
+# and spawn_wg (spawns), yield (yields), skynet (leaves), chan_pingpong (round trips),
 # chan_mpmc (elements), mutex and rwlock (lock/unlock pairs; for rwlock reads
 # and writes together), sleep_many (sleeping fibers, the 2 s sleep not
 # counted); for fib and fib_seq n is the argument, so the operation is one

@@ -104,16 +104,35 @@ int weft_wg_add(weft_wg *wg, long delta)
 	weft__sim_point();
 	if (!wg)
 		return -EINVAL;
-	weft__spin_lock(&wg->_q._lock);
+	/* Without the lock while the count stays above 0 on both sides: only
+	 * a change to or from 0 concerns a waiter (wait looks at the count
+	 * under the lock, and the step to 0 wakes under it). One CAS where
+	 * the lock took two RMWs and its line twice: N fibers counting down
+	 * one group from both workers (benches/bench_spawn_wg.c) */
 	long c = __atomic_load_n(&wg->_count, __ATOMIC_RELAXED), nc;
-	bool ovf = __builtin_add_overflow(c, delta, &nc); /* c >= 0: upward */
-	if (ovf || nc < 0) {
-		weft__spin_unlock(&wg->_q._lock);
-		return ovf ? -EOVERFLOW : -EINVAL;
+	for (;;) {
+		while (c > 0 && !__builtin_add_overflow(c, delta, &nc) && nc > 0)
+			/* release: as the CAS below */
+			if (__atomic_compare_exchange_n(&wg->_count, &c, nc,
+							true, __ATOMIC_RELEASE,
+							__ATOMIC_RELAXED))
+				return 0;
+		weft__spin_lock(&wg->_q._lock);
+		c = __atomic_load_n(&wg->_count, __ATOMIC_RELAXED);
+		bool ovf = __builtin_add_overflow(c, delta, &nc); /* c >= 0 */
+		if (ovf || nc < 0) {
+			weft__spin_unlock(&wg->_q._lock);
+			return ovf ? -EOVERFLOW : -EINVAL;
+		}
+		/* release: work done before weft_wg_done is visible to
+		 * waiters (pairs with wait's acquire load); a CAS, not a
+		 * store: the path above changes the count without the lock */
+		if (__atomic_compare_exchange_n(&wg->_count, &c, nc, false,
+						__ATOMIC_RELEASE,
+						__ATOMIC_RELAXED))
+			break;
+		weft__spin_unlock(&wg->_q._lock); /* it moved: look again */
 	}
-	/* release: work done before weft_wg_done is visible to waiters
-	 * (pairs with wait's acquire load) */
-	__atomic_store_n(&wg->_count, nc, __ATOMIC_RELEASE);
 	if (nc == 0) {
 		struct weft__waiter *w;
 		while ((w = weft__wl_claim(weft__wq_list(&wg->_q))))

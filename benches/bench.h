@@ -21,6 +21,23 @@ static inline void bench_result(const char *name, unsigned long long n,
 	fflush(stdout);
 }
 
+/* spawn_many, spawn_wg: every fiber i stored 2*i in out[i]; report the
+ * result line if so. Returns main's exit status. */
+static inline int bench_report_doubles(const char *name,
+				       const unsigned long long *out,
+				       unsigned long long n, double secs)
+{
+	unsigned long long sum = 0;
+	for (unsigned long long i = 0; i < n; i++)
+		sum += out[i];
+	if (sum != n * (n - 1)) {
+		fprintf(stderr, "%s: wrong sum %llu\n", name, sum);
+		return 1;
+	}
+	bench_result(name, n, secs);
+	return 0;
+}
+
 static inline unsigned long long bench_arg(int argc, char **argv,
 					   unsigned long long def)
 {

@@ -85,9 +85,9 @@ struct weft__pbuf {
 	_Atomic int has_ret; /* hint: nret > 0 */
 	_Atomic int starved; /* a receive ended with -ENOBUFS */
 	/* the ring's fixed-file table ("Fixed files" above): free slots
-	 * (owner only), and slots that closers on other workers gave back
-	 * (rel, under rel_lock) for the owner to clear */
-	unsigned ft_n;
+	 * (owner only; none if the table could not be registered), and
+	 * slots that closers on other workers gave back (rel, under
+	 * rel_lock) for the owner to clear */
 	uint32_t *ft_free;
 	unsigned ft_nfree;
 	unsigned rel_lock;
@@ -200,7 +200,6 @@ static struct weft__pbuf *pbuf_get(struct weft__worker *w)
 	pb->ft_rel = malloc(FIXED_FILES * sizeof *pb->ft_rel);
 	if (pb->ft_free && pb->ft_rel &&
 	    io_uring_register_files_sparse(&w->ring, FIXED_FILES) == 0) {
-		pb->ft_n = FIXED_FILES;
 		for (unsigned i = 0; i < FIXED_FILES; i++)
 			pb->ft_free[i] = FIXED_FILES - 1 - i; /* 0 first */
 		pb->ft_nfree = FIXED_FILES;
@@ -246,7 +245,6 @@ static void give_back(struct weft__worker *w, uint16_t bid,
 		weft__ring_wake(w); /* it may be parked with an empty pool */
 }
 
-/* The owner, at the end of each reap: take back what other workers read. */
 static void slot_clear(struct weft__worker *w, uint32_t slot)
 {
 	static const int none = -1;
@@ -319,6 +317,8 @@ static void sqe_file(struct io_uring_sqe *sqe, int slot)
 	}
 }
 
+/* The owner, at the end of each reap: clear the slots other workers gave
+ * back, and take back the buffers their readers read. */
 void weft__pbuf_drain(struct weft__worker *w)
 {
 	struct weft__pbuf *pb = w->pbuf;

@@ -402,20 +402,25 @@ int weft_join(weft_task *t, void **result)
 }
 
 /* For a call on a task handle: outside a worker, enter as a foreign caller
- * (*foreign set: weft__foreign_exit when done). False when no runtime
- * runs (none yet, or t's has ended): then no task is live and t's memory
- * may be gone (the teardown frees the fibers once the foreign callers
- * that saw the runtime are out, runtime.c); nothing is left entered. */
-static bool handle_call_enter(bool *foreign)
+ * (*foreign set: weft__foreign_exit when done). Returns the runtime to use
+ * throughout the call, NULL when no runtime runs (none yet, or t's has
+ * ended): then no task is live and t's memory may be gone (the teardown
+ * frees the fibers once the foreign callers that saw the runtime are out,
+ * runtime.c); nothing is left entered. The caller must not load
+ * weft__rt_cur again: the teardown clears it while entered callers still
+ * run, and a second load read NULL (a detach then freed the task into a
+ * NULL runtime's slab). */
+static struct weft__rt *handle_call_enter(bool *foreign)
 {
-	*foreign = !weft__worker_self();
-	if (!*foreign)
-		return true;
+	struct weft__worker *w = weft__worker_self();
+	*foreign = !w;
+	if (w)
+		return w->rt;
 	weft__foreign_enter();
-	if (atomic_load(&weft__rt_cur))
-		return true;
-	weft__foreign_exit();
-	return false;
+	struct weft__rt *rt = atomic_load(&weft__rt_cur);
+	if (!rt)
+		weft__foreign_exit();
+	return rt;
 }
 
 void weft_detach(weft_task *t)
@@ -424,9 +429,9 @@ void weft_detach(weft_task *t)
 	 * ended and freed it, nothing is left to do (a thread that spawned t
 	 * just before the end and detaches it now). */
 	bool foreign;
-	if (!t || !handle_call_enter(&foreign))
+	struct weft__rt *rt;
+	if (!t || !(rt = handle_call_enter(&foreign)))
 		return;
-	struct weft__rt *rt = atomic_load(&weft__rt_cur);
 	uint32_t fl = atomic_load_explicit(&t->flags, memory_order_acquire);
 	do {
 		if (!(fl & WEFT__F_ALLOC) ||

@@ -677,6 +677,105 @@ static void test_try_ops_threads(void **state)
 	weft_chan_free(TB);
 }
 
+/* ---- a plain thread completes a wait as the run ends -----------------------
+ * A plain thread's try_send claims a parked receiver under the channel's
+ * lock and wakes it after unlocking. If the run ends between the two (main
+ * returns, the receiver is woken by its cancel first, finds its record
+ * claimed, returns the element and ends), weft_run's teardown must not
+ * free the fibers' memory under that late wake: the thread counts itself
+ * a foreign caller from its claim on (waitq.h). The test hook holds the
+ * thread's wake back 30 ms after its unlock, so the run ends in between
+ * whenever the claim came before main's return; without the count the
+ * late wake touched a freed slab (SIGSEGV, or a use-after-free under
+ * ASan). The other way round too: try_recv from a parked sender. */
+extern _Atomic unsigned weft__test_wake_delay_us;
+
+static struct {
+	weft_chan *c;
+	_Atomic int trying, main_back, claimed, raced;
+	int recv_r, val, send_side; /* the fiber's result, read after the run */
+} FC;
+
+static void *fc_thread(void *arg)
+{
+	(void)arg;
+	while (!atomic_load(&FC.trying))
+		sched_yield();
+	uint64_t until = real_ns() + 2 * SEC;
+	int v = 42, r = -EAGAIN;
+	while (r == -EAGAIN && real_ns() < until) {
+		r = FC.send_side ? weft_chan_try_recv(FC.c, &v)
+				 : weft_chan_try_send(FC.c, &v);
+		if (r == -EAGAIN)
+			sched_yield();
+	}
+	if (r == 0) {
+		atomic_store(&FC.claimed, 1);
+		/* main had returned before our wake was done */
+		atomic_store(&FC.raced, atomic_load(&FC.main_back));
+	}
+	return NULL;
+}
+
+static void *fc_waiter(void *arg)
+{
+	(void)arg;
+	int v = FC.send_side ? 42 : -1;
+	FC.recv_r = FC.send_side ? weft_chan_send(FC.c, &v)
+				 : weft_chan_recv(FC.c, &v);
+	FC.val = v;
+	return NULL;
+}
+
+static void *fc_main(void *arg)
+{
+	(void)arg;
+	weft_detach(weft_spawn(fc_waiter, NULL));
+	atomic_store(&FC.trying, 1);
+	/* the waiter parks, the thread claims it at once and sleeps in its
+	 * wake: end the run meanwhile */
+	weft_sleep(5 * MS);
+	atomic_store(&FC.main_back, 1);
+	return NULL;
+}
+
+static void test_foreign_completer_at_end(void **state)
+{
+	(void)state;
+	SKIP_IF_SEEDED("a plain thread on a real-time schedule");
+	size_t rounds = scaled(6, 4);
+	int raced = 0;
+	atomic_store(&weft__test_wake_delay_us, 30000);
+	for (size_t i = 0; i < rounds; i++) {
+		memset(&FC, 0, sizeof FC);
+		FC.send_side = (int)(i & 1);
+		FC.recv_r = 1;
+		assert_non_null(FC.c = weft_chan_new(0, sizeof(int)));
+		pthread_t th;
+		assert_int_equal(pthread_create(&th, NULL, fc_thread, NULL), 0);
+		weft_config c;
+		weft_config_init(&c);
+		c.workers = 1 + i % 2;
+		assert_int_equal(weft_run(&c, fc_main, NULL, NULL), 0);
+		assert_int_equal(pthread_join(th, NULL), 0);
+		/* success wins: the element moved iff the thread claimed */
+		if (atomic_load(&FC.claimed)) {
+			assert_int_equal(FC.recv_r, 0);
+			assert_int_equal(FC.val, 42);
+			raced += atomic_load(&FC.raced);
+		} else {
+			assert_int_equal(FC.recv_r, -ECANCELED);
+		}
+		weft_chan_free(FC.c);
+	}
+	atomic_store(&weft__test_wake_delay_us, 0);
+	print_message("  %d of %zu runs ended inside a plain thread's wake\n",
+		      raced, rounds);
+	/* the case under test happened (the claim comes microseconds after
+	 * the waiter parks; main returns 5 ms later, the wake 30 ms later) */
+	assert_true(raced >= 1);
+}
+
 /* ---- select: basics ------------------------------------------------------ */
 
 static weft_chan *SA, *SB;
@@ -1430,6 +1529,7 @@ int main(void)
 		cmocka_unit_test(test_close),
 		cmocka_unit_test(test_close_races_sends),
 		cmocka_unit_test(test_try_ops_threads),
+		cmocka_unit_test(test_foreign_completer_at_end),
 		cmocka_unit_test(test_select_basic),
 		cmocka_unit_test(test_select_fairness),
 		cmocka_unit_test(test_select_race),

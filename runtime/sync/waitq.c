@@ -19,7 +19,11 @@
  *              the status (success wins: no element or unit is lost).
  * The completer never touches a record after unlocking (the fiber may
  * have returned and its stack moved on), only the (fiber, seq) it copied;
- * fibers are type-stable and a stale seq makes the wake a no-op.
+ * fibers are type-stable and a stale seq makes the wake a no-op. That
+ * holds while the run lasts: a plain thread that completes counts itself
+ * a foreign caller from its claim to its wake (weft__complete), or the
+ * fiber could settle by its cancel, the run end and its teardown free the
+ * fibers' memory before the wake's CAS.
  *
  * Select: the records of one weft_select share a struct weft__sel; claiming
  * one sets sel->done by CAS, and records of a select already done are
@@ -41,9 +45,22 @@
  * yields the thread: critical sections are a few dozen instructions, but
  * the holder's thread can be preempted.
  */
+#include <errno.h>
 #include <sched.h>
+#include <time.h>
 
 #include "waitq.h"
+
+_Atomic unsigned weft__test_wake_delay_us;
+
+void weft__test_wake_delay(void)
+{
+	unsigned us = atomic_load_explicit(&weft__test_wake_delay_us,
+					   memory_order_relaxed);
+	struct timespec ts = {us / 1000000u, (long)(us % 1000000u) * 1000};
+	while (nanosleep(&ts, &ts) && errno == EINTR)
+		;
+}
 
 /* Aligned to a cache line: on this machine's EPYC the same build ran
  * benches/bench_chan_mpmc 3x slower (0.24 s vs 0.08 s) whenever the

@@ -44,17 +44,38 @@ struct weft__waiter *weft__wl_claim(struct weft__wlist *l) WEFT__HIDDEN;
 struct weft__wakeup {
 	weft_task *f;
 	uint32_t seq;
+	bool foreign; /* completed by a plain thread: entered (below) */
 };
+/* tests only: a plain thread's wake waits this long after its unlock
+ * (tests/test_chan.c, the foreign completer at the end of a run) */
+extern _Atomic unsigned weft__test_wake_delay_us WEFT__HIDDEN;
+void weft__test_wake_delay(void) __attribute__((cold)) WEFT__HIDDEN;
+
+/* Under the lock. A plain thread (not a worker) that completes a waiter
+ * counts itself a foreign caller from here to its wake (weft__wakeup_do):
+ * once it unlocks, the waiter's fiber may be woken by its cancel instead,
+ * settle, end, and the run with it, and weft_run's teardown frees every
+ * fiber's memory once no foreign caller is inside (runtime.c); the wake's
+ * CAS on the fiber's park word would then touch freed memory. Here the
+ * fiber is live (it waits on the record), so the run has not ended. */
 static inline struct weft__wakeup weft__complete(struct weft__waiter *w,
 						 int status)
 {
 	w->status = status;
-	return (struct weft__wakeup){w->f, w->seq};
+	bool fe = !weft__worker_self();
+	if (fe)
+		weft__foreign_enter();
+	return (struct weft__wakeup){w->f, w->seq, fe};
 }
 static inline void weft__wakeup_do(struct weft__wakeup k)
 {
+	if (k.foreign &&
+	    atomic_load_explicit(&weft__test_wake_delay_us, memory_order_relaxed))
+		weft__test_wake_delay();
 	if (k.f)
 		weft__wake(k.f, k.seq, WEFT__R_WOKEN);
+	if (k.foreign)
+		weft__foreign_exit();
 }
 /* Complete and wake w at once, under the lock (close, broadcast, the
  * wakes that release many): w->held tells the waiter to let the lock go

@@ -684,11 +684,11 @@ static void test_try_ops_threads(void **state)
  * claimed, returns the element and ends), weft_run's teardown must not
  * free the fibers' memory under that late wake: the thread counts itself
  * a foreign caller from its claim on (waitq.h). The test hook holds the
- * thread's wake back 30 ms after its unlock, so the run ends in between
- * whenever the claim came before main's return; without the count the
- * late wake touched a freed slab (SIGSEGV, or a use-after-free under
- * ASan). The other way round too: try_recv from a parked sender. */
-extern _Atomic unsigned weft__test_wake_delay_us;
+ * thread's wake back 30 ms after its unlock, and main returns as soon as
+ * the thread is in that wait, so the run ends in between; without the
+ * count the late wake touched a freed slab (SIGSEGV, or a use-after-free
+ * under ASan). The other way round too: try_recv from a parked sender. */
+extern _Atomic unsigned weft__test_wake_delay_us, weft__test_wake_delayed;
 
 static struct {
 	weft_chan *c;
@@ -730,11 +730,15 @@ static void *fc_waiter(void *arg)
 static void *fc_main(void *arg)
 {
 	(void)arg;
+	unsigned before = atomic_load(&weft__test_wake_delayed);
 	weft_detach(weft_spawn(fc_waiter, NULL));
 	atomic_store(&FC.trying, 1);
-	/* the waiter parks, the thread claims it at once and sleeps in its
-	 * wake: end the run meanwhile */
-	weft_sleep(5 * MS);
+	/* the waiter parks, the thread claims it and sleeps in its wake:
+	 * end the run meanwhile */
+	uint64_t until = real_ns() + 2 * SEC;
+	while (atomic_load(&weft__test_wake_delayed) == before &&
+	       real_ns() < until)
+		weft_sleep(100 * US);
 	atomic_store(&FC.main_back, 1);
 	return NULL;
 }
@@ -771,9 +775,9 @@ static void test_foreign_completer_at_end(void **state)
 	atomic_store(&weft__test_wake_delay_us, 0);
 	print_message("  %d of %zu runs ended inside a plain thread's wake\n",
 		      raced, rounds);
-	/* the case under test happened (the claim comes microseconds after
-	 * the waiter parks; main returns 5 ms later, the wake 30 ms later) */
-	assert_true(raced >= 1);
+	/* the case under test happened in every run (main returns once the
+	 * thread is in its held-back wake) */
+	assert_int_equal(raced, (int)rounds);
 }
 
 /* ---- select: basics ------------------------------------------------------ */

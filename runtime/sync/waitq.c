@@ -51,10 +51,11 @@
 
 #include "waitq.h"
 
-_Atomic unsigned weft__test_wake_delay_us;
+_Atomic unsigned weft__test_wake_delay_us, weft__test_wake_delayed;
 
 void weft__test_wake_delay(void)
 {
+	atomic_fetch_add(&weft__test_wake_delayed, 1);
 	unsigned us = atomic_load_explicit(&weft__test_wake_delay_us,
 					   memory_order_relaxed);
 	struct timespec ts = {us / 1000000u, (long)(us % 1000000u) * 1000};

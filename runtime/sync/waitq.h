@@ -47,8 +47,10 @@ struct weft__wakeup {
 	bool foreign; /* completed by a plain thread: entered (below) */
 };
 /* tests only: a plain thread's wake waits this long after its unlock
- * (tests/test_chan.c, the foreign completer at the end of a run) */
+ * (tests/test_chan.c, the foreign completer at the end of a run), and
+ * counts the waits it began */
 extern _Atomic unsigned weft__test_wake_delay_us WEFT__HIDDEN;
+extern _Atomic unsigned weft__test_wake_delayed WEFT__HIDDEN;
 void weft__test_wake_delay(void) __attribute__((cold)) WEFT__HIDDEN;
 
 /* Under the lock. A plain thread (not a worker) that completes a waiter

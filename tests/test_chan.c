@@ -634,8 +634,9 @@ static void *tp_main(void *arg)
 		}
 	}
 	CHECK_EQ(weft_join(s, NULL), 0);
-	/* keep the runtime up until the threads are done with it (a wake
-	 * from a plain thread may still be in flight) */
+	/* keep the runtime up until the threads are done with it, so that
+	 * their late ops meet a running runtime (the ops across the run's
+	 * end: test_foreign_completer_at_end) */
 	await_at_least(&tp_threads_done, 2);
 	return NULL;
 }

@@ -12,10 +12,13 @@
  *     queue, the newest (the LIFO slot) or any; or, when its queue is empty
  *     and one time in eight anyway, a fiber stolen from a random victim;
  *     under PCT (pct = depth d) the fiber of highest priority, priorities
- *     random at first queueing (and redrawn at each yield, so a polling loop
- *     cannot starve its setter), the running one dropping below all at d-1
+ *     random at first queueing, the running one dropping below all at d-1
  *     steps drawn among the first WEFT_PCT_STEPS (100) (Burckhardt et al.,
- *     ASPLOS 2010);
+ *     ASPLOS 2010); a yielder goes below every fiber that has not yielded,
+ *     the latest lowest, until it is picked again, when it draws afresh
+ *     (PCT has no yield; weft_yield asks the others to go first, and a
+ *     polling loop must not starve the fiber it waits for, even one a
+ *     change point dropped: prio_* below);
  *   - preemption points: the synchronizing calls (weft__sim_point) switch
  *     fibers one time in four, as a fiber on another worker could get in;
  *   - when timers fire and when which ring is submitted to and reaped;
@@ -102,6 +105,7 @@ struct weft__sim {
 	unsigned pct;
 	uint64_t pct_at[64]; /* steps at which the running fiber drops */
 	uint64_t pct_steps;  /* the horizon the change points fall in */
+	uint64_t pct_yields; /* yields so far (the yielded band, run_add) */
 	struct runq { /* the fibers queued on one worker */
 		struct ent *e;
 		size_t n, cap;
@@ -463,13 +467,31 @@ static void set_free(void *a)
 		munmap(a, SET_RESERVE);
 }
 
+/* PCT priorities, in three bands (sim_prio 0: none yet):
+ *   fresh     PRIO_FRESH + random, at first queueing, and when a yielder
+ *             is picked again;
+ *   dropped   PRIO_DROPPED + (d - k), by change point k (below every fresh
+ *             one; a later change point drops below an earlier one);
+ *   yielded   PRIO_YIELD - n for the n-th yield of the run: below every
+ *             fiber that has not yielded, the latest yielder lowest, so
+ *             yielders take turns once nothing else can run.
+ * A yielder used to draw a fresh random priority: a fiber dropped by a
+ * change point then stayed below every yielder, and a loop of trylock and
+ * weft_yield waiting for that fiber's unlock never ended (test_sync's
+ * mutex stress, seed 5001 at depth 3, hung for good). */
+#define PRIO_FRESH (1ull << 62)
+#define PRIO_DROPPED (1ull << 61)
+#define PRIO_YIELD (1ull << 60)
+
 static void run_add(struct weft__sim *s, weft_task *f, unsigned w, bool yield)
 {
-	/* PCT: a fresh random priority at first queueing, above every
-	 * lowered one; a yielder draws again (a fiber polling a flag with
-	 * weft_yield would otherwise keep the top and starve the setter) */
-	if (s->pct && (!weft__task_side(f)->sim_prio || yield))
-		weft__task_side(f)->sim_prio = 64 + (rnd(s) >> 8);
+	if (s->pct) {
+		uint64_t *p = &weft__task_side(f)->sim_prio;
+		if (yield)
+			*p = PRIO_YIELD - ++s->pct_yields;
+		else if (!*p)
+			*p = PRIO_FRESH + (rnd(s) >> 2);
+	}
 	struct runq *q = &s->run[w];
 	room(q->cap, q->n + 1);
 	q->e[q->n++] = (struct ent){f, w, yield};
@@ -553,9 +575,12 @@ static void pick(struct weft__sim *s, unsigned *qw, size_t *qi, unsigned *rw)
 				 * now drops below every other */
 				pct_best(s, qw, qi);
 				weft__task_side(s->run[*qw].e[*qi].f)->sim_prio =
-					s->pct - k;
+					PRIO_DROPPED + s->pct - k;
 			}
 		pct_best(s, qw, qi);
+		uint64_t *p = &weft__task_side(s->run[*qw].e[*qi].f)->sim_prio;
+		if (*p < PRIO_DROPPED) /* a yielder's turn: it draws afresh */
+			*p = PRIO_FRESH + (rnd(s) >> 2);
 		*rw = s->nworkers > 1 && below(s, 4) == 0
 			      ? (unsigned)below(s, s->nworkers)
 			      : *qw;

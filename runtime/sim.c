@@ -18,7 +18,8 @@
  *     the latest lowest, until it is picked again, when it draws afresh
  *     (PCT has no yield; weft_yield asks the others to go first, and a
  *     polling loop must not starve the fiber it waits for, even one a
- *     change point dropped: prio_* below);
+ *     change point dropped; a seeded preemption draws afresh: PRIO_*
+ *     below);
  *   - preemption points: the synchronizing calls (weft__sim_point) switch
  *     fibers one time in four, as a fiber on another worker could get in;
  *   - when timers fire and when which ring is submitted to and reaped;
@@ -106,6 +107,7 @@ struct weft__sim {
 	uint64_t pct_at[64]; /* steps at which the running fiber drops */
 	uint64_t pct_steps;  /* the horizon the change points fall in */
 	uint64_t pct_yields; /* yields so far (the yielded band, run_add) */
+	bool preempting;     /* weft__sim_preempt's yield is under way */
 	struct runq { /* the fibers queued on one worker */
 		struct ent *e;
 		size_t n, cap;
@@ -243,6 +245,7 @@ void weft__sim_preempt(void)
 	uint64_t pw = atomic_load_explicit(&w->cur->park, memory_order_relaxed);
 	if (WEFT__PW_ST(pw) != WEFT__RUNNING || below(w->rt->sim, 4))
 		return;
+	w->rt->sim->preempting = true; /* not the program's yield (run_add) */
 	weft_yield();
 }
 
@@ -472,10 +475,12 @@ static void set_free(void *a)
  *             is picked again;
  *   dropped   PRIO_DROPPED + (d - k), by change point k (below every fresh
  *             one; a later change point drops below an earlier one);
- *   yielded   PRIO_YIELD - n for the n-th yield of the run: below every
- *             fiber that has not yielded, the latest yielder lowest, so
- *             yielders take turns once nothing else can run.
- * A yielder used to draw a fresh random priority: a fiber dropped by a
+ *   yielded   PRIO_YIELD - n for the n-th weft_yield of the run: below
+ *             every fiber that has not yielded, the latest yielder lowest,
+ *             so yielders take turns once nothing else can run.
+ * A seeded preemption (weft__sim_preempt: a yield at one switch point in
+ * four) is not the program's yield: its fiber draws a fresh priority.
+ * The program's yielder used to draw one too: a fiber dropped by a
  * change point then stayed below every yielder, and a loop of trylock and
  * weft_yield waiting for that fiber's unlock never ended (test_sync's
  * mutex stress, seed 5001 at depth 3, hung for good). */
@@ -483,13 +488,14 @@ static void set_free(void *a)
 #define PRIO_DROPPED (1ull << 61)
 #define PRIO_YIELD (1ull << 60)
 
-static void run_add(struct weft__sim *s, weft_task *f, unsigned w, bool yield)
+static void run_add(struct weft__sim *s, weft_task *f, unsigned w, bool yield,
+		    bool preempted)
 {
 	if (s->pct) {
 		uint64_t *p = &weft__task_side(f)->sim_prio;
-		if (yield)
+		if (yield && !preempted)
 			*p = PRIO_YIELD - ++s->pct_yields;
-		else if (!*p)
+		else if (!*p || preempted) /* a preemption redraws, as before */
 			*p = PRIO_FRESH + (rnd(s) >> 2);
 	}
 	struct runq *q = &s->run[w];
@@ -505,7 +511,9 @@ void weft__sim_push(struct weft__rt *rt, struct weft__worker *w, weft_task *f,
 {
 	struct weft__sim *s = rt->sim;
 	if (w) {
-		run_add(s, f, w->index, yield);
+		bool pre = yield && s->preempting;
+		s->preempting = false;
+		run_add(s, f, w->index, yield, pre);
 		return;
 	}
 	/* another thread: the inbox; the master takes it in at its next step */
@@ -522,7 +530,7 @@ static void take_inbox(struct weft__rt *rt, struct weft__sim *s)
 	for (size_t i = 0; i < s->nin; i++) {
 		mix(s, 0x1B000000ull ^ s->inbox[i].f->id);
 		run_add(s, s->inbox[i].f, (unsigned)below(s, rt->nworkers),
-			false);
+			false, false);
 	}
 	s->nin = 0;
 	pthread_mutex_unlock(&s->lock);

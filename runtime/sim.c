@@ -19,7 +19,8 @@
  *     (PCT has no yield; weft_yield asks the others to go first, and a
  *     polling loop must not starve the fiber it waits for, even one a
  *     change point dropped; a seeded preemption draws afresh: PRIO_*
- *     below);
+ *     below); and a fiber waiting in the run set past 100 horizons runs
+ *     first (PCT_STARVE_STEPS: strict priorities are not fair);
  *   - preemption points: the synchronizing calls (weft__sim_point) switch
  *     fibers one time in four, as a fiber on another worker could get in;
  *   - when timers fire and when which ring is submitted to and reaped;
@@ -90,6 +91,7 @@ struct ent {
 	weft_task *f;
 	unsigned w;
 	bool yield;
+	uint64_t since; /* the step it was queued at (PCT: pct_best) */
 };
 
 struct held { /* a held-back completion (WEFT_FAULT_DELAY) */
@@ -500,7 +502,7 @@ static void run_add(struct weft__sim *s, weft_task *f, unsigned w, bool yield,
 	}
 	struct runq *q = &s->run[w];
 	room(q->cap, q->n + 1);
-	q->e[q->n++] = (struct ent){f, w, yield};
+	q->e[q->n++] = (struct ent){f, w, yield, s->rep.steps};
 	atomic_store_explicit(&q->len, q->n, memory_order_relaxed);
 	s->n++;
 	s->nyield += yield;
@@ -519,7 +521,7 @@ void weft__sim_push(struct weft__rt *rt, struct weft__worker *w, weft_task *f,
 	/* another thread: the inbox; the master takes it in at its next step */
 	pthread_mutex_lock(&s->lock);
 	room(s->capin, s->nin + 1);
-	s->inbox[s->nin++] = (struct ent){f, 0, false};
+	s->inbox[s->nin++] = (struct ent){f, 0, false, 0};
 	pthread_cond_signal(&s->cond);
 	pthread_mutex_unlock(&s->lock);
 }
@@ -553,20 +555,45 @@ static struct ent run_take(struct weft__sim *s, unsigned w, size_t i)
 }
 
 /* PCT: the runnable fiber of highest priority (a scan: PCT is for small
- * tests) */
+ * tests); but one that has waited in the run set more than
+ * PCT_STARVE_STEPS times the horizon (WEFT_PCT_STEPS) runs first, the
+ * longest-waiting first. Strict priorities are not fair: a fiber of low
+ * priority never ran while others stayed runnable, and a program whose
+ * progress needs it (main closing a channel that senders and receivers
+ * loop on until it closes; a latecomer to a busy lock) ran for ever
+ * (tests/test_chan.c test_close_races_sends hung at depth 2, seed 5000).
+ * The change points all fall within the horizon, so the bugs PCT looks
+ * for are looked for as before; past it, every runnable fiber gets a
+ * step within the bound (Coyote's PCT turns fair past its step bound for
+ * the same reason). */
+#define PCT_STARVE_STEPS 100
 static void pct_best(struct weft__sim *s, unsigned *bw, size_t *bi)
 {
 	weft_task *best = NULL;
+	const struct ent *old = NULL;
+	unsigned ow = 0;
+	size_t oi = 0;
 	*bw = 0;
 	*bi = 0;
 	for (unsigned w = 0; w < s->nworkers; w++)
-		for (size_t i = 0; i < s->run[w].n; i++)
-			if (!best || weft__task_side(s->run[w].e[i].f)->sim_prio >
+		for (size_t i = 0; i < s->run[w].n; i++) {
+			const struct ent *e = &s->run[w].e[i];
+			if (!best || weft__task_side(e->f)->sim_prio >
 					     weft__task_side(best)->sim_prio) {
-				best = s->run[w].e[i].f;
+				best = e->f;
 				*bw = w;
 				*bi = i;
 			}
+			if (!old || e->since < old->since) {
+				old = e;
+				ow = w;
+				oi = i;
+			}
+		}
+	if (old && s->rep.steps - old->since > PCT_STARVE_STEPS * s->pct_steps) {
+		*bw = ow;
+		*bi = oi;
+	}
 }
 
 /* Choose the next fiber (its queue *qw and index *qi) and the worker *rw

@@ -1183,6 +1183,76 @@ static void test_pct_yield_no_starve(void **state)
 	assert_int_equal(bad, 0);
 }
 
+/* ---- PCT: a runnable fiber of low priority still runs -----------------------
+ * Four senders and four receivers loop on a channel (capacity 8) until it
+ * closes; main sleeps 1 ms and closes it. Under strict priorities, when
+ * main's priority was below the loopers' it never ran again once its
+ * timer fired: the loopers stay runnable, and the fresh priorities of
+ * those that a seeded preemption switches out are seldom all below main's
+ * (test_chan's close-races-sends test hung so at depth 2, seed 5000). A fiber waiting in the run set past PCT_STARVE_STEPS times
+ * the horizon now runs first. The loopers give up after 200,000 turns
+ * (recorded); every seed must end with none giving up (19 of these 400
+ * seeds gave up before). */
+static _Atomic int ps_gave_up;
+static weft_chan *ps_ch;
+
+static void *ps_sender(void *arg)
+{
+	(void)arg;
+	int v = 1;
+	for (long i = 0; weft_chan_send(ps_ch, &v) == 0; i++)
+		if (i > 200000) {
+			atomic_fetch_add(&ps_gave_up, 1);
+			weft_chan_close(ps_ch);
+			break;
+		}
+	return NULL;
+}
+
+static void *ps_receiver(void *arg)
+{
+	(void)arg;
+	int v;
+	for (long i = 0; weft_chan_recv(ps_ch, &v) == 0; i++)
+		if (i > 200000) {
+			atomic_fetch_add(&ps_gave_up, 1);
+			weft_chan_close(ps_ch);
+			break;
+		}
+	return NULL;
+}
+
+static void *ps_main(void *arg)
+{
+	(void)arg;
+	ps_ch = weft_chan_new(8, sizeof(int));
+	weft_task *t[8];
+	for (int k = 0; k < 8; k++)
+		t[k] = weft_spawn(k % 2 ? ps_receiver : ps_sender, NULL);
+	weft_sleep(1 * MS);
+	weft_chan_close(ps_ch);
+	weft_gather(t, 8, NULL);
+	weft_chan_free(ps_ch);
+	return NULL;
+}
+
+static void test_pct_starved_fiber_runs(void **state)
+{
+	(void)state;
+	setenv("WEFT_PCT_STEPS", "30", 1);
+	int bad = 0, seeds = (int)scaled(400, 400);
+	for (int sd = 1; sd <= seeds; sd++) {
+		atomic_store(&ps_gave_up, 0);
+		weft_config c = sim_cfg((uint64_t)sd, 2, NULL);
+		c.pct = 2;
+		if (weft_run(&c, ps_main, NULL, NULL) != 0 ||
+		    atomic_load(&ps_gave_up))
+			bad++;
+	}
+	unsetenv("WEFT_PCT_STEPS");
+	assert_int_equal(bad, 0);
+}
+
 int main(void)
 {
 	/* WEFT_SEED would make the explorer replay one seed; the faults and
@@ -1212,6 +1282,7 @@ int main(void)
 		cmocka_unit_test(test_bad_input),
 		cmocka_unit_test(test_explore_output_to_file),
 		cmocka_unit_test(test_pct_yield_no_starve),
+		cmocka_unit_test(test_pct_starved_fiber_runs),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1156,6 +1156,7 @@ static void *py_poller(void *arg)
 static void *py_main(void *arg)
 {
 	(void)arg;
+	atomic_store(&py_flag, 0);
 	py_ch = weft_chan_new(64, sizeof(int));
 	weft_task *t[3] = {weft_spawn(py_holder, NULL),
 			   weft_spawn(py_poller, NULL),
@@ -1165,22 +1166,29 @@ static void *py_main(void *arg)
 	return NULL;
 }
 
-static void test_pct_yield_no_starve(void **state)
+/* Seeds 1..n of fn at PCT depth 2 on 2 workers, change points in the
+ * first 30 steps: how many failed or set *gave_up. */
+static int pct_bad_seeds(void *(*fn)(void *), _Atomic int *gave_up, int n)
 {
-	(void)state;
 	setenv("WEFT_PCT_STEPS", "30", 1);
-	int bad = 0, seeds = (int)scaled(200, 50);
-	for (int sd = 1; sd <= seeds; sd++) {
-		atomic_store(&py_flag, 0);
-		atomic_store(&py_gave_up, 0);
+	int bad = 0;
+	for (int sd = 1; sd <= n; sd++) {
+		atomic_store(gave_up, 0);
 		weft_config c = sim_cfg((uint64_t)sd, 2, NULL);
 		c.pct = 2;
-		if (weft_run(&c, py_main, NULL, NULL) != 0 ||
-		    atomic_load(&py_gave_up))
+		if (weft_run(&c, fn, NULL, NULL) != 0 || atomic_load(gave_up))
 			bad++;
 	}
 	unsetenv("WEFT_PCT_STEPS");
-	assert_int_equal(bad, 0);
+	return bad;
+}
+
+static void test_pct_yield_no_starve(void **state)
+{
+	(void)state;
+	assert_int_equal(pct_bad_seeds(py_main, &py_gave_up,
+				       (int)scaled(200, 50)),
+			 0);
 }
 
 /* ---- PCT: a runnable fiber of low priority still runs -----------------------
@@ -1196,24 +1204,13 @@ static void test_pct_yield_no_starve(void **state)
 static _Atomic int ps_gave_up;
 static weft_chan *ps_ch;
 
-static void *ps_sender(void *arg)
+/* arg non-NULL: send, else receive; until the channel closes */
+static void *ps_looper(void *arg)
 {
-	(void)arg;
 	int v = 1;
-	for (long i = 0; weft_chan_send(ps_ch, &v) == 0; i++)
-		if (i > 200000) {
-			atomic_fetch_add(&ps_gave_up, 1);
-			weft_chan_close(ps_ch);
-			break;
-		}
-	return NULL;
-}
-
-static void *ps_receiver(void *arg)
-{
-	(void)arg;
-	int v;
-	for (long i = 0; weft_chan_recv(ps_ch, &v) == 0; i++)
+	for (long i = 0; (arg ? weft_chan_send(ps_ch, &v)
+			      : weft_chan_recv(ps_ch, &v)) == 0;
+	     i++)
 		if (i > 200000) {
 			atomic_fetch_add(&ps_gave_up, 1);
 			weft_chan_close(ps_ch);
@@ -1228,7 +1225,7 @@ static void *ps_main(void *arg)
 	ps_ch = weft_chan_new(8, sizeof(int));
 	weft_task *t[8];
 	for (int k = 0; k < 8; k++)
-		t[k] = weft_spawn(k % 2 ? ps_receiver : ps_sender, NULL);
+		t[k] = weft_spawn(ps_looper, k % 2 ? NULL : ps_ch);
 	weft_sleep(1 * MS);
 	weft_chan_close(ps_ch);
 	weft_gather(t, 8, NULL);
@@ -1239,18 +1236,9 @@ static void *ps_main(void *arg)
 static void test_pct_starved_fiber_runs(void **state)
 {
 	(void)state;
-	setenv("WEFT_PCT_STEPS", "30", 1);
-	int bad = 0, seeds = (int)scaled(400, 400);
-	for (int sd = 1; sd <= seeds; sd++) {
-		atomic_store(&ps_gave_up, 0);
-		weft_config c = sim_cfg((uint64_t)sd, 2, NULL);
-		c.pct = 2;
-		if (weft_run(&c, ps_main, NULL, NULL) != 0 ||
-		    atomic_load(&ps_gave_up))
-			bad++;
-	}
-	unsetenv("WEFT_PCT_STEPS");
-	assert_int_equal(bad, 0);
+	assert_int_equal(pct_bad_seeds(ps_main, &ps_gave_up,
+				       (int)scaled(400, 400)),
+			 0);
 }
 
 int main(void)

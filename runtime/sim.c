@@ -514,7 +514,8 @@ void weft__sim_push(struct weft__rt *rt, struct weft__worker *w, weft_task *f,
 	struct weft__sim *s = rt->sim;
 	if (w) {
 		bool pre = yield && s->preempting;
-		s->preempting = false;
+		if (yield) /* the preemption's own push (a wake between keeps it) */
+			s->preempting = false;
 		run_add(s, f, w->index, yield, pre);
 		return;
 	}

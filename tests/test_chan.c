@@ -685,7 +685,7 @@ static void test_try_ops_threads(void **state)
  * claimed, returns the element and ends), weft_run's teardown must not
  * free the fibers' memory under that late wake: the thread counts itself
  * a foreign caller from its claim on (waitq.h). The test hook holds the
- * thread's wake back 30 ms after its unlock, and main returns as soon as
+ * thread's wake back 200 ms after its unlock, and main returns as soon as
  * the thread is in that wait, so the run ends in between; without the
  * count the late wake touched a freed slab (SIGSEGV, or a use-after-free
  * under ASan). The other way round too: try_recv from a parked sender. */
@@ -750,7 +750,9 @@ static void test_foreign_completer_at_end(void **state)
 	SKIP_IF_SEEDED("a plain thread on a real-time schedule");
 	size_t rounds = scaled(6, 4);
 	int raced = 0;
-	atomic_store(&weft__test_wake_delay_us, 30000);
+	/* long enough that main, polling every 100 us, sees it begin even
+	 * on a loaded machine */
+	atomic_store(&weft__test_wake_delay_us, 200000);
 	for (size_t i = 0; i < rounds; i++) {
 		memset(&FC, 0, sizeof FC);
 		FC.send_side = (int)(i & 1);

@@ -24,6 +24,7 @@ CTEST       ?= ctest
 CMAKE_FLAGS ?=
 SKIP_DEPS   ?=
 SEEDS       ?= 1 2 3 4 5
+PCT_SEEDS   ?= 6:2 7:3
 
 # Debian packages: what every build needs, and what `make bench` adds.
 DEPS       := build-essential cmake pkg-config liburing-dev libjemalloc-dev \
@@ -57,14 +58,15 @@ help:
 	@echo '  build     deps, then configure and build $(BUILD_DIR)/ (-DWEFT_WERROR=ON)'
 	@echo '  demo      build, then run $(DEMO)'
 	@echo '  test      build, then run the tests (ctest)'
-	@echo '  test-seeds  build, then the tests under WEFT_SEED=each of SEEDS (now $(SEEDS))'
+	@echo '  test-seeds  build, then the tests under WEFT_SEED=each of SEEDS (now $(SEEDS)),'
+	@echo '            and under PCT for each SEED:DEPTH of PCT_SEEDS (now $(PCT_SEEDS))'
 	@echo '  bench     Release build in $(RELEASE_DIR)/, then benches/run.sh (installs Go)'
 	@echo '  asan      ASan+UBSan build (gcc) in $(ASAN_DIR)/, run the tests (also seeded)'
 	@echo '  tsan      TSan build (clang) in $(TSAN_DIR)/, run the tests (also seeded)'
 	@echo '  install   build, then install into PREFIX (now $(PREFIX))'
 	@echo '  clean     remove the build directories (and the logs of .ci/run)'
 	@echo 'variables: BUILD_DIR RELEASE_DIR ASAN_DIR TSAN_DIR PREFIX DEMO JOBS SEEDS'
-	@echo '           CMAKE_FLAGS SKIP_DEPS=1'
+	@echo '           PCT_SEEDS CMAKE_FLAGS SKIP_DEPS=1'
 
 # install_missing PACKAGES: apt-get install the packages dpkg does not list as
 # installed; apt-get update runs once, and only if something is missing.
@@ -117,6 +119,11 @@ test-seeds: build
 	@set -e; for s in $(SEEDS); do \
 		echo "== WEFT_SEED=$$s"; \
 		WEFT_SEED=$$s $(call CTEST_RUN,$(BUILD_DIR)); \
+	done; \
+	for sd in $(PCT_SEEDS); do \
+		echo "== WEFT_SEED=$${sd%%:*} WEFT_PCT=$${sd##*:}"; \
+		WEFT_SEED=$${sd%%:*} WEFT_PCT=$${sd##*:} \
+			$(call CTEST_RUN,$(BUILD_DIR)); \
 	done
 
 bench: deps-bench

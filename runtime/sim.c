@@ -25,9 +25,10 @@
  *     fibers one time in four, as a fiber on another worker could get in;
  *   - when timers fire and when which ring is submitted to and reaped;
  *   - which faults hit (weft__fault) and how (short lengths, delays).
- * Runnable fibers sit in one array per worker (the run set), not in the
- * deques: this mode tests the program, not weft's lock-free queues (their
- * own stress tests and the sanitizers cover those).
+ * Runnable fibers sit in one array per worker (the run set; under PCT, a
+ * pool in two heaps: "PCT's run set"), not in the deques: this mode tests
+ * the program, not weft's lock-free queues (their own stress tests and
+ * the sanitizers cover those).
  *
  * Virtual time (weft__vclock, read by weft__clock) starts at 1 s and moves
  * 100-500 ns per step and 20 ns per weft_now(). When nothing can run, the
@@ -94,6 +95,13 @@ struct ent {
 	uint64_t since; /* the step it was queued at (PCT: pct_best) */
 };
 
+/* a PCT run set entry (pct_add): pool index 0 is unused */
+struct pent {
+	struct ent e;
+	uint64_t ord;    /* queueing number: the oldest has the least */
+	uint32_t hp, ho; /* positions in hprio and hold; hp links free ones */
+};
+
 struct held { /* a held-back completion (WEFT_FAULT_DELAY) */
 	struct weft__worker *w;
 	struct weft__op *op;
@@ -110,6 +118,13 @@ struct weft__sim {
 	uint64_t pct_steps;  /* the horizon the change points fall in */
 	uint64_t pct_yields; /* yields so far (the yielded band, run_add) */
 	bool preempting;     /* weft__sim_preempt's yield is under way */
+	/* PCT's run set (pct_add): entries in a pool, in two heaps */
+	struct pent *pool;
+	size_t cappool, npool;
+	uint32_t pfree;       /* free pool entries, linked by hp; 0: none */
+	uint32_t *hprio, *hold; /* pool indices by priority, by age */
+	size_t caphp, capho;
+	uint64_t pct_ord;     /* queueings so far: an entry's age */
 	struct runq { /* the fibers queued on one worker */
 		struct ent *e;
 		size_t n, cap;
@@ -346,9 +361,20 @@ int weft__sim_new(struct weft__rt *rt, uint64_t seed, const char *faults,
 	for (unsigned i = 0; ok && i < rt->nworkers; i++)
 		ok = !set_reserve((void **)&s->run[i].e, &s->run[i].cap,
 				  sizeof *s->run[i].e);
+	if (ok && pct)
+		ok = !set_reserve((void **)&s->pool, &s->cappool,
+				  sizeof *s->pool) &&
+		     !set_reserve((void **)&s->hprio, &s->caphp,
+				  sizeof *s->hprio) &&
+		     !set_reserve((void **)&s->hold, &s->capho,
+				  sizeof *s->hold);
+	s->npool = 1; /* index 0 means none */
 	if (!ok) {
 		for (unsigned i = 0; s->run && i < rt->nworkers; i++)
 			set_free(s->run[i].e);
+		set_free(s->pool);
+		set_free(s->hprio);
+		set_free(s->hold);
 		set_free(s->inbox);
 		set_free(s->held);
 		free(s->run);
@@ -405,6 +431,9 @@ void weft__sim_free(struct weft__rt *rt)
 	pthread_mutex_destroy(&s->lock);
 	for (unsigned i = 0; s->run && i < s->nworkers; i++)
 		set_free(s->run[i].e);
+	set_free(s->pool);
+	set_free(s->hprio);
+	set_free(s->hold);
 	free(s->run);
 	set_free(s->held);
 	set_free(s->inbox);
@@ -490,19 +519,25 @@ static void set_free(void *a)
 #define PRIO_DROPPED (1ull << 61)
 #define PRIO_YIELD (1ull << 60)
 
+static void pct_add(struct weft__sim *s, struct ent e);
+
 static void run_add(struct weft__sim *s, weft_task *f, unsigned w, bool yield,
 		    bool preempted)
 {
+	struct runq *q = &s->run[w];
+	struct ent e = {f, w, yield, s->rep.steps};
 	if (s->pct) {
 		uint64_t *p = &weft__task_side(f)->sim_prio;
 		if (yield && !preempted)
 			*p = PRIO_YIELD - ++s->pct_yields;
 		else if (!*p || preempted) /* a preemption redraws, as before */
 			*p = PRIO_FRESH + (rnd(s) >> 2);
+		pct_add(s, e); /* q holds a count only */
+		q->n++;
+	} else {
+		room(q->cap, q->n + 1);
+		q->e[q->n++] = e;
 	}
-	struct runq *q = &s->run[w];
-	room(q->cap, q->n + 1);
-	q->e[q->n++] = (struct ent){f, w, yield, s->rep.steps};
 	atomic_store_explicit(&q->len, q->n, memory_order_relaxed);
 	s->n++;
 	s->nyield += yield;
@@ -544,21 +579,145 @@ size_t weft__sim_queued(struct weft__rt *rt, unsigned i)
 	return atomic_load_explicit(&rt->sim->run[i].len, memory_order_relaxed);
 }
 
+/* ---- PCT's run set ----------------------------------------------------------
+ *
+ * Under PCT every pick wants the runnable fiber of highest priority, or
+ * the one queued longest ago (pct_best). A scan of the run set made a
+ * pick O(n): test_steal's tree of 120,000 fibers (77,000 runnable at
+ * once) spent 98% of its time there and ran for hours. So PCT keeps its
+ * entries in a pool, indexed by two binary heaps: hprio by priority
+ * (highest first; the older entry on a tie) and hold by queueing number
+ * (oldest first). Each entry knows its place in both, so taking any
+ * entry, or moving one whose priority changed, is O(log n). The workers'
+ * queues then hold only their counts (q->n, for the metrics). The pick is
+ * the one the scan made (priorities are distinct: random fresh draws, a
+ * band's counters), except among fibers queued at the same step when the
+ * fairness bound picks the longest-waiting: the scan took the first in
+ * its arrays' order, the heap takes the first queued. With that bound
+ * off, both gave the same trace for every seed of test_sync, test_chan
+ * and test_cancel at depths 2 and 3 (seed 5003). test_steal at depth 2:
+ * killed after 100 s before, 2.6 s now; test_sim's
+ * test_pct_large_run_set: 76 s before, 1.7 s now. */
+
+static inline struct pent *pent_at(struct weft__sim *s, uint32_t i)
+{
+	return &s->pool[i];
+}
+
+/* does pool entry a go above b in heap h (0: hprio, 1: hold)? */
+static inline bool heap_above(struct weft__sim *s, int h, uint32_t a,
+			      uint32_t b)
+{
+	struct pent *x = pent_at(s, a), *y = pent_at(s, b);
+	if (h == 0) {
+		uint64_t px = weft__task_side(x->e.f)->sim_prio;
+		uint64_t py = weft__task_side(y->e.f)->sim_prio;
+		if (px != py)
+			return px > py;
+	}
+	return x->ord < y->ord;
+}
+
+static inline uint32_t *heap_arr(struct weft__sim *s, int h)
+{
+	return h == 0 ? s->hprio : s->hold;
+}
+
+static inline void heap_set(struct weft__sim *s, int h, size_t at, uint32_t i)
+{
+	heap_arr(s, h)[at] = i;
+	if (h == 0)
+		pent_at(s, i)->hp = (uint32_t)at;
+	else
+		pent_at(s, i)->ho = (uint32_t)at;
+}
+
+/* restore heap h (of n entries) around position at, either way */
+static void heap_fix(struct weft__sim *s, int h, size_t n, size_t at)
+{
+	uint32_t *a = heap_arr(s, h);
+	uint32_t i = a[at];
+	while (at > 0 && heap_above(s, h, i, a[(at - 1) / 2])) {
+		heap_set(s, h, at, a[(at - 1) / 2]);
+		at = (at - 1) / 2;
+	}
+	for (;;) {
+		size_t c = 2 * at + 1;
+		if (c >= n)
+			break;
+		if (c + 1 < n && heap_above(s, h, a[c + 1], a[c]))
+			c++;
+		if (!heap_above(s, h, a[c], i))
+			break;
+		heap_set(s, h, at, a[c]);
+		at = c;
+	}
+	heap_set(s, h, at, i);
+}
+
+/* heap h held n entries; take the one at position at */
+static void heap_del(struct weft__sim *s, int h, size_t n, size_t at)
+{
+	uint32_t *a = heap_arr(s, h);
+	if (at != n - 1) {
+		heap_set(s, h, at, a[n - 1]);
+		heap_fix(s, h, n - 1, at);
+	}
+}
+
+static void pct_add(struct weft__sim *s, struct ent e)
+{
+	size_t n = s->n; /* entries before this one */
+	uint32_t i = s->pfree;
+	if (i) {
+		s->pfree = pent_at(s, i)->hp;
+	} else {
+		room(s->cappool, s->npool + 1);
+		i = (uint32_t)s->npool++;
+	}
+	room(s->caphp, n + 1);
+	room(s->capho, n + 1);
+	*pent_at(s, i) = (struct pent){.e = e, .ord = ++s->pct_ord};
+	heap_set(s, 0, n, i);
+	heap_fix(s, 0, n + 1, n);
+	heap_set(s, 1, n, i);
+	heap_fix(s, 1, n + 1, n);
+}
+
+/* take pool entry i out of the run set (s->n still counts it) */
+static struct ent pct_take(struct weft__sim *s, uint32_t i)
+{
+	struct pent *p = pent_at(s, i);
+	struct ent e = p->e;
+	heap_del(s, 0, s->n, p->hp);
+	heap_del(s, 1, s->n, p->ho);
+	p->hp = s->pfree;
+	s->pfree = i;
+	return e;
+}
+
+/* the pick's entry: for PCT i is a pool index (pick, pct_best) */
 static struct ent run_take(struct weft__sim *s, unsigned w, size_t i)
 {
 	struct runq *q = &s->run[w];
-	struct ent e = q->e[i];
-	q->e[i] = q->e[--q->n];
+	struct ent e;
+	if (s->pct) {
+		e = pct_take(s, (uint32_t)i);
+		q->n--;
+	} else {
+		e = q->e[i];
+		q->e[i] = q->e[--q->n];
+	}
 	atomic_store_explicit(&q->len, q->n, memory_order_relaxed);
 	s->n--;
 	s->nyield -= e.yield;
 	return e;
 }
 
-/* PCT: the runnable fiber of highest priority (a scan: PCT is for small
- * tests); but one that has waited in the run set more than
- * PCT_STARVE_STEPS times the horizon (WEFT_PCT_STEPS) runs first, the
- * longest-waiting first. Strict priorities are not fair: a fiber of low
+/* PCT: the runnable fiber of highest priority (the top of hprio); but one
+ * that has waited in the run set more than PCT_STARVE_STEPS times the
+ * horizon (WEFT_PCT_STEPS) runs first, the longest-waiting first (the
+ * top of hold). Strict priorities are not fair: a fiber of low
  * priority never ran while others stayed runnable, and a program whose
  * progress needs it (main closing a channel that senders and receivers
  * loop on until it closes; a latecomer to a busy lock) ran for ever
@@ -566,57 +725,50 @@ static struct ent run_take(struct weft__sim *s, unsigned w, size_t i)
  * The change points all fall within the horizon, so the bugs PCT looks
  * for are looked for as before; past it, every runnable fiber gets a
  * step within the bound (Coyote's PCT turns fair past its step bound for
- * the same reason). */
+ * the same reason). Returns a pool index; the run set is not empty. */
 #define PCT_STARVE_STEPS 100
-static void pct_best(struct weft__sim *s, unsigned *bw, size_t *bi)
+static uint32_t pct_best(struct weft__sim *s)
 {
-	weft_task *best = NULL;
-	const struct ent *old = NULL;
-	unsigned ow = 0;
-	size_t oi = 0;
-	*bw = 0;
-	*bi = 0;
-	for (unsigned w = 0; w < s->nworkers; w++)
-		for (size_t i = 0; i < s->run[w].n; i++) {
-			const struct ent *e = &s->run[w].e[i];
-			if (!best || weft__task_side(e->f)->sim_prio >
-					     weft__task_side(best)->sim_prio) {
-				best = e->f;
-				*bw = w;
-				*bi = i;
-			}
-			if (!old || e->since < old->since) {
-				old = e;
-				ow = w;
-				oi = i;
-			}
-		}
-	if (old && s->rep.steps - old->since > PCT_STARVE_STEPS * s->pct_steps) {
-		*bw = ow;
-		*bi = oi;
-	}
+	uint32_t old = s->hold[0];
+	if (s->rep.steps - pent_at(s, old)->e.since >
+	    PCT_STARVE_STEPS * s->pct_steps)
+		return old;
+	return s->hprio[0];
 }
 
-/* Choose the next fiber (its queue *qw and index *qi) and the worker *rw
- * it runs on. Random walk: a worker at random; it runs one of its own
- * queue, the newest (the LIFO slot) or any, or if its queue is empty (or
- * one time in eight), steals one from a random victim's. PCT: the highest priority fiber, on
- * its own worker or (one in four) another. */
+/* entry i's priority changed: its place in hprio */
+static void pct_moved(struct weft__sim *s, uint32_t i)
+{
+	heap_fix(s, 0, s->n, pent_at(s, i)->hp);
+}
+
+/* Choose the next fiber (its queue *qw and index *qi; under PCT a pool
+ * index) and the worker *rw it runs on. Random walk: a worker at random;
+ * it runs one of its own queue, the newest (the LIFO slot) or any, or if
+ * its queue is empty (or one time in eight), steals one from a random
+ * victim's. PCT: the highest priority fiber, on its own worker or (one in
+ * four) another. */
 static void pick(struct weft__sim *s, unsigned *qw, size_t *qi, unsigned *rw)
 {
 	if (s->pct) {
+		uint32_t i;
 		for (unsigned k = 1; k < s->pct; k++)
 			if (s->pct_at[k] == s->rep.steps + 1) {
 				/* change point k: the fiber that would run
 				 * now drops below every other */
-				pct_best(s, qw, qi);
-				weft__task_side(s->run[*qw].e[*qi].f)->sim_prio =
+				i = pct_best(s);
+				weft__task_side(pent_at(s, i)->e.f)->sim_prio =
 					PRIO_DROPPED + s->pct - k;
+				pct_moved(s, i);
 			}
-		pct_best(s, qw, qi);
-		uint64_t *p = &weft__task_side(s->run[*qw].e[*qi].f)->sim_prio;
-		if (*p < PRIO_DROPPED) /* a yielder's turn: it draws afresh */
+		i = pct_best(s);
+		uint64_t *p = &weft__task_side(pent_at(s, i)->e.f)->sim_prio;
+		if (*p < PRIO_DROPPED) { /* a yielder's turn: it draws afresh */
 			*p = PRIO_FRESH + (rnd(s) >> 2);
+			pct_moved(s, i);
+		}
+		*qw = pent_at(s, i)->e.w;
+		*qi = i;
 		*rw = s->nworkers > 1 && below(s, 4) == 0
 			      ? (unsigned)below(s, s->nworkers)
 			      : *qw;

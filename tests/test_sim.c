@@ -1241,6 +1241,65 @@ static void test_pct_starved_fiber_runs(void **state)
 			 0);
 }
 
+/* ---- PCT: a large run set --------------------------------------------------
+ * A binary fork-join tree, each node spawning two children and joining
+ * them: under PCT's random priorities the spawned, not yet run nodes pile
+ * up (test_steal's tree had 77,000 runnable at once). A pick once scanned
+ * the whole run set: this test took minutes that way, test_steal at depth
+ * 2 hours. Now a pick is a heap's O(log n) (sim.c, "PCT's run set").
+ * Every leaf must run once, to its end (the sum of their numbers), and
+ * the run set must really have grown (the largest local_queue seen: 53,000
+ * and 57,000 here at depth 17, 131,072 leaves; 400 at depth 12, the
+ * sanitizer builds' size). */
+static _Atomic uint64_t pl_sum;
+static _Atomic size_t pl_maxq;
+
+static void *pl_node(void *arg)
+{
+	uintptr_t v = (uintptr_t)arg; /* depth << 32 | leaf number base */
+	unsigned depth = (unsigned)(v >> 32);
+	uint64_t base = v & 0xffffffffu;
+	if (!depth) {
+		atomic_fetch_add(&pl_sum, base + 1);
+		return NULL;
+	}
+	weft_metrics m;
+	if (weft_metrics_get(&m) == 0) {
+		size_t q = (size_t)m.local_queue;
+		size_t old = atomic_load(&pl_maxq);
+		while (q > old && !atomic_compare_exchange_weak(&pl_maxq, &old, q))
+			;
+	}
+	uintptr_t d = (uintptr_t)(depth - 1) << 32;
+	weft_task *a = weft_spawn(pl_node, (void *)(d | base));
+	weft_task *b = weft_spawn(
+		pl_node, (void *)(d | (base + (1ull << (depth - 1)))));
+	if (!a || !b || weft_join(a, NULL) || weft_join(b, NULL))
+		return (void *)1;
+	return NULL;
+}
+
+static void test_pct_large_run_set(void **state)
+{
+	(void)state;
+	unsigned depth = scaled(1u << 17, 1u << 12) >= (1u << 17) ? 17 : 12;
+	uint64_t leaves = 1ull << depth;
+	for (unsigned pct = 2; pct <= 3; pct++) {
+		atomic_store(&pl_sum, 0);
+		atomic_store(&pl_maxq, 0);
+		weft_config c = sim_cfg(77 + pct, 2, NULL);
+		c.pct = pct;
+		void *res = (void *)2;
+		assert_int_equal(weft_run(&c, pl_node,
+					  (void *)((uintptr_t)depth << 32),
+					  &res),
+				 0);
+		assert_null(res);
+		assert_int_equal(atomic_load(&pl_sum), leaves * (leaves + 1) / 2);
+		assert_true(atomic_load(&pl_maxq) > leaves / 32);
+	}
+}
+
 int main(void)
 {
 	/* WEFT_SEED would make the explorer replay one seed; the faults and
@@ -1271,6 +1330,7 @@ int main(void)
 		cmocka_unit_test(test_explore_output_to_file),
 		cmocka_unit_test(test_pct_yield_no_starve),
 		cmocka_unit_test(test_pct_starved_fiber_runs),
+		cmocka_unit_test(test_pct_large_run_set),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -475,7 +475,8 @@ int weft_sim_report_get(weft_sim_report *out)
  * needs no new mapping, so a program that has used up its map entries (as
  * test_overflow does on purpose, with 30,000 fibers parked) can still
  * wake them all. A realloc there had to mremap, and the simulator died. */
-#define SET_RESERVE (16u << 20) /* bytes: 1M entries of 16 bytes */
+#define SET_RESERVE (16u << 20) /* bytes: 699k entries of 24 (struct ent),
+				  419k of PCT's 40 (struct pent) */
 
 static int set_reserve(void **a, size_t *cap, size_t esz)
 {

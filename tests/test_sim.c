@@ -1245,8 +1245,9 @@ static void test_pct_starved_fiber_runs(void **state)
  * A binary fork-join tree, each node spawning two children and joining
  * them: under PCT's random priorities the spawned, not yet run nodes pile
  * up (test_steal's tree had 77,000 runnable at once). A pick once scanned
- * the whole run set: this test took minutes that way, test_steal at depth
- * 2 hours. Now a pick is a heap's O(log n) (sim.c, "PCT's run set").
+ * the whole run set: this test took 76 s that way (1.7 s now), test_steal
+ * at depth 2 hours. Now a pick is a heap's O(log n) (sim.c, "PCT's run
+ * set").
  * Every leaf must run once, to its end (the sum of their numbers), and
  * the run set must really have grown (the largest local_queue seen: 53,000
  * and 57,000 here at depth 17, 131,072 leaves; 400 at depth 12, the

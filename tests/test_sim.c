@@ -1197,8 +1197,9 @@ static void test_pct_yield_no_starve(void **state)
  * main's priority was below the loopers' it never ran again once its
  * timer fired: the loopers stay runnable, and the fresh priorities of
  * those that a seeded preemption switches out are seldom all below main's
- * (test_chan's close-races-sends test hung so at depth 2, seed 5000). A fiber waiting in the run set past PCT_STARVE_STEPS times
- * the horizon now runs first. The loopers give up after 200,000 turns
+ * (test_chan's close-races-sends test hung so at depth 2, seed 5000).
+ * A fiber waiting in the run set past PCT_STARVE_STEPS times the horizon
+ * now runs first. The loopers give up after 200,000 turns
  * (recorded); every seed must end with none giving up (19 of these 400
  * seeds gave up before). */
 static _Atomic int ps_gave_up;

@@ -15,9 +15,10 @@
  * scheduler; release at every switch) and m_polls, its resume count.
  * Together the park word (state), `running` and these fields give the
  * dump's line for each fiber. Cost on the hot paths: a few stores to lines
- * the switch touches anyway, and one coarse clock read (~3 ns, a vDSO
- * variable, no clock hardware) per park; nothing per switch beyond the
- * stores. Measured figures are in docs/design.md.
+ * the switch touches anyway, and a load of the wait clock per park (the
+ * coarse clock as the workers last read it between fibers: internal.h);
+ * nothing per switch beyond the stores. Measured figures are in
+ * docs/design.md.
  *
  * The watchdog ("sampling, not timing"): no timestamp is taken per
  * switch. A monitor thread wakes every period (slow_ms / 4, at most
@@ -50,6 +51,8 @@
 #include <unistd.h>
 
 #include "internal.h"
+
+_Atomic uint32_t weft__wait_clock; /* the wait notes' clock (internal.h) */
 
 /* ---- symbols ------------------------------------------------------------- */
 

@@ -724,6 +724,36 @@ static inline uint32_t weft__coarse_ms(void)
 			  (uint64_t)ts.tv_nsec / 1000000u);
 }
 
+/* The wait notes' clock: weft__coarse_ms as the workers last read it.
+ * A clock read per park cost 7% of a channel ping-pong and of fork-join
+ * fib (5 ns of each park: the vDSO call and glibc's wrapper), so the
+ * workers read it between fibers instead (sched.c, maintenance: every
+ * WEFT_EVENT_INTERVAL ticks, after every park of the worker, and at
+ * weft_run's start) and a park reads this variable. It lags the clock by
+ * the time since a worker last ticked: microseconds while fibers come and
+ * go, but a fiber that ran N ms without giving its worker up while no
+ * other worker ticked notes its next wait up to N ms early (the dump
+ * shows that wait N ms too long; the slow-fiber watchdog names such a
+ * fiber). Workers store it racily (relaxed; only when it changed, so the
+ * line stays shared): it may step back by a tick (a few ms) for a moment,
+ * never past the true clock. In a seeded run, virtual ms, as the clock. */
+extern _Atomic uint32_t weft__wait_clock WEFT__HIDDEN;
+static inline void weft__wait_clock_tick(void)
+{
+	uint32_t now = weft__coarse_ms();
+	if (atomic_load_explicit(&weft__wait_clock, memory_order_relaxed) !=
+	    now)
+		atomic_store_explicit(&weft__wait_clock, now,
+				      memory_order_relaxed);
+}
+static inline uint32_t weft__wait_clock_ms(void)
+{
+	if (__builtin_expect(atomic_load_explicit(&weft__sim_on,
+						  memory_order_relaxed), 0))
+		return weft__coarse_ms();
+	return atomic_load_explicit(&weft__wait_clock, memory_order_relaxed);
+}
+
 /* What a parked fiber waits on (dump.c prints it). */
 enum weft__wait_kind {
 	WEFT__W_NONE = 0,
@@ -746,8 +776,9 @@ enum weft__wait_kind {
 	WEFT__W_SIGNAL,    /* op: how many signals, obj: the first */
 	WEFT__W_NKINDS
 };
-/* Record what f (the caller) is about to wait on, and since when: called
- * before every park_begin. Relaxed: the dump reads it racily and says so. */
+/* Record what f (the caller) is about to wait on, and since when (the
+ * wait clock, above): called before every park_begin. Relaxed: the dump
+ * reads it racily and says so. */
 static inline void weft__wait_note(weft_task *f, unsigned kind, unsigned op,
 				   uint64_t obj)
 {
@@ -755,7 +786,7 @@ static inline void weft__wait_note(weft_task *f, unsigned kind, unsigned op,
 			      (uint64_t)kind << 56 | (uint64_t)(op & 0xff) << 48 |
 				      (obj & 0xffffffffffffull),
 			      memory_order_relaxed);
-	atomic_store_explicit(&f->wait_ms, weft__coarse_ms(),
+	atomic_store_explicit(&f->wait_ms, weft__wait_clock_ms(),
 			      memory_order_relaxed);
 }
 #define WEFT__WAIT_KIND(w) ((unsigned)((w) >> 56))

@@ -396,6 +396,7 @@ int weft_run(const weft_config *cfg, void *(*main_fn)(void *), void *arg,
 	rt->dump_signal = c.dump_signal > 0 ? c.dump_signal : 0;
 	rt->unjoined_report = c.unjoined_report >= 0;
 	rt->start_ns = weft__clock();
+	weft__wait_clock_tick(); /* not a past run's (internal.h) */
 	rt->blocking_threads = c.blocking_threads;
 	rt->blocking_queue = c.blocking_queue;
 	rt->conn_buffers = c.conn_buffers;

@@ -197,6 +197,7 @@ void weft__schedule_rt(struct weft__rt *held, struct weft__worker *w,
 
 static void maintenance(struct weft__worker *w)
 {
+	weft__wait_clock_tick(); /* the wait notes' clock (internal.h) */
 	if (weft__timers_next(w) != UINT64_MAX)
 		weft__timers_fire(w, weft__clock());
 	weft__ring_poll(w);

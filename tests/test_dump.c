@@ -1,5 +1,6 @@
 /* Description: fiber names, weft_dump (a fiber blocked on each kind of wait
- * shows the right state; a shielded one says so), the dump signal, the slow-fiber watchdog (fires
+ * shows the right state and how long it has waited; a shielded one says
+ * so), the dump signal, the slow-fiber watchdog (fires
  * for a spinning fiber, once per stretch, not for one that yields) and the
  * never-joined report (exactly the tasks nobody joined or detached).
  * Reports go to stderr, so those tests run in a forked child whose stderr
@@ -399,6 +400,64 @@ static void dump_running(void **state)
 	dump_buf = NULL;
 }
 
+/* ---- how long a wait has lasted -------------------------------------------------------- */
+
+/* The dump's "waiting <ms> ms" comes from the wait clock workers refresh
+ * between fibers (runtime/internal.h), not from a clock read per park:
+ * it must still match the wait, to the coarse clock's few ms. */
+static weft_chan *wt_chan;
+static uint64_t wt_parked_at, wt_dumped_at;
+
+static void *wt_waiter(void *arg)
+{
+	(void)arg;
+	int x;
+	/* a wait that begins long after weft_run's start: a clock refreshed
+	 * only then would show it 200 ms too long */
+	CHECK_EQ(weft_sleep(200 * MS), 0);
+	wt_parked_at = weft_now();
+	CHECK_EQ(weft_chan_recv(wt_chan, &x), 0);
+	return NULL;
+}
+
+static void *wait_time_main(void *arg)
+{
+	(void)arg;
+	CHECK((wt_chan = weft_chan_new(0, sizeof(int))) != NULL);
+	weft_task *t = dt_spawn_named(wt_waiter, NULL, "wt-waiter");
+	CHECK_EQ(weft_sleep(500 * MS), 0);
+	FILE *f = open_memstream(&dump_buf, &dump_len);
+	wt_dumped_at = weft_now();
+	dump_ret = weft_dump(f);
+	fclose(f);
+	int one = 1;
+	CHECK_EQ(weft_chan_send(wt_chan, &one), 0);
+	CHECK_EQ(weft_join(t, NULL), 0);
+	weft_chan_free(wt_chan);
+	return NULL;
+}
+
+static void dump_wait_time(void **state)
+{
+	(void)state;
+	run(2, wait_time_main, NULL);
+	assert_int_equal(dump_ret, 2);
+	char line[512];
+	assert_non_null(line_of(dump_buf, "wt-waiter", line, sizeof line));
+	const char *p = strstr(line, "waiting ");
+	assert_non_null(p);
+	unsigned ms = 0;
+	assert_int_equal(sscanf(p, "waiting %u ms on chan recv", &ms), 1);
+	uint64_t waited = (wt_dumped_at - wt_parked_at) / MS;
+	assert_true(waited >= 250);
+	/* the coarse clock ticks every few ms (CONFIG_HZ); the wait clock
+	 * may lag it by a little more: the waiter parked just after a
+	 * worker's tick here */
+	assert_in_range(ms, waited - 20, waited + 50);
+	free(dump_buf);
+	dump_buf = NULL;
+}
+
 /* ---- the dump signal ------------------------------------------------------------------ */
 
 static int sig_to_send;
@@ -729,6 +788,7 @@ int main(void)
 		cmocka_unit_test(dump_misuse),
 		cmocka_unit_test(dump_states),
 		cmocka_unit_test(dump_running),
+		cmocka_unit_test(dump_wait_time),
 		cmocka_unit_test(dump_signal),
 		cmocka_unit_test(watchdog),
 		cmocka_unit_test(watchdog_seeded),

@@ -483,6 +483,7 @@ void weft_yield(void)
 	    weft__inject_empty(&w->rt->inject)) {
 		/* alone: only the ring and timers could make work */
 		if (++w->dq.tick % WEFT_EVENT_INTERVAL == 0) {
+			weft__wait_clock_tick(); /* as maintenance does */
 			if (weft__timers_next(w) != UINT64_MAX)
 				weft__timers_fire(w, weft__clock());
 			weft__ring_poll(w);

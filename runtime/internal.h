@@ -728,15 +728,16 @@ static inline uint32_t weft__coarse_ms(void)
  * A clock read per park cost 7% of a channel ping-pong and of fork-join
  * fib (5 ns of each park: the vDSO call and glibc's wrapper), so the
  * workers read it between fibers instead (sched.c, maintenance: every
- * WEFT_EVENT_INTERVAL ticks, after every park of the worker, and at
- * weft_run's start) and a park reads this variable. It lags the clock by
- * the time since a worker last ticked: microseconds while fibers come and
- * go, but a fiber that ran N ms without giving its worker up while no
- * other worker ticked notes its next wait up to N ms early (the dump
- * shows that wait N ms too long; the slow-fiber watchdog names such a
- * fiber). Workers store it racily (relaxed; only when it changed, so the
- * line stays shared): it may step back by a tick (a few ms) for a moment,
- * never past the true clock. In a seeded run, virtual ms, as the clock. */
+ * WEFT_EVENT_INTERVAL ticks and after every park of the worker; as often
+ * in a lone fiber's yields, fiber.c; and at weft_run's start), and a park
+ * loads this variable. It lags the clock by the time since a worker last
+ * ticked: microseconds while fibers come and go, but a fiber that ran N ms
+ * without giving its worker up, while no other worker ticked, notes its
+ * next wait up to N ms early (the dump shows that wait N ms too long; the
+ * slow-fiber watchdog names such a fiber). Workers store it racily
+ * (relaxed; only when it changed, so the line stays shared): it may step
+ * back by a tick (a few ms) for a moment, never past the true clock. In a
+ * seeded run, virtual ms, as the clock. */
 extern _Atomic uint32_t weft__wait_clock WEFT__HIDDEN;
 static inline void weft__wait_clock_tick(void)
 {

@@ -7,6 +7,7 @@
  * the parent reads (run_in_child). Fibers record; asserts run after. */
 #define _GNU_SOURCE /* memmem */
 #include <pthread.h>
+#include <stdbool.h>
 #include <string.h>
 
 #include "testutil.h"
@@ -410,11 +411,16 @@ static uint64_t wt_parked_at, wt_dumped_at;
 
 static void *wt_waiter(void *arg)
 {
-	(void)arg;
 	int x;
 	/* a wait that begins long after weft_run's start: a clock refreshed
 	 * only then would show it 200 ms too long */
-	CHECK_EQ(weft_sleep(200 * MS), 0);
+	if (arg) { /* alone on the only worker, yielding all along */
+		uint64_t t0 = weft_now();
+		while (weft_now() - t0 < 200 * MS)
+			weft_yield();
+	} else {
+		CHECK_EQ(weft_sleep(200 * MS), 0);
+	}
 	wt_parked_at = weft_now();
 	CHECK_EQ(weft_chan_recv(wt_chan, &x), 0);
 	return NULL;
@@ -424,7 +430,7 @@ static void *wait_time_main(void *arg)
 {
 	(void)arg;
 	CHECK((wt_chan = weft_chan_new(0, sizeof(int))) != NULL);
-	weft_task *t = dt_spawn_named(wt_waiter, NULL, "wt-waiter");
+	weft_task *t = dt_spawn_named(wt_waiter, arg, "wt-waiter");
 	CHECK_EQ(weft_sleep(500 * MS), 0);
 	FILE *f = open_memstream(&dump_buf, &dump_len);
 	wt_dumped_at = weft_now();
@@ -437,10 +443,9 @@ static void *wait_time_main(void *arg)
 	return NULL;
 }
 
-static void dump_wait_time(void **state)
+static void check_wait_time(unsigned workers, bool yielder)
 {
-	(void)state;
-	run(2, wait_time_main, NULL);
+	run(workers, wait_time_main, yielder ? "yield" : NULL);
 	assert_int_equal(dump_ret, 2);
 	char line[512];
 	assert_non_null(line_of(dump_buf, "wt-waiter", line, sizeof line));
@@ -456,6 +461,15 @@ static void dump_wait_time(void **state)
 	assert_in_range(ms, waited - 20, waited + 50);
 	free(dump_buf);
 	dump_buf = NULL;
+}
+
+static void dump_wait_time(void **state)
+{
+	(void)state;
+	check_wait_time(2, false);
+	/* no scheduler pass and no other worker: the yields refresh it */
+	SKIP_IF_SEEDED("a fiber yielding until real time has passed");
+	check_wait_time(1, true);
 }
 
 /* ---- the dump signal ------------------------------------------------------------------ */

@@ -204,17 +204,22 @@ struct weft_task {
 struct weft__slab {
 	pthread_mutex_t lock;
 	size_t isz, link_off;
+	size_t hdr_off; /* a free batch's header (slab.c) */
 	size_t side_sz; /* bytes of side data per item (weft__slab_side) */
 	void *chunks; /* newest first; the newest is being carved */
-	void *free;   /* under lock */
-	size_t nfree;
+	void *depot;  /* stack of free batches, under lock */
+	size_t nfree; /* items in it */
 };
-struct weft__slab_cache { /* per worker, owner only */
-	void *head;
+struct weft__slab_cache { /* per worker, owner only (slab.c) */
+	void *head; /* the chain taken from and freed onto */
 	size_t n;
+	void *full; /* a spare chain, or NULL */
+	size_t nfull;
 };
+/* link_off: where a free item links to the next; hdr_off: two words a
+ * free item may hold for the slab. Neither may be read while it is free. */
 void weft__slab_init(struct weft__slab *s, size_t isz, size_t link_off,
-		     size_t side_sz) WEFT__HIDDEN;
+		     size_t hdr_off, size_t side_sz) WEFT__HIDDEN;
 void weft__slab_fini(struct weft__slab *s) WEFT__HIDDEN;
 void *weft__slab_get(struct weft__slab *s,
 		     struct weft__slab_cache *c) WEFT__HIDDEN;

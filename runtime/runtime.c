@@ -402,8 +402,11 @@ int weft_run(const weft_config *cfg, void *(*main_fn)(void *), void *arg,
 	rt->conn_buffers = c.conn_buffers;
 	rt->conn_buffer_size = c.conn_buffer_size;
 	weft__inject_init(&rt->inject);
+	/* a free task's arg and result are nobody's (a stale handle's
+	 * calls look at flags, a stale waker at the park word) */
 	weft__slab_init(&rt->fibers, sizeof(weft_task),
-			offsetof(weft_task, next), sizeof(struct weft__task_side));
+			offsetof(weft_task, next), offsetof(weft_task, arg),
+			sizeof(struct weft__task_side));
 	pthread_mutex_init(&rt->gate_lock, NULL);
 	pthread_cond_init(&rt->gate_cond, NULL);
 	rt->gate_expected = c.workers;

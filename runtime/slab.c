@@ -172,7 +172,9 @@ static void *take(struct weft__slab *s, size_t want, size_t *n)
 	return p ? p : carve(s, want, n);
 }
 
-void *weft__slab_get(struct weft__slab *s, struct weft__slab_cache *c)
+/* Out of line, so that the fast paths below save no registers. */
+static WEFT__NOINLINE void *get_slow(struct weft__slab *s,
+				     struct weft__slab_cache *c)
 {
 	void *p;
 	size_t n;
@@ -183,29 +185,35 @@ void *weft__slab_get(struct weft__slab *s, struct weft__slab_cache *c)
 		pthread_mutex_unlock(&s->lock);
 		return p;
 	}
-	if (!c->head) {
-		if (c->full) {
-			c->head = c->full;
-			c->n = c->nfull;
-			c->full = NULL;
-			c->nfull = 0;
-		} else {
-			pthread_mutex_lock(&s->lock);
-			p = take(s, REFILL, &n);
-			pthread_mutex_unlock(&s->lock);
-			if (!p)
-				return NULL;
-			c->head = p;
-			c->n = n;
-		}
+	if (c->full) {
+		p = c->full;
+		n = c->nfull;
+		c->full = NULL;
+		c->nfull = 0;
+	} else {
+		pthread_mutex_lock(&s->lock);
+		p = take(s, REFILL, &n);
+		pthread_mutex_unlock(&s->lock);
+		if (!p)
+			return NULL;
 	}
-	p = c->head;
+	c->head = *next_of(s, p);
+	c->n = n - 1;
+	return p;
+}
+
+void *weft__slab_get(struct weft__slab *s, struct weft__slab_cache *c)
+{
+	void *p;
+	if (!c || !(p = c->head))
+		return get_slow(s, c);
 	c->head = *next_of(s, p);
 	c->n--;
 	return p;
 }
 
-void weft__slab_put(struct weft__slab *s, struct weft__slab_cache *c, void *p)
+static WEFT__NOINLINE void put_slow(struct weft__slab *s,
+				    struct weft__slab_cache *c, void *p)
 {
 	if (!c) { /* a batch of one */
 		*next_of(s, p) = NULL;
@@ -214,16 +222,24 @@ void weft__slab_put(struct weft__slab *s, struct weft__slab_cache *c, void *p)
 		pthread_mutex_unlock(&s->lock);
 		return;
 	}
-	if (c->n == BATCH) { /* head becomes the spare, the spare leaves */
-		if (c->full) {
-			pthread_mutex_lock(&s->lock);
-			depot_push(s, c->full, c->nfull);
-			pthread_mutex_unlock(&s->lock);
-		}
-		c->full = c->head;
-		c->nfull = c->n;
-		c->head = NULL;
-		c->n = 0;
+	/* head is full: it becomes the spare, an older spare leaves */
+	if (c->full) {
+		pthread_mutex_lock(&s->lock);
+		depot_push(s, c->full, c->nfull);
+		pthread_mutex_unlock(&s->lock);
+	}
+	c->full = c->head;
+	c->nfull = c->n;
+	*next_of(s, p) = NULL;
+	c->head = p;
+	c->n = 1;
+}
+
+void weft__slab_put(struct weft__slab *s, struct weft__slab_cache *c, void *p)
+{
+	if (!c || c->n == BATCH) {
+		put_slow(s, c, p);
+		return;
 	}
 	*next_of(s, p) = c->head;
 	c->head = p;

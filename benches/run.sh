@@ -189,6 +189,24 @@ for wl in fib chan_pingpong; do
     done
 done
 
+# --- spawn_many, warm ----------------------------------------------------------
+# The spawn_many row is one round in a fresh process: 128 MiB of new tasks,
+# paid for in page faults (bimodal on this VM, docs/benchmarks.md). A server
+# spawns in bursts over memory its joins freed: the same spawns and joins,
+# 9 rounds in one process, the median of rounds 2-9 (bench_spawn_many N 9,
+# weft-go-peers spawn_many N 9).
+warm=0
+if [[ " $BENCHES " == *" spawn_many "* ]]; then
+    warm=1
+    echo "== spawn_many warm (rounds 2-9 of 9 in one process)" >&2
+    for ((r = 1; r <= ROUNDS; r++)); do
+        for impl in weft go; do
+            mapfile -t cmd < <(cmd_for spawn_many "$impl")
+            [ ${#cmd[@]} -gt 0 ] && run_one "spawn_many/$impl/warm" spawn_many "$impl" "rounds=9" "${cmd[@]}" 1000000 9
+        done
+    done
+fi
+
 [ "$ran" = 1 ] || { echo "run.sh: no benchmark binary was found or run" >&2; exit 2; }
 
 # --- table ---------------------------------------------------------------------
@@ -266,6 +284,16 @@ for wl in $scaled; do
             else printf "%s: n/a (1 worker: %s, 2 workers: %s)\n", l, a, b }'
     done
 done
+
+if [ "$warm" = 1 ]; then
+    [ "$extra" = 1 ] || echo
+    tw=$(cell spawn_many weft/warm)
+    tg=$(cell spawn_many go/warm)
+    awk -v w="$tw" -v g="$tg" 'BEGIN {
+        isnum = "^[0-9]+(\\.[0-9]*)?$"
+        if (w ~ isnum && g ~ isnum && w > 0) printf "spawn_many warm (rounds 2-9 of 9 in one process): %.2fx Go (weft %.6f s, go %.6f s)\n", g / w, w, g
+        else printf "spawn_many warm: n/a (weft: %s, go: %s)\n", w, g }'
+fi
 
 echo
 echo "raw results: $results   benchmark stderr: $log" >&2

@@ -1,6 +1,11 @@
 // Command weft-go-peers runs the Go peer versions of the weft benchmarks.
 //
 //	weft-go-peers spawn_many|spawn_wg|yield|skynet|fib|fib_seq|chan_pingpong|chan_mpmc|mutex|rwlock|sleep_many [N]
+//	weft-go-peers spawn_many N ROUNDS
+//
+// With ROUNDS (spawn_many only, 1..64) the workload runs ROUNDS times in one
+// process and secs is the median of rounds 2..ROUNDS, as
+// bench_spawn_many N ROUNDS does.
 //
 // Each run prints exactly one line to stdout:
 //
@@ -52,7 +57,7 @@ var workloads = map[string]workload{
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: weft-go-peers spawn_many|spawn_wg|yield|skynet|fib|fib_seq|chan_pingpong|chan_mpmc|mutex|rwlock|sleep_many [N]")
+	fmt.Fprintln(os.Stderr, "usage: weft-go-peers spawn_many|spawn_wg|yield|skynet|fib|fib_seq|chan_pingpong|chan_mpmc|mutex|rwlock|sleep_many [N]\n       weft-go-peers spawn_many N ROUNDS")
 	os.Exit(2)
 }
 
@@ -63,7 +68,7 @@ func main() {
 	if len(os.Args) >= 2 && os.Args[1] == "http_server" { // server, see http.go
 		os.Exit(httpServer(os.Args[2:]))
 	}
-	if len(os.Args) < 2 || len(os.Args) > 3 {
+	if len(os.Args) < 2 || len(os.Args) > 4 {
 		usage()
 	}
 	name := os.Args[1]
@@ -72,7 +77,14 @@ func main() {
 		usage()
 	}
 	n := w.defaultN
-	if len(os.Args) == 3 {
+	if len(os.Args) == 4 {
+		v, err := strconv.Atoi(os.Args[3])
+		if name != "spawn_many" || err != nil || v < 1 || v > 64 {
+			usage()
+		}
+		rounds = v
+	}
+	if len(os.Args) >= 3 {
 		v, err := strconv.Atoi(os.Args[2])
 		if err != nil || v < 0 {
 			usage()

@@ -28,8 +28,9 @@
  * Before 2026-11-29 the depot was one list and a cache moved items one at
  * a time (128 to it, 64 from it), walking their links: a million tasks
  * freed by joins and spawned again were a million cold cache lines
- * chased one after another under the lock (spawn + join, second round of
- * a million, 2 workers: ~75 ns; with the walks gone, ~51 ns).
+ * chased one after another under the lock (`bench_spawn_many 1000000 9`,
+ * the median of the rounds after the first: 2 workers 66-76 -> 45-62 ns
+ * per spawn + join, 1 worker 91-95 -> 73-79 ns; docs/benchmarks.md).
  * A worker holds at most 2 * BATCH free items, as before.
  *
  * Side data (weft__slab_side, internal.h): after its cap items a chunk

@@ -208,8 +208,11 @@ struct weft__slab {
 	size_t side_sz; /* bytes of side data per item (weft__slab_side) */
 	void *chunks; /* newest first; the newest is being carved */
 	void *depot;  /* stack of free batches, under lock */
-	size_t nfree; /* items in it */
 };
+/* slab.c: items a cache gives to, or takes from, the depot at once (a
+ * cache holds at most two such chains), and items carved at once */
+#define WEFT__SLAB_BATCH 128
+#define WEFT__SLAB_REFILL 64
 struct weft__slab_cache { /* per worker, owner only (slab.c) */
 	void *head; /* the chain taken from and freed onto */
 	size_t n;

@@ -43,8 +43,8 @@
 #include "internal.h"
 
 #define CHUNK_BYTES WEFT__SLAB_CHUNK
-#define BATCH 128 /* items a cache gives to, or takes from, the depot */
-#define REFILL 64 /* items carved from a chunk at once */
+#define BATCH WEFT__SLAB_BATCH
+#define REFILL WEFT__SLAB_REFILL
 
 /* at hdr_off of the first item of a batch in the depot */
 struct batch {
@@ -127,7 +127,6 @@ static void depot_push(struct weft__slab *s, void *first, size_t n)
 	b->next = s->depot;
 	b->n = n;
 	s->depot = first;
-	s->nfree += n;
 }
 
 /* Under s->lock: the top batch off the depot (NULL if none); *n its count */
@@ -139,7 +138,6 @@ static void *depot_pop(struct weft__slab *s, size_t *n)
 	struct batch *b = batch_of(s, first);
 	s->depot = b->next;
 	*n = b->n;
-	s->nfree -= b->n;
 	return first;
 }
 

@@ -19,10 +19,9 @@
 
 #include "internal.h"
 
-/* BATCH and REFILL of slab.c: what one cache may hold (head + spare) and
- * what a carve adds */
-#define CACHE_HOLD 256
-#define REFILL 64
+/* what one cache may hold (head + spare), and what a carve adds */
+#define CACHE_HOLD (2 * WEFT__SLAB_BATCH)
+#define REFILL WEFT__SLAB_REFILL
 
 struct item {
 	void *link;           /* link_off */

@@ -23,6 +23,8 @@
 #endif
 #ifdef WEFT__TSAN
 #include <sanitizer/tsan_interface.h>
+#include <pthread.h>
+#include <signal.h>
 #endif
 
 /* ---- cancellation ---------------------------------------------------------- */
@@ -75,6 +77,23 @@ static void fiber_main(void *p, void *unused)
 	__builtin_unreachable();
 }
 
+#ifdef WEFT__TSAN
+/* A TSan fiber state. Its creation makes it the thread's current state for
+ * a moment, half built: while weft has handlers installed, no signal is
+ * taken in that window (see weft__after_switch for its destruction). */
+static void *tsan_fiber_new(void)
+{
+	if (!atomic_load_explicit(&weft__sig_installed, memory_order_relaxed))
+		return __tsan_create_fiber(0);
+	sigset_t all, old;
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old);
+	void *t = __tsan_create_fiber(0);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	return t;
+}
+#endif
+
 /* Give f its stack and first frame. False if no stack could be had. */
 bool weft__fiber_start(struct weft__worker *w, weft_task *f)
 {
@@ -96,7 +115,7 @@ bool weft__fiber_start(struct weft__worker *w, weft_task *f)
 	f->ctx.sp = weft__ctx_make_fp((char *)lo + size, fiber_main, f,
 				      w->rt->fpctl);
 #ifdef WEFT__TSAN
-	f->ctx.tsan_fiber = __tsan_create_fiber(0);
+	f->ctx.tsan_fiber = tsan_fiber_new();
 #endif
 	return true;
 }

@@ -440,14 +440,27 @@ void weft__switch_out(struct weft__worker *w, weft_task *self, int action)
 	weft__after_switch(weft__worker_self());
 }
 
+static inline void finish_prev(struct weft__worker *w);
+
 void weft__after_switch(struct weft__worker *w)
 {
+	finish_prev(w);
 #ifdef WEFT__TSAN
-	if (w->tsan_masked) { /* ctx_jump blocked them for the switch */
+	/* ctx_jump blocked signals for the switch; they stay blocked until
+	 * the fiber left is dealt with: its exit destroys its TSan state,
+	 * which for that call is the thread's current one, and a signal
+	 * TSan took in that window was kept for a state about to be freed,
+	 * and lost (test_signal_stress_churn: every run, before) */
+	if (w->tsan_masked) {
 		w->tsan_masked = false;
 		pthread_sigmask(SIG_SETMASK, &w->tsan_mask, NULL);
 	}
 #endif
+}
+
+/* The fiber that switched to us: requeue it, finish parking it, or end it. */
+static inline void finish_prev(struct weft__worker *w)
+{
 	weft_task *p = w->prev;
 	if (!p)
 		return;

@@ -327,7 +327,7 @@ static void test_signal_restore(void **state)
 /* ---- stress: every delivery seen ------------------------------------------------------ */
 
 static struct {
-	_Atomic int acks, stop;
+	_Atomic int acks, stop, done;
 	int rounds;
 } S;
 
@@ -341,7 +341,14 @@ static void *stress_sender(void *arg)
 		while (atomic_load(&S.acks) <= i && real_ns() - t0 < 5 * SEC)
 			usleep(50);
 		if (atomic_load(&S.acks) <= i) {
+			/* lost: say so, then free the waiter (it looks at
+			 * stop after each wait) so that the run can end */
 			note_fail(__LINE__, atomic_load(&S.acks), i);
+			atomic_store(&S.stop, 1);
+			for (int k = 0; k < 500 && !atomic_load(&S.done); k++) {
+				kill(getpid(), SIGUSR1);
+				usleep(10000);
+			}
 			break;
 		}
 	}
@@ -358,10 +365,26 @@ static void *spinner(void *arg)
 	return NULL;
 }
 
+/* fibers that end all the time: each exit tears down the fiber's
+ * ThreadSanitizer state, a window in which a signal taken by the thread
+ * was once lost (sched.c, weft__after_switch) */
+static void *churn_leaf(void *arg) { return arg; }
+
+static void *churner(void *arg)
+{
+	(void)arg;
+	while (!atomic_load(&S.stop)) {
+		weft_task *t = weft_spawn(churn_leaf, NULL);
+		if (!t || weft_join(t, NULL))
+			break;
+	}
+	return NULL;
+}
+
 static void *stress_waiter(void *arg)
 {
 	(void)arg;
-	for (int i = 0; i < S.rounds; i++) {
+	for (int i = 0; i < S.rounds && !atomic_load(&S.stop); i++) {
 		/* no deadline: in seeded runs the clock would jump to it while
 		 * the sender thread sleeps (the sender bounds each round) */
 		int r = weft_signal_wait(usr1, 1);
@@ -372,15 +395,15 @@ static void *stress_waiter(void *arg)
 		atomic_fetch_add(&S.acks, 1);
 	}
 	atomic_store(&S.stop, 1);
+	atomic_store(&S.done, 1);
 	return NULL;
 }
 
 static void *stress_main(void *arg)
 {
-	(void)arg;
 	weft_task *sp[4];
 	for (int i = 0; i < 4; i++)
-		sp[i] = weft_spawn(spinner, NULL);
+		sp[i] = weft_spawn(arg ? churner : spinner, NULL);
 	void *b1 = handler_of(SIGUSR1);
 	weft_task *w = weft_spawn(stress_waiter, NULL);
 	await_installed(SIGUSR1, b1);
@@ -403,6 +426,16 @@ static void test_signal_stress(void **state)
 	assert_int_equal(atomic_load(&S.acks), S.rounds);
 }
 
+/* the same while fibers start and end on both workers */
+static void test_signal_stress_churn(void **state)
+{
+	(void)state;
+	memset(&S, 0, sizeof S);
+	S.rounds = (int)scaled(2000, 100);
+	run(2, stress_main, (void *)1);
+	assert_int_equal(atomic_load(&S.acks), S.rounds);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -413,6 +446,7 @@ int main(void)
 		cmocka_unit_test(test_signal_misuse),
 		cmocka_unit_test(test_signal_restore),
 		cmocka_unit_test(test_signal_stress),
+		cmocka_unit_test(test_signal_stress_churn),
 	};
 	apply_test_filters();
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -55,7 +55,7 @@
 #define NSIGS 65 /* signal numbers 1..64 */
 
 _Atomic uint64_t weft__sig_pending; /* bit s-1: s arrived, not dispatched */
-_Atomic int weft__sig_installed;    /* some handler of ours is installed */
+_Atomic int weft__sig_installed;    /* internal.h */
 static _Atomic int sig_efd = -1;    /* worker 0's eventfd while installed */
 
 static pthread_mutex_t install = PTHREAD_MUTEX_INITIALIZER;
@@ -166,7 +166,7 @@ static int install_all(struct weft__rt *rt, const int *sigs, size_t n)
 	} else {
 		installed |= mine;
 		if (installed)
-			atomic_store(&weft__sig_installed, 1);
+			atomic_fetch_or(&weft__sig_installed, WEFT__SIG_WAITS);
 	}
 	pthread_mutex_unlock(&install);
 	return err;
@@ -259,7 +259,7 @@ void weft__signal_fini(void)
 		if (installed & 1ull << (s - 1))
 			sigaction(s, &old_act[s], NULL);
 	installed = 0;
-	atomic_store(&weft__sig_installed, 0);
+	atomic_fetch_and(&weft__sig_installed, ~WEFT__SIG_WAITS);
 	atomic_store(&sig_efd, -1);
 	pthread_mutex_unlock(&install);
 	weft__spin_lock(&lock);

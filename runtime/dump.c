@@ -580,18 +580,22 @@ int weft__monitor_start(struct weft__rt *rt)
 		sa.sa_handler = on_dump_signal;
 		sa.sa_flags = SA_RESTART;
 		sigemptyset(&sa.sa_mask);
-		if (sigaction(rt->dump_signal, &sa, &m->old))
+		if (sigaction(rt->dump_signal, &sa, &m->old)) {
 			err = -errno;
-		else
+		} else {
 			m->sig_set = true;
+			atomic_fetch_or(&weft__sig_installed, WEFT__SIG_DUMP);
+		}
 	}
 	if (!err) {
 		int r = pthread_create(&m->thread, NULL, monitor_main, rt);
 		err = -r;
 	}
 	if (err) {
-		if (m->sig_set)
+		if (m->sig_set) {
 			sigaction(rt->dump_signal, &m->old, NULL);
+			atomic_fetch_and(&weft__sig_installed, ~WEFT__SIG_DUMP);
+		}
 		atomic_store(&sig_fd, -1);
 		close(m->rd);
 		close(m->wr);
@@ -607,8 +611,10 @@ void weft__monitor_stop(struct weft__rt *rt)
 	struct weft__monitor *m = rt->mon;
 	if (!m)
 		return;
-	if (m->sig_set)
+	if (m->sig_set) {
 		sigaction(rt->dump_signal, &m->old, NULL);
+		atomic_fetch_and(&weft__sig_installed, ~WEFT__SIG_DUMP);
+	}
 	atomic_store(&sig_fd, -1);
 	atomic_store(&m->stop, 1);
 	char c = 'q';

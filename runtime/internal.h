@@ -675,7 +675,12 @@ void weft__pbuf_fini(struct weft__worker *w) WEFT__HIDDEN;
 /* io/signal.c: bit s-1 set by the handler of signal s; a reap that sees
  * any dispatches them to the waiting fibers */
 extern _Atomic uint64_t weft__sig_pending WEFT__HIDDEN;
-extern _Atomic int weft__sig_installed WEFT__HIDDEN; /* any handler of ours */
+/* handlers of ours installed: WEFT__SIG_WAITS (weft_signal_*, signal.c),
+ * WEFT__SIG_DUMP (the dump signal's, dump.c). TSan builds read it: while
+ * nonzero they block signals across fiber switches (sched.c, ctx_jump) */
+extern _Atomic int weft__sig_installed WEFT__HIDDEN;
+#define WEFT__SIG_WAITS 1
+#define WEFT__SIG_DUMP 2
 void weft__signal_dispatch(void) WEFT__HIDDEN;
 void weft__signal_fini(void) WEFT__HIDDEN;
 void weft__signal_tsan_point(void) WEFT__HIDDEN;

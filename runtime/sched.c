@@ -112,7 +112,8 @@ static inline void ctx_jump(struct weft__worker *w, struct weft__ctx *from,
 	 * waited for that fiber to run again, which, when the fiber was the
 	 * one waiting for that signal (weft_signal_wait), was never
 	 * (test_signal_stress: 2 hangs in 300 runs). While weft has handlers
-	 * installed, signals are blocked across the switch (this call runs
+	 * installed (weft_signal_*, the dump signal's: weft__sig_installed),
+	 * signals are blocked across the switch (this call runs
 	 * what is pending, for the fiber leaving) and unblocked by the
 	 * fiber resumed, in weft__after_switch. TSan builds only. */
 	if (atomic_load_explicit(&weft__sig_installed, memory_order_relaxed)) {

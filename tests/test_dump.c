@@ -9,6 +9,8 @@
 #include <pthread.h>
 #include <stdbool.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 
 #include "testutil.h"
 
@@ -499,6 +501,109 @@ static void sig_child(void *arg)
 	fprintf(stderr, "run=%d restored=%d\n", r, sa.sa_handler == SIG_DFL);
 }
 
+/* The dump signal, one at a time, while fibers start and end on both
+ * workers: every one gives a dump. Under TSan a signal the thread takes
+ * is kept for the fiber state that is current, and one kept for a fiber
+ * that ended, or parked for good, was lost (sched.c, ctx_jump and
+ * weft__after_switch). The child's stderr is a memfd it counts dumps in. */
+static int ds_fd;
+static _Atomic int ds_stop;
+static int ds_rounds, ds_seen;
+
+static int count_dumps(int fd)
+{
+	struct stat st;
+	if (fstat(fd, &st) || st.st_size <= 0)
+		return 0;
+	char *b = malloc((size_t)st.st_size + 1);
+	if (!b)
+		return -1;
+	ssize_t n = pread(fd, b, (size_t)st.st_size, 0);
+	b[n > 0 ? n : 0] = 0;
+	int k = 0;
+	for (char *p = b; (p = strstr(p, "weft: dump of ")); p++)
+		k++;
+	free(b);
+	return k;
+}
+
+static void *ds_leaf(void *arg) { return arg; }
+
+static void *ds_churner(void *arg)
+{
+	(void)arg;
+	while (!atomic_load(&ds_stop)) {
+		weft_task *t = weft_spawn(ds_leaf, NULL);
+		if (!t || weft_join(t, NULL))
+			break;
+	}
+	return NULL;
+}
+
+/* a plain thread sends, so that the signal always lands on a worker
+ * from outside (one a fiber sends to its own thread TSan runs at once) */
+static void *ds_sender(void *arg)
+{
+	(void)arg;
+	for (int i = 0; i < ds_rounds; i++) {
+		kill(getpid(), SIGUSR1);
+		uint64_t t0 = real_ns();
+		while ((ds_seen = count_dumps(ds_fd)) <= i &&
+		       real_ns() - t0 < 5 * SEC)
+			usleep(200);
+		if (ds_seen <= i)
+			break; /* lost */
+	}
+	atomic_store(&ds_stop, 1);
+	return NULL;
+}
+
+static void *ds_main(void *arg)
+{
+	(void)arg;
+	weft_task *ch[4];
+	for (int i = 0; i < 4; i++)
+		ch[i] = weft_spawn(ds_churner, NULL);
+	pthread_t th;
+	if (pthread_create(&th, NULL, ds_sender, NULL))
+		atomic_store(&ds_stop, 1);
+	else
+		while (!atomic_load(&ds_stop))
+			weft_sleep(MS);
+	for (int i = 0; i < 4; i++)
+		weft_join(ch[i], NULL);
+	pthread_join(th, NULL);
+	return NULL;
+}
+
+static void ds_child(void *arg)
+{
+	(void)arg;
+	int keep = dup(2);
+	ds_fd = memfd_create("weft-dumps", 0);
+	if (keep < 0 || ds_fd < 0 || dup2(ds_fd, 2) < 0)
+		_exit(3);
+	weft_config c = cfg_workers(2);
+	c.dump_signal = SIGUSR1;
+	int r = weft_run(&c, ds_main, NULL, NULL);
+	dprintf(keep, "run=%d dumps=%d of %d\n", r, ds_seen, ds_rounds);
+}
+
+static void dump_signal_churn(void **state)
+{
+	(void)state;
+	SKIP_IF_SEEDED("the monitor thread works in real time");
+	static char err[4096];
+	ds_rounds = (int)scaled(300, 200);
+	int st = run_in_child(ds_child, NULL, err, sizeof err);
+	char want[64];
+	snprintf(want, sizeof want, "run=0 dumps=%d of %d", ds_rounds,
+		 ds_rounds);
+	if (!strstr(err, want))
+		fail_msg("want \"%s\", got: %s", want, err);
+	assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+}
+
 static void dump_signal(void **state)
 {
 	(void)state;
@@ -804,6 +909,7 @@ int main(void)
 		cmocka_unit_test(dump_running),
 		cmocka_unit_test(dump_wait_time),
 		cmocka_unit_test(dump_signal),
+		cmocka_unit_test(dump_signal_churn),
 		cmocka_unit_test(watchdog),
 		cmocka_unit_test(watchdog_seeded),
 		cmocka_unit_test(unjoined_report),

@@ -527,19 +527,6 @@ static int count_dumps(int fd)
 	return k;
 }
 
-static void *ds_leaf(void *arg) { return arg; }
-
-static void *ds_churner(void *arg)
-{
-	(void)arg;
-	while (!atomic_load(&ds_stop)) {
-		weft_task *t = weft_spawn(ds_leaf, NULL);
-		if (!t || weft_join(t, NULL))
-			break;
-	}
-	return NULL;
-}
-
 /* a plain thread sends, so that the signal always lands on a worker
  * from outside (one a fiber sends to its own thread TSan runs at once) */
 static void *ds_sender(void *arg)
@@ -563,7 +550,7 @@ static void *ds_main(void *arg)
 	(void)arg;
 	weft_task *ch[4];
 	for (int i = 0; i < 4; i++)
-		ch[i] = weft_spawn(ds_churner, NULL);
+		ch[i] = weft_spawn(churn_fibers, (void *)&ds_stop);
 	pthread_t th;
 	if (pthread_create(&th, NULL, ds_sender, NULL))
 		atomic_store(&ds_stop, 1);

@@ -365,22 +365,6 @@ static void *spinner(void *arg)
 	return NULL;
 }
 
-/* fibers that end all the time: each exit tears down the fiber's
- * ThreadSanitizer state, a window in which a signal taken by the thread
- * was once lost (sched.c, weft__after_switch) */
-static void *churn_leaf(void *arg) { return arg; }
-
-static void *churner(void *arg)
-{
-	(void)arg;
-	while (!atomic_load(&S.stop)) {
-		weft_task *t = weft_spawn(churn_leaf, NULL);
-		if (!t || weft_join(t, NULL))
-			break;
-	}
-	return NULL;
-}
-
 static void *stress_waiter(void *arg)
 {
 	(void)arg;
@@ -403,7 +387,8 @@ static void *stress_main(void *arg)
 {
 	weft_task *sp[4];
 	for (int i = 0; i < 4; i++)
-		sp[i] = weft_spawn(arg ? churner : spinner, NULL);
+		sp[i] = arg ? weft_spawn(churn_fibers, (void *)&S.stop)
+			    : weft_spawn(spinner, NULL);
 	void *b1 = handler_of(SIGUSR1);
 	weft_task *w = weft_spawn(stress_waiter, NULL);
 	await_installed(SIGUSR1, b1);

@@ -330,6 +330,23 @@ static inline int run_in_child(void (*fn)(void *), void *arg, char *err,
 	return st;
 }
 
+/* ---- churn ------------------------------------------------------------- */
+
+/* A fiber that spawns and joins short fibers until *(_Atomic int *)stop:
+ * fibers start and end all the time, on whichever worker. Each end tears
+ * down the fiber's ThreadSanitizer state: a window in which TSan once lost
+ * a signal the thread took (runtime/sched.c, weft__after_switch). */
+static inline void *churn_leaf_(void *arg) { return arg; }
+static inline void *churn_fibers(void *stop)
+{
+	while (!atomic_load((_Atomic int *)stop)) {
+		weft_task *t = weft_spawn(churn_leaf_, NULL);
+		if (!t || weft_join(t, NULL))
+			break;
+	}
+	return NULL;
+}
+
 /* ---- test selection ------------------------------------------------------ */
 
 /* WEFT_TEST_FILTER / WEFT_TEST_SKIP: a glob of test names to run only / to

@@ -167,8 +167,10 @@ static void *busy_main(void *arg)
 	char *buf = pattern(7, 0, BIG + 100);
 	struct sender s = {.c = c, .buf = buf, .n = BIG};
 	weft_task *t = weft_spawn(sender_fiber, &s);
+	weft_task_set_name(t, "sender");
 	CHECK_EQ(wait_flag(&s.started), 0);
-	weft_sleep(20 * MS);
+	/* waiting inside weft_conn_send, not about to enter it */
+	CHECK_EQ(wait_parked("sender", "io "), 0);
 	/* a second sender while the first waits: -EBUSY, nothing taken */
 	CHECK_EQ(weft_conn_send(c, buf + BIG, 100), -EBUSY);
 	struct peer p = {.fd = pc, .seed = 7, .last = 1};
@@ -196,8 +198,10 @@ static void *cut_main(void *arg)
 	char *buf = pattern(9, 0, BIG);
 	struct sender s = {.c = c, .buf = buf, .n = BIG, .deadline = how == 1};
 	weft_task *t = weft_spawn(sender_fiber, &s);
+	weft_task_set_name(t, "sender");
 	CHECK_EQ(wait_flag(&s.started), 0);
-	weft_sleep(20 * MS);
+	/* waiting inside weft_conn_send, not about to enter it */
+	CHECK_EQ(wait_parked("sender", "io "), 0);
 	struct peer p = {.fd = pc, .seed = 9, .delay = how == 2 ? 100 * MS : 0,
 			 .last = 1};
 	weft_task *rd = weft_spawn(peer_reader, &p);

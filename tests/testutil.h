@@ -34,6 +34,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <dirent.h>
 #include <signal.h>
 #include <time.h>
@@ -249,6 +250,44 @@ static inline int wait_flag(_Atomic int *flag)
 		weft_sleep(1 * MS);
 	}
 	return 0;
+}
+
+/* From a fiber: wait until the fiber named `name` (weft_task_set_name) is
+ * parked in a wait whose weft_dump line says " ms on <what...>", e.g. "io
+ * recv" (bounded at 10 s of real time). 0 once it is, -1 if not. A flag
+ * the fiber sets just before a call says only that it is about to enter;
+ * a test that must act while it is inside (close a conn it waits on: a
+ * call made after the close would use freed memory) waits for this. */
+static inline int wait_parked(const char *name, const char *what)
+{
+	char key[96], on[96];
+	snprintf(key, sizeof key, "\"%s\": ", name);
+	snprintf(on, sizeof on, " ms on %s", what);
+	uint64_t until = real_ns() + 10 * SEC;
+	for (;;) {
+		char *buf = NULL;
+		size_t len = 0;
+		FILE *f = open_memstream(&buf, &len);
+		if (!f)
+			return -1;
+		weft_dump(f);
+		fclose(f);
+		int found = 0;
+		for (char *p = buf; p && *p && !found;) {
+			char *e = strchr(p, '\n');
+			if (e)
+				*e = 0;
+			found = !strncmp(p, "fiber ", 6) && strstr(p, key) &&
+				strstr(p, on);
+			p = e ? e + 1 : NULL;
+		}
+		free(buf);
+		if (found)
+			return 0;
+		if (real_ns() > until)
+			return -1;
+		weft_sleep(100 * US);
+	}
 }
 
 /* From a fiber: sleep until *flag reaches want (polling; bounded at 10 s);

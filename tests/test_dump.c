@@ -5,7 +5,7 @@
  * never-joined report (exactly the tasks nobody joined or detached).
  * Reports go to stderr, so those tests run in a forked child whose stderr
  * the parent reads (run_in_child). Fibers record; asserts run after. */
-#define _GNU_SOURCE /* memmem */
+#define _GNU_SOURCE /* memfd_create */
 #include <pthread.h>
 #include <stdbool.h>
 #include <string.h>
@@ -40,29 +40,11 @@ static char *dump_buf;
 static size_t dump_len;
 static int dump_ret;
 
-/* the line of the fiber named name in the dump, or NULL */
-static char *line_of(const char *dump, const char *name, char *out,
-		     size_t outsz)
-{
-	char key[80];
-	snprintf(key, sizeof key, "\"%s\": ", name);
-	for (const char *p = dump; p && *p;) {
-		const char *e = strchr(p, '\n');
-		size_t len = e ? (size_t)(e - p) : strlen(p);
-		if (!strncmp(p, "fiber ", 6) && memmem(p, len, key, strlen(key))) {
-			snprintf(out, outsz, "%.*s", (int)len, p);
-			return out;
-		}
-		p = e ? e + 1 : NULL;
-	}
-	return NULL;
-}
-
 static void assert_line_has(const char *dump, const char *name,
 			    const char *want)
 {
 	char line[512];
-	if (!line_of(dump, name, line, sizeof line))
+	if (!dump_line_of(dump, name, line, sizeof line))
 		fail_msg("no line for \"%s\" in the dump:\n%s", name, dump);
 	if (!strstr(line, want))
 		fail_msg("line for \"%s\" lacks \"%s\": %s", name, want, line);
@@ -72,7 +54,7 @@ static void assert_line_lacks(const char *dump, const char *name,
 			      const char *what)
 {
 	char line[512];
-	if (line_of(dump, name, line, sizeof line) && strstr(line, what))
+	if (dump_line_of(dump, name, line, sizeof line) && strstr(line, what))
 		fail_msg("line for \"%s\" has \"%s\": %s", name, what, line);
 }
 
@@ -450,7 +432,7 @@ static void check_wait_time(unsigned workers, bool yielder)
 	run(workers, wait_time_main, yielder ? "yield" : NULL);
 	assert_int_equal(dump_ret, 2);
 	char line[512];
-	assert_non_null(line_of(dump_buf, "wt-waiter", line, sizeof line));
+	assert_non_null(dump_line_of(dump_buf, "wt-waiter", line, sizeof line));
 	const char *p = strstr(line, "waiting ");
 	assert_non_null(p);
 	unsigned ms = 0;

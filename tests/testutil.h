@@ -252,16 +252,35 @@ static inline int wait_flag(_Atomic int *flag)
 	return 0;
 }
 
-/* From a fiber: wait until the fiber named `name` (weft_task_set_name) is
- * parked in a wait whose weft_dump line says " ms on <what...>", e.g. "io
- * recv" (bounded at 10 s of real time). 0 once it is, -1 if not. A flag
- * the fiber sets just before a call says only that it is about to enter;
- * a test that must act while it is inside (close a conn it waits on: a
- * call made after the close would use freed memory) waits for this. */
+/* The line of weft_dump's output `dump` for the fiber named `name`
+ * (weft_task_set_name), copied to out (cut at outsz), or NULL. */
+static inline char *dump_line_of(const char *dump, const char *name,
+				 char *out, size_t outsz)
+{
+	char key[96];
+	snprintf(key, sizeof key, "\"%s\": ", name);
+	for (const char *p = dump; p && *p;) {
+		const char *e = strchr(p, '\n');
+		size_t len = e ? (size_t)(e - p) : strlen(p);
+		if (!strncmp(p, "fiber ", 6)) {
+			snprintf(out, outsz, "%.*s", (int)len, p);
+			if (strstr(out, key))
+				return out;
+		}
+		p = e ? e + 1 : NULL;
+	}
+	return NULL;
+}
+
+/* From a fiber: wait until the fiber named `name` is parked in a wait
+ * whose weft_dump line says " ms on <what...>", e.g. "io recv" (bounded
+ * at 10 s of real time). 0 once it is, -1 if not. A flag the fiber sets
+ * just before a call says only that it is about to enter; a test that
+ * must act while it is inside (close a conn it waits on: a call made
+ * after the close would use freed memory) waits for this. */
 static inline int wait_parked(const char *name, const char *what)
 {
-	char key[96], on[96];
-	snprintf(key, sizeof key, "\"%s\": ", name);
+	char on[96], line[512];
 	snprintf(on, sizeof on, " ms on %s", what);
 	uint64_t until = real_ns() + 10 * SEC;
 	for (;;) {
@@ -272,15 +291,8 @@ static inline int wait_parked(const char *name, const char *what)
 			return -1;
 		weft_dump(f);
 		fclose(f);
-		int found = 0;
-		for (char *p = buf; p && *p && !found;) {
-			char *e = strchr(p, '\n');
-			if (e)
-				*e = 0;
-			found = !strncmp(p, "fiber ", 6) && strstr(p, key) &&
-				strstr(p, on);
-			p = e ? e + 1 : NULL;
-		}
+		int found = dump_line_of(buf, name, line, sizeof line) &&
+			    strstr(line, on);
 		free(buf);
 		if (found)
 			return 0;

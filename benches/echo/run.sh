@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Compare TCP echo servers (hand-written epoll, libuv, Go, weft) on 127.0.0.1.
+# Compare TCP echo servers (hand-written epoll and io_uring, libuv, Go, weft)
+# on 127.0.0.1.
 #
 #   benches/echo/run.sh [BUILD_DIR]      (default: $BUILD_DIR, else build)
 #
@@ -11,6 +12,8 @@
 #   SERVERS     default "epoll uv go go2 weft weft2"
 #                 epoll  BUILD_DIR/echo/epoll_echo   (epoll_echo.c)
 #                 uv     BUILD_DIR/echo/uv_echo      (uv_echo.c, libuv)
+#                 uring  BUILD_DIR/echo/uring_echo   (uring_echo.c, liburing;
+#                        not in the default SERVERS)
 #                 go     weft-go-peers echo_server, WEFT_WORKERS=1 (GOMAXPROCS=1)
 #                 go2    the same with WEFT_WORKERS=2
 #                 weft   BUILD_DIR/examples/echo_server, WEFT_WORKERS=1
@@ -22,7 +25,8 @@
 #   LG_THREADS  load generator threads (default: 1; see README.md)
 #   CC          C compiler (default cc)
 #
-# Builds loadgen, epoll_echo and uv_echo with `$CC -O2` into BUILD_DIR/echo/,
+# Builds loadgen, epoll_echo, uv_echo and (if SERVERS has uring) uring_echo
+# (-luring) with `$CC -O2` into BUILD_DIR/echo/,
 # the Go peer into BUILD_DIR/echo/weft-go-peers (offline, like benches/run.sh),
 # installing libuv1-dev / golang-go / pkg-config with apt-get first if they are
 # missing and we are root. Every run starts the server on a free port, waits
@@ -59,7 +63,7 @@ note() { echo "echo/run.sh: $*" >&2; }
 [[ $WARMUP =~ ^[0-9]+$ ]] || die "WARMUP must be a non-negative integer (seconds), got '$WARMUP'"
 [[ $LG_THREADS =~ ^[1-9][0-9]*$ ]] || die "LG_THREADS must be a positive integer, got '$LG_THREADS'"
 for s in $SERVERS; do
-    case $s in epoll | uv | go | go2 | weft | weft2 | weftr) ;; *) die "unknown server '$s' in SERVERS" ;; esac
+    case $s in epoll | uv | uring | go | go2 | weft | weft2 | weftr) ;; *) die "unknown server '$s' in SERVERS" ;; esac
 done
 for sc in $SCENARIOS; do
     [[ $sc =~ ^[1-9][0-9]*x[1-9][0-9]*$ ]] || die "bad scenario '$sc' (want CONNSxSIZE)"
@@ -124,7 +128,9 @@ build_c() {   # build_c NAME EXTRA_FLAGS...
         status=1
     fi
 }
-note "building loadgen, epoll_echo, uv_echo -> $bdir ($cc -O2)"
+want_uring=0
+[[ " $SERVERS " == *" uring "* ]] && want_uring=1
+note "building loadgen, epoll_echo, uv_echo$([ "$want_uring" = 1 ] && echo ", uring_echo") -> $bdir ($cc -O2)"
 build_c loadgen -pthread
 [ -n "${HAVE[loadgen]:-}" ] || die "cannot build the load generator"
 build_c epoll_echo
@@ -133,6 +139,9 @@ if pkg-config --exists libuv 2>/dev/null; then
     build_c uv_echo $(pkg-config --cflags libuv) $(pkg-config --libs libuv)
 else
     warn "libuv not found: skipping uv"
+fi
+if [ "$want_uring" = 1 ]; then
+    build_c uring_echo -luring
 fi
 
 gobin=$bdir/weft-go-peers
@@ -164,6 +173,7 @@ server_cmd() {
     case $1 in
     epoll) [ -n "${HAVE[epoll_echo]:-}" ] && printf '%s\n' "$bdir/epoll_echo" "$2" ;;
     uv) [ -n "${HAVE[uv_echo]:-}" ] && printf '%s\n' "$bdir/uv_echo" "$2" ;;
+    uring) [ -n "${HAVE[uring_echo]:-}" ] && printf '%s\n' "$bdir/uring_echo" "$2" ;;
     go) [ -n "${HAVE[go]:-}" ] && printf '%s\n' env WEFT_WORKERS=1 "$gobin" echo_server "$2" ;;
     go2) [ -n "${HAVE[go]:-}" ] && printf '%s\n' env WEFT_WORKERS=2 "$gobin" echo_server "$2" ;;
     weft) [ -x "$weftbin" ] && printf '%s\n' env WEFT_WORKERS=1 "$weftbin" "$2" ;;

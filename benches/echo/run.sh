@@ -9,11 +9,10 @@
 #               interleaved within a round, order reversed every other round
 #   DURATION    measured seconds per run (default 5)
 #   WARMUP      warm-up seconds before the window (default 1)
-#   SERVERS     default "epoll uv go go2 weft weft2"
+#   SERVERS     default "epoll uring uv go go2 weft weft2"
 #                 epoll  BUILD_DIR/echo/epoll_echo   (epoll_echo.c)
 #                 uv     BUILD_DIR/echo/uv_echo      (uv_echo.c, libuv)
-#                 uring  BUILD_DIR/echo/uring_echo   (uring_echo.c, liburing;
-#                        not in the default SERVERS)
+#                 uring  BUILD_DIR/echo/uring_echo   (uring_echo.c, liburing)
 #                 go     weft-go-peers echo_server, WEFT_WORKERS=1 (GOMAXPROCS=1)
 #                 go2    the same with WEFT_WORKERS=2
 #                 weft   BUILD_DIR/examples/echo_server, WEFT_WORKERS=1
@@ -49,7 +48,7 @@ export LC_ALL=C
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-5}
 WARMUP=${WARMUP:-1}
-SERVERS=${SERVERS:-"epoll uv go go2 weft weft2"}
+SERVERS=${SERVERS:-"epoll uring uv go go2 weft weft2"}
 SCENARIOS=${SCENARIOS:-"50x64 50x4096 1000x64 1000x4096"}
 LG_THREADS=${LG_THREADS:-1}
 

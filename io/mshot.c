@@ -50,12 +50,13 @@ void weft__mshot_cqe(struct weft__worker *w, struct io_uring_cqe *cqe)
 struct io_uring_sqe *weft__mshot_arm(struct weft__mshot *m,
 				     struct weft__worker *me)
 {
-	/* an old deferred cancel must not hit the new arming */
-	if (m->cop.w) {
-		weft__spin_unlock(&m->lock);
+	/* an old deferred cancel must not hit the new arming. Under the
+	 * lock (the reaper's weft__io_defer_cancel nests the same two): with
+	 * it dropped here, a second caller found nothing armed and no waiter
+	 * and armed too, on its own worker's ring, instead of getting -EBUSY:
+	 * two multishots behind one m (tests/test_conn.c, two_readers) */
+	if (m->cop.w)
 		weft__io_unlist(&m->cop);
-		weft__spin_lock(&m->lock);
-	}
 	return weft__mshot_arm_fresh(m, me);
 }
 

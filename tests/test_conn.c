@@ -51,6 +51,7 @@
 #include <stdbool.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 
 #include "testutil.h"
 
@@ -1042,7 +1043,9 @@ static void *tr_writer(void *arg)
 	struct two *t = arg;
 	static unsigned char b[16384];
 	for (size_t off = 0; off < t->total;) {
-		size_t k = t->total - off < sizeof b ? t->total - off : sizeof b;
+		size_t k = t->total - off;
+		if (k > sizeof b)
+			k = sizeof b;
 		for (size_t i = 0; i < k; i++)
 			b[i] = (unsigned char)((off + i) % TR_PAT);
 		for (size_t s = 0; s < k;) {
@@ -1080,7 +1083,7 @@ static void *tr_reader(void *arg)
 		}
 		size_t sum = buf[0];
 		for (ssize_t i = 1; i < n; i++) {
-			if (buf[i] != (unsigned char)((buf[i - 1] + 1) % TR_PAT))
+			if (buf[i] != (buf[i - 1] + 1) % TR_PAT)
 				atomic_fetch_add(&t->torn, 1);
 			sum += buf[i];
 		}
@@ -1100,7 +1103,8 @@ static void *two_readers_main(void *arg)
 	t->peer = p.b;
 	pthread_t th;
 	CHECK_EQ(pthread_create(&th, NULL, tr_writer, t), 0);
-	weft_task *r1 = weft_spawn(tr_reader, t), *r2 = weft_spawn(tr_reader, t);
+	weft_task *r1 = weft_spawn(tr_reader, t);
+	weft_task *r2 = weft_spawn(tr_reader, t);
 	CHECK_EQ(weft_join(r1, NULL), 0);
 	CHECK_EQ(weft_join(r2, NULL), 0);
 	CHECK_EQ(weft_conn_close(t->c), 0);
@@ -1132,8 +1136,10 @@ static void *ta_client(void *arg)
 		for (size_t k = 0; k < n; k++) {
 			char b;
 			struct timeval tv = {.tv_sec = 10};
-			setsockopt(fds[k], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-			if (read(fds[k], &b, 1) != 0) /* not accepted and closed */
+			setsockopt(fds[k], SOL_SOCKET, SO_RCVTIMEO, &tv,
+				   sizeof tv);
+			/* 0: accepted, and closed by the acceptor */
+			if (read(fds[k], &b, 1) != 0)
 				atomic_fetch_add(&t->errs, 1);
 			close(fds[k]);
 		}
@@ -1182,7 +1188,8 @@ static void *two_acceptors_main(void *arg)
 	CHECK(t->l != NULL);
 	pthread_t th;
 	CHECK_EQ(pthread_create(&th, NULL, ta_client, t), 0);
-	weft_task *a1 = weft_spawn(ta_acceptor, t), *a2 = weft_spawn(ta_acceptor, t);
+	weft_task *a1 = weft_spawn(ta_acceptor, t);
+	weft_task *a2 = weft_spawn(ta_acceptor, t);
 	CHECK_EQ(weft_join(a1, NULL), 0);
 	CHECK_EQ(weft_join(a2, NULL), 0);
 	pthread_join(th, NULL);

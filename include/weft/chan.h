@@ -37,8 +37,9 @@ WEFT_API int weft_chan_try_recv(weft_chan *c, void *elem);
 /* Close: every parked sender gets -EPIPE, receivers drain what is buffered
  * and then get -EPIPE. Closing twice, or NULL, does nothing. */
 WEFT_API void weft_chan_close(weft_chan *c);
-/* Free a channel nobody waits on (aborts with a message if fibers still
- * wait on it). NULL does nothing. */
+/* Free a channel no fiber is inside a call on any more (a receiver woken
+ * by close still is, until it returns); aborts with a message if fibers
+ * still wait on it. NULL does nothing. */
 WEFT_API void weft_chan_free(weft_chan *c);
 /* Elements buffered now (a snapshot). */
 WEFT_API size_t weft_chan_len(weft_chan *c);

@@ -1093,6 +1093,20 @@ static void *tr_reader(void *arg)
 	return NULL;
 }
 
+/* The peer's thread on arg, and two fibers calling on one object, until
+ * both fibers return; the thread is the caller's to join. */
+static pthread_t two_callers(void *(*peer)(void *), void *(*caller)(void *),
+			     void *arg)
+{
+	pthread_t th;
+	CHECK_EQ(pthread_create(&th, NULL, peer, arg), 0);
+	weft_task *c1 = weft_spawn(caller, arg);
+	weft_task *c2 = weft_spawn(caller, arg);
+	CHECK_EQ(weft_join(c1, NULL), 0);
+	CHECK_EQ(weft_join(c2, NULL), 0);
+	return th;
+}
+
 static void *two_readers_main(void *arg)
 {
 	struct two *t = arg;
@@ -1101,12 +1115,7 @@ static void *two_readers_main(void *arg)
 	t->c = weft_conn_open(p.a, NULL);
 	CHECK(t->c != NULL);
 	t->peer = p.b;
-	pthread_t th;
-	CHECK_EQ(pthread_create(&th, NULL, tr_writer, t), 0);
-	weft_task *r1 = weft_spawn(tr_reader, t);
-	weft_task *r2 = weft_spawn(tr_reader, t);
-	CHECK_EQ(weft_join(r1, NULL), 0);
-	CHECK_EQ(weft_join(r2, NULL), 0);
+	pthread_t th = two_callers(tr_writer, tr_reader, t);
 	CHECK_EQ(weft_conn_close(t->c), 0);
 	pthread_join(th, NULL);
 	close(p.b);
@@ -1186,13 +1195,7 @@ static void *two_acceptors_main(void *arg)
 	t->port = listen_port(lfd);
 	t->l = weft_listener_open(lfd, NULL);
 	CHECK(t->l != NULL);
-	pthread_t th;
-	CHECK_EQ(pthread_create(&th, NULL, ta_client, t), 0);
-	weft_task *a1 = weft_spawn(ta_acceptor, t);
-	weft_task *a2 = weft_spawn(ta_acceptor, t);
-	CHECK_EQ(weft_join(a1, NULL), 0);
-	CHECK_EQ(weft_join(a2, NULL), 0);
-	pthread_join(th, NULL);
+	pthread_join(two_callers(ta_client, ta_acceptor, t), NULL);
 	CHECK_EQ(weft_listener_close(t->l), 0);
 	/* closed: the port refuses (a second accept left armed kept the
 	 * socket, and completed later into the freed listener: ASan) */

@@ -5,7 +5,8 @@
  *   (exact count, never two inside); trylock -EBUSY; unlock by a non-owner
  *   -EPERM; a fiber cancelled while waiting gets -ECANCELED and does not
  *   hold the lock (the others finish, the count is exact); a deadline gives
- *   -ETIMEDOUT; no contender starves;
+ *   -ETIMEDOUT; no contender starves; a cancelled fiber still takes a
+ *   free lock (and a free rwlock for writing), also while others queue;
  * - cond: bounded-buffer producer/consumer with signal and broadcast;
  *   cond_wait returns with the mutex held even when cancelled or timed out;
  * - semaphore: at most K inside; release(n) wakes exactly n; cancellation
@@ -232,6 +233,77 @@ static void *mc_main(void *arg)
 	CHECK_EQ(weft_mutex_trylock(&MC), 0);
 	CHECK_EQ(weft_mutex_unlock(&MC), 0);
 	return NULL;
+}
+
+/* A cancelled fiber takes a free lock (sync.md: a call that does not have
+ * to wait succeeds even in a cancelled fiber). Free with waiters queued:
+ * on one worker, an unlock with two fibers queued wakes the first to
+ * compete and leaves WAITERS set. weft_mutex_lock refused that to a
+ * cancelled fiber (-ECANCELED), though an expired deadline took it; and
+ * weft_rwlock_wrlock, whose writers queue on an inner mutex, inherited it. */
+static int cf_mutex, cf_rw;
+static unsigned cf_state;
+static weft_mutex cf_m;
+static weft_rwlock cf_l;
+static weft_task *cf_self;
+
+static void *cf_waiter(void *arg)
+{
+	if (arg) {
+		if (weft_rwlock_wrlock(&cf_l) == 0)
+			weft_rwlock_unlock(&cf_l);
+	} else if (weft_mutex_lock(&cf_m) == 0) {
+		weft_mutex_unlock(&cf_m);
+	}
+	return NULL;
+}
+
+static void *cf_holder(void *arg)
+{
+	(void)arg;
+	CHECK_EQ(weft_mutex_lock(&cf_m), 0);
+	CHECK_EQ(weft_rwlock_wrlock(&cf_l), 0);
+	weft_task *t[4];
+	for (int i = 0; i < 4; i++) /* two each: the second keeps WAITERS */
+		t[i] = weft_spawn(cf_waiter, i < 2 ? NULL : (void *)1);
+	for (int i = 0; i < 8; i++)
+		weft_yield(); /* all four park */
+	CHECK_EQ(weft_cancel(cf_self), 0);
+	weft_mutex_unlock(&cf_m);
+	cf_state = __atomic_load_n(&cf_m._state, __ATOMIC_RELAXED);
+	cf_mutex = weft_mutex_lock(&cf_m);
+	if (cf_mutex == 0)
+		weft_mutex_unlock(&cf_m);
+	weft_rwlock_unlock(&cf_l);
+	cf_rw = weft_rwlock_wrlock(&cf_l);
+	if (cf_rw == 0)
+		weft_rwlock_unlock(&cf_l);
+	weft_shield sh; /* cancelled: join the waiters in a shield */
+	CHECK_EQ(weft_shield_push(&sh), 0);
+	for (int i = 0; i < 4; i++)
+		CHECK_EQ(weft_join(t[i], NULL), 0);
+	CHECK_EQ(weft_shield_pop(&sh), -ECANCELED);
+	return NULL;
+}
+
+static void *cf_main(void *arg)
+{
+	(void)arg;
+	cf_self = weft_spawn(cf_holder, NULL);
+	CHECK_EQ(weft_join(cf_self, NULL), -ECANCELED);
+	return NULL;
+}
+
+static void test_mutex_cancelled_takes_free(void **state)
+{
+	(void)state;
+	weft_mutex_init(&cf_m);
+	weft_rwlock_init(&cf_l);
+	cf_mutex = cf_rw = 1;
+	run(1, cf_main, NULL);
+	assert_int_equal(cf_state, 2); /* WAITERS, not LOCKED: free */
+	assert_int_equal(cf_mutex, 0);
+	assert_int_equal(cf_rw, 0);
 }
 
 static void test_mutex_cancel_waiter(void **state)
@@ -1465,6 +1537,7 @@ int main(void)
 		cmocka_unit_test(test_mutex_stress),
 		cmocka_unit_test(test_mutex_trylock_owner),
 		cmocka_unit_test(test_mutex_cancel_waiter),
+		cmocka_unit_test(test_mutex_cancelled_takes_free),
 		cmocka_unit_test(test_mutex_cancel_stress),
 		cmocka_unit_test(test_mutex_unlock_wake_vs_cancel),
 		cmocka_unit_test(test_mutex_deadline),

@@ -199,8 +199,10 @@ int weft_mutex_lock(weft_mutex *m)
 			}
 		}
 	}
-	if (weft__cancelled(self))
-		return -ECANCELED;
+	/* a cancelled fiber too: lock_slow's first look takes a lock that
+	 * is free (an unlock that woke a waiter to compete leaves WAITERS
+	 * set, which the CAS above does not take), and only a wait fails
+	 * (its park returns at once, and the record is taken off) */
 	return lock_slow(m, self, true);
 }
 

@@ -429,6 +429,7 @@ int weft__io_submit_wait(struct weft__worker *w, weft_task *self,
 	op->ud = weft__io_new_ud(w, op);
 	io_uring_sqe_set_data64(sqe, op->ud);
 	op->fd = op_fd(sqe);
+	op->revoked = false; /* read below for every op, linked or not */
 	if (op->fd >= 0)
 		ops_link(w, op);
 	uint64_t dl = self->deadline;
@@ -471,7 +472,12 @@ int weft__io_submit_wait(struct weft__worker *w, weft_task *self,
 		weft__io_unlist(op);
 	int res = op->res;
 	/* a cancelled op running in io-wq (a blocking file or pipe read) ends
-	 * with -EINTR rather than -ECANCELED */
+	 * with -EINTR rather than -ECANCELED, and a blocking open (a FIFO
+	 * with O_CREAT waits there for its other end) with the kernel's own
+	 * -ERESTARTSYS (512) .. -ERESTART_RESTARTBLOCK (516), which are no
+	 * errno of ours to hand on */
+	if (res <= -512 && res >= -516)
+		res = -EINTR;
 	if (res == -ECANCELED || res == -EINTR) {
 		if (weft__cancelled(self))
 			return -ECANCELED;

@@ -19,6 +19,8 @@
  * - 200 fibers on 2 workers write and read back disjoint regions of one
  *   file at once (chunks of random size, write/writev mixed, yields in
  *   between); every byte is checked in the fibers and again with pread(2);
+ * - a cancelled weft_open of a FIFO with O_CREAT (it waits in the
+ *   kernel's worker threads for a writer) returns -ECANCELED;
  * - nothing leaks: the number of open fds is the same before and after
  *   each test.
  *
@@ -939,6 +941,72 @@ static void test_close_not_cancellable(void **state)
 		assert_int_equal(fcntl(CL.fds[i], F_GETFD), -1);
 }
 
+/* ---- a cancelled blocking open ------------------------------------------------
+ * With O_CREAT the kernel opens in its worker threads, where the open of a
+ * FIFO waits for a writer; weft_cancel interrupts it, and the kernel ended
+ * it with -ERESTARTSYS (-512), which weft_open handed on. It is
+ * -ECANCELED. A thread opens the other end after 3 s if the cancel did
+ * not end the open (then the open succeeds and the check fails). */
+static struct {
+	char path[300];
+	int r;
+	atomic_int joined;
+} FO;
+
+static void *fo_opener(void *arg)
+{
+	(void)arg;
+	FO.r = weft_open(FO.path, O_RDONLY | O_CREAT, 0600);
+	if (FO.r >= 0)
+		close(FO.r);
+	return NULL;
+}
+
+static void *fo_main(void *arg)
+{
+	(void)arg;
+	weft_task *t = weft_spawn(fo_opener, NULL);
+	weft_sleep(50 * MS); /* it is inside the open, in the kernel */
+	CHECK_EQ(weft_cancel(t), 0);
+	CHECK_EQ(weft_join(t, NULL), -ECANCELED); /* it was cancelled */
+	atomic_store(&FO.joined, 1);
+	return NULL;
+}
+
+static void *fo_rescue(void *arg)
+{
+	(void)arg;
+	for (int i = 0; i < 300 && !atomic_load(&FO.joined); i++)
+		usleep(10000);
+	if (!atomic_load(&FO.joined)) {
+		int fd = open(FO.path, O_WRONLY | O_NONBLOCK);
+		if (fd >= 0)
+			close(fd);
+	}
+	return NULL;
+}
+
+static void test_open_fifo_cancel(void **state)
+{
+	(void)state;
+	if (seeded())
+		skip(); /* the simulated ring does not model io-wq opens */
+	tmp_path(FO.path, sizeof FO.path, "fifo");
+	assert_int_equal(mkfifo(FO.path, 0600), 0);
+	FO.r = 1;
+	atomic_store(&FO.joined, 0);
+	pthread_t th;
+	assert_int_equal(pthread_create(&th, NULL, fo_rescue, NULL), 0);
+	reset_fails();
+	weft_config c = cfg_workers(1);
+	assert_int_equal(weft_run(&c, fo_main, NULL, NULL), 0);
+	atomic_store(&FO.joined, 1);
+	pthread_join(th, NULL);
+	assert_no_fails();
+	assert_int_equal(FO.r, -ECANCELED);
+	check_no_leak();
+}
+
 /* ---- seeded: no memory for a deadline's timer --------------------------------
  * In a seeded run an I/O deadline is a virtual-time timer (no linked
  * timeout). When the worker's timer heap cannot grow, the op is cancelled
@@ -1001,7 +1069,10 @@ int main(void)
 						setup, teardown),
 		cmocka_unit_test_setup_teardown(
 			test_file_deadline_cancel_partial_write, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_open_fifo_cancel, setup,
+						teardown),
 		cmocka_unit_test(test_seeded_deadline_timer_nomem),
 	};
+	apply_test_filters();
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

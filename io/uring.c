@@ -245,11 +245,25 @@ static void revoke_local(struct weft__worker *w, int fd)
 {
 	if (!fd_busy(w, fd))
 		return;
-	for (struct weft__op *op = w->ops_head; op; op = op->inext)
-		if (op->fd == fd && !op->revoked) {
-			op->revoked = true;
-			prep_cancel_ud(w, op->ud);
-		}
+	/* the user_data first, then the cancels (as drain_cancels does):
+	 * preparing one can reap (a full SQ with a CQ overflow pending,
+	 * weft__io_flush_now), and the reap unlinks ops this walk would go
+	 * on from, whose fibers may have returned meanwhile. A cancel for an
+	 * op that completed finds nothing (a fresh user_data per op). */
+	for (;;) {
+		uint64_t uds[64];
+		int n = 0;
+		for (struct weft__op *op = w->ops_head; op && n < 64;
+		     op = op->inext)
+			if (op->fd == fd && !op->revoked) {
+				op->revoked = true;
+				uds[n++] = op->ud;
+			}
+		for (int i = 0; i < n; i++)
+			prep_cancel_ud(w, uds[i]);
+		if (n < 64)
+			return;
+	}
 }
 
 void weft__io_revoke(struct weft__worker *me, weft_task *self, int fd)

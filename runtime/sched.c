@@ -858,9 +858,10 @@ static bool park(struct weft__worker *w)
 		if (watch)
 			weft__timers_steal(w, weft__clock());
 		bool stale = armed && quiet_stale(w, weft__clock());
-		if (armed && (stale || local_has_work(w) ||
-			      atomic_load_explicit(&w->notified,
-						   memory_order_relaxed))) {
+		/* taken before the look at the watch: a notify that lands
+		 * after the look must not send us off holding the token */
+		bool notified = atomic_exchange(&w->notified, 0);
+		if (armed && (stale || local_has_work(w) || notified)) {
 			/* leaving: give the watch up; a clock still running
 			 * is not stolen by us (we have work), so wake
 			 * someone for it (who watches when it parks) */
@@ -868,12 +869,12 @@ static bool park(struct weft__worker *w)
 			if (!stale && any_quiet(rt))
 				weft__idle_notify(rt);
 		}
-		if (atomic_exchange(&w->notified, 0)) {
+		if (notified) {
 			w->searching = true; /* the notifier counted us */
 			return busy_begin(w, true);
 		}
 		if (local_has_work(w) || stale) {
-			bool notified = false;
+			notified = false;
 			if (!weft__idle_from_parked(rt, w)) {
 				atomic_store(&w->notified, 0);
 				w->searching = true;

@@ -366,12 +366,21 @@ static int join_task(weft_task *t, void **result, bool *kept)
 	while (!WEFT__JOIN_IS_DONE(j)) {
 		weft__wait_note(self, WEFT__W_JOIN, 0, t->id);
 		uint32_t seq = weft__park_begin(self, !propagated);
-		t->join_seq = seq;
-		uintptr_t expect = 0;
-		/* release: join_seq is visible to the exit that reads us */
-		if (!atomic_compare_exchange_strong_explicit(
-			    &t->join_word, &expect, (uintptr_t)self,
-			    memory_order_acq_rel, memory_order_acquire)) {
+		/* join_seq only into a free slot: with a fiber registered
+		 * there (a weft_wait_any, misuse) its exit may be reading it
+		 * (group.c looks alike) */
+		uintptr_t expect = atomic_load_explicit(&t->join_word,
+							memory_order_acquire);
+		bool registered = expect == 0;
+		if (registered) {
+			t->join_seq = seq;
+			/* release: join_seq is visible to the exit that
+			 * reads us */
+			registered = atomic_compare_exchange_strong_explicit(
+				&t->join_word, &expect, (uintptr_t)self,
+				memory_order_acq_rel, memory_order_acquire);
+		}
+		if (!registered) {
 			weft__park_abort(self);
 			j = expect;
 			if (!WEFT__JOIN_IS_DONE(j))

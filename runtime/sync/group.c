@@ -221,10 +221,17 @@ int weft_wait_any(weft_task *const *t, size_t n)
 		int found = -1;
 		for (; reg < n; reg++) {
 			weft_task *h = t[reg];
-			h->join_seq = seq;
-			uintptr_t expect = 0;
+			/* look before writing join_seq: a task listed twice
+			 * already holds us, and its exit may be reading
+			 * join_seq right now (fiber.c: only the registered
+			 * joiner writes it) */
+			uintptr_t expect = atomic_load_explicit(
+				&h->join_word, memory_order_acquire);
+			if (expect == 0)
+				h->join_seq = seq;
 			/* release: join_seq before the pointer (fiber.c) */
-			if (!atomic_compare_exchange_strong_explicit(
+			if (expect != 0 ||
+			    !atomic_compare_exchange_strong_explicit(
 				    &h->join_word, &expect, (uintptr_t)self,
 				    memory_order_acq_rel, memory_order_acquire)) {
 				if (WEFT__JOIN_IS_DONE(expect))

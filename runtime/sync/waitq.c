@@ -63,14 +63,14 @@ void weft__test_wake_delay(void)
 		;
 }
 
-/* Aligned to a cache line: on this machine's EPYC the same build ran
+/* The lock seen held (weft__spin_lock, internal.h, tried it inline).
+ * Aligned to a cache line: on this machine's EPYC the same build ran
  * benches/bench_chan_mpmc 3x slower (0.24 s vs 0.08 s) whenever the
  * linker happened to place this function 48 bytes into a line (entries
  * at 0, 16 or 32 were all fast), so any change elsewhere in the library
  * could flip the benchmark. */
-__attribute__((aligned(64))) void weft__spin_lock(unsigned *l)
+__attribute__((aligned(64))) void weft__spin_lock_slow(unsigned *l)
 {
-	/* acquire: pairs with the release in unlock */
 	if (!__atomic_exchange_n(l, 1, __ATOMIC_ACQUIRE))
 		return;
 	/* contended: look again only after a long pause (32 pauses, ~0.8 us
@@ -94,11 +94,6 @@ __attribute__((aligned(64))) void weft__spin_lock(unsigned *l)
 		if (looks > 16)
 			sched_yield();
 	}
-}
-
-void weft__spin_unlock(unsigned *l)
-{
-	__atomic_store_n(l, 0, __ATOMIC_RELEASE);
 }
 
 void weft__spin_wait_free(unsigned *l)

@@ -73,9 +73,11 @@ WEFT_API int weft_conn_fd(const weft_conn *c);
  * kernel to finish with the multishot receive, and lets a send in flight
  * finish (cancellably: if the caller is cancelled or its deadline passes,
  * the send is cancelled and this returns -ECANCELED / -ETIMEDOUT). Else
- * returns 0, -EINVAL if c is NULL or the caller is not a fiber, a send
- * error no call has returned yet, or the error of close(2). c is freed
- * all the same. */
+ * returns 0, a send error no call has returned yet, or the error of
+ * close(2); -ENOMEM under a deadline scope with no memory for its timer
+ * (as a wait's). c is freed all the same, except for: -EINVAL c NULL or
+ * the caller not a fiber, and -EBADF another close of c is under way
+ * (which frees it): then nothing was done. */
 WEFT_API int weft_conn_close(weft_conn *c);
 
 typedef struct weft_listener weft_listener;

@@ -33,8 +33,9 @@ typedef struct weft_once {
 /* 0 done (by this call or an earlier one); fn's own negative return to
  * the caller that ran it; -ECANCELED / -ETIMEDOUT / -ENOMEM a caller that
  * gave up waiting (the run goes on); -EDEADLK fn called weft_once_call on
- * the same o; -EBUSY a plain thread (not a fiber) while fn runs elsewhere
- * (it never waits); -EINVAL o or fn NULL, or fn returned a positive value
+ * the same o; -EBUSY a plain thread (not a fiber) while fn runs (it never
+ * waits; plain threads are not told apart, so fn run by a plain thread
+ * that calls it again on o gets -EBUSY too); -EINVAL o or fn NULL, or fn returned a positive value
  * (counted as a failure). */
 WEFT_API int weft_once_call(weft_once *o, int (*fn)(void *), void *arg);
 

@@ -34,8 +34,9 @@ WEFT_BEGIN_DECLS
  * calling worker blocks (workers inherit the mask of weft_run's caller:
  * a signal blocked there would never reach the handler); or not called
  * from a fiber. -EBUSY: the list holds the runtime's dump signal
- * (weft/debug.h). -ECANCELED, -ETIMEDOUT (deadline scope): the wait
- * ended first, and a signal that arrives later stays pending. A list of
+ * (weft/debug.h). -ECANCELED, -ETIMEDOUT (deadline scope; -ENOMEM under
+ * one with no memory for its timer): the wait ended first, and a signal
+ * that arrives later stays pending. A list of
  * numbers, not a sigset_t: ISO C's <signal.h> has SIGINT and SIGTERM but
  * no sigset_t, and this header compiles with -std=c11. */
 WEFT_API int weft_signal_wait(const int *sigs, size_t n);

@@ -32,9 +32,9 @@ typedef struct weft_mutex {
 /* every member spelled out: g++ -Wextra warns about {0} */
 #define WEFT_MUTEX_INIT {0, NULL, {0, NULL, NULL}}
 WEFT_API void weft_mutex_init(weft_mutex *m);
-WEFT_API int weft_mutex_lock(weft_mutex *m);    /* 0 -ECANCELED -ETIMEDOUT -EINVAL */
+WEFT_API int weft_mutex_lock(weft_mutex *m);    /* 0 -ECANCELED -ETIMEDOUT -ENOMEM -EINVAL */
 WEFT_API int weft_mutex_trylock(weft_mutex *m); /* 0 -EBUSY -EINVAL */
-WEFT_API int weft_mutex_unlock(weft_mutex *m);  /* 0; -EPERM not held by caller */
+WEFT_API int weft_mutex_unlock(weft_mutex *m);  /* 0; -EPERM not held by caller; -EINVAL */
 
 typedef struct weft_cond {
 	weft_waitq_ _q;
@@ -53,7 +53,7 @@ typedef struct weft_sem {
 	weft_waitq_ _q;
 } weft_sem;
 WEFT_API void weft_sem_init(weft_sem *s, long count);
-WEFT_API int weft_sem_acquire(weft_sem *s);     /* 0 -ECANCELED -ETIMEDOUT -EINVAL */
+WEFT_API int weft_sem_acquire(weft_sem *s);     /* 0 -ECANCELED -ETIMEDOUT -ENOMEM -EINVAL */
 WEFT_API int weft_sem_try_acquire(weft_sem *s); /* 0 -EAGAIN -EINVAL */
 /* 0; -EINVAL n < 1; -EOVERFLOW count + n > LONG_MAX (nothing changes) */
 WEFT_API int weft_sem_release(weft_sem *s, long n);
@@ -67,7 +67,7 @@ WEFT_API void weft_wg_init(weft_wg *wg);
  * (nothing changes). */
 WEFT_API int weft_wg_add(weft_wg *wg, long delta);
 WEFT_API int weft_wg_done(weft_wg *wg);         /* weft_wg_add(wg, -1) */
-WEFT_API int weft_wg_wait(weft_wg *wg);         /* 0 -ECANCELED -ETIMEDOUT -EINVAL */
+WEFT_API int weft_wg_wait(weft_wg *wg);         /* 0 -ECANCELED -ETIMEDOUT -ENOMEM -EINVAL */
 
 typedef struct weft_event {
 	int _set;
@@ -76,7 +76,7 @@ typedef struct weft_event {
 WEFT_API void weft_event_init(weft_event *e);
 WEFT_API void weft_event_set(weft_event *e);    /* wakes all; later waits return at once */
 WEFT_API int weft_event_is_set(weft_event *e);
-WEFT_API int weft_event_wait(weft_event *e);    /* 0 -ECANCELED -ETIMEDOUT -EINVAL */
+WEFT_API int weft_event_wait(weft_event *e);    /* 0 -ECANCELED -ETIMEDOUT -ENOMEM -EINVAL */
 
 WEFT_END_DECLS
 

@@ -317,6 +317,8 @@ int weft_select(weft_select_case *cs, size_t n, int nowait)
 		&sel.done, &zero, 1, memory_order_acq_rel,
 		memory_order_acquire);
 	unlock_all(ord, m);
+	/* unclaimed and WOKEN cannot be: only a completer that claimed sel
+	 * knows our seq (-EINTR would say a wake-up lost its claim) */
 	if (unclaimed)
 		return r == WEFT__R_WOKEN ? -EINTR : weft__reason_err(r);
 	cs[sel.index].result = rec[sel.index].status;

@@ -601,6 +601,13 @@ static void dump_signal(void **state)
 	unsetenv("WEFT_DUMP_SIGNAL");
 	c.dump_signal = SIGKILL;
 	assert_int_equal(weft_run(&c, sig_main, NULL, NULL), -EINVAL);
+	/* the fault signals: the handler would return to the faulting
+	 * instruction, which faults again, forever (SIGFPE was taken) */
+	const int faults[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGSYS};
+	for (size_t i = 0; i < sizeof faults / sizeof faults[0]; i++) {
+		c.dump_signal = faults[i];
+		assert_int_equal(weft_run(&c, sig_main, NULL, NULL), -EINVAL);
+	}
 }
 
 /* ---- the watchdog ----------------------------------------------------------------------- */

@@ -55,13 +55,13 @@ WEFT_API void weft_config_init(weft_config *cfg);
  *   -EINVAL   main_fn NULL, workers > 1024, stack_size outside
  *             [16 KiB, 1 GiB], ring_entries > 32768, blocking_threads >
  *             4096, blocking_queue > 2^20, conn_buffers not a power
- *             of 2 or > 32768, conn_buffer_size > 1 MiB, or a malformed WEFT_WORKERS /
- *             WEFT_STACK_SIZE / WEFT_BLOCKING_THREADS;
- *             also: dump_signal < -1, SIGKILL, SIGSTOP, SIGSEGV, SIGBUS or a
- *             real-time signal, unjoined_report outside [-1, 1], or a
- *             malformed WEFT_SLOW_MS / WEFT_DUMP_SIGNAL /
- *             WEFT_UNJOINED_REPORT; a malformed faults / WEFT_FAULTS /
- *             WEFT_SEED / WEFT_PCT, or pct > 64;
+ *             of 2 or > 32768, conn_buffer_size > 1 MiB, or a malformed
+ *             WEFT_WORKERS / WEFT_STACK_SIZE / WEFT_BLOCKING_THREADS;
+ *             also: dump_signal < -1, SIGKILL, SIGSTOP, SIGSEGV, SIGBUS,
+ *             SIGFPE, SIGILL, SIGTRAP, SIGSYS or a real-time signal,
+ *             unjoined_report outside [-1, 1], or a malformed WEFT_SLOW_MS
+ *             / WEFT_DUMP_SIGNAL / WEFT_UNJOINED_REPORT; a malformed
+ *             faults / WEFT_FAULTS / WEFT_SEED / WEFT_PCT, or pct > 64;
  *   -EBUSY    a runtime is already running in this process (nested or
  *             concurrent weft_run);
  *   -ENOMEM   out of memory; or a negative errno from io_uring_setup

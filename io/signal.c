@@ -41,10 +41,11 @@
  * on the waiting fiber, once per signal per run). weft_run restores the
  * old actions when its workers have stopped (weft__signal_fini), before
  * the eventfds close; a handler already running on another thread at that
- * moment loads the fd -1 or writes a descriptor still open (the same
- * window as the dump signal's, dump.c).
+ * moment loads the fd -1, or is counted (in_handler) and waited for before
+ * the eventfd closes (the dump signal's handler does the same, dump.c).
  */
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <string.h>
 #include <unistd.h>
@@ -66,17 +67,24 @@ static unsigned lock;
 static uint32_t count[NSIGS], seen[NSIGS]; /* under lock */
 static struct weft__wlist waiters;         /* under lock */
 
+/* handlers between their load of sig_efd and the end of their write: the
+ * teardown waits for 0 before the eventfd may close (weft__signal_fini) */
+static _Atomic int in_handler;
+
 static void on_signal(int sig)
 {
 	int e = errno;
 	atomic_fetch_or(&weft__sig_pending, 1ull << (sig - 1));
-	/* relaxed: set before the handler was installed */
-	int fd = atomic_load_explicit(&sig_efd, memory_order_relaxed);
+	/* seq_cst: count ourselves in, then load the fd; the teardown stores
+	 * -1, then loads the count. So it waits for us, or we see -1 */
+	atomic_fetch_add(&in_handler, 1);
+	int fd = atomic_load(&sig_efd);
 	if (fd >= 0) {
 		uint64_t one = 1;
 		ssize_t r = write(fd, &one, sizeof one);
 		(void)r; /* a counter near its limit is awake anyway */
 	}
+	atomic_fetch_sub(&in_handler, 1);
 	errno = e;
 }
 
@@ -262,6 +270,11 @@ void weft__signal_fini(void)
 	atomic_fetch_and(&weft__sig_installed, ~WEFT__SIG_WAITS);
 	atomic_store(&sig_efd, -1);
 	pthread_mutex_unlock(&install);
+	/* a handler that loaded the fd before the store still writes it: the
+	 * ring closes it next, and a descriptor reused by then is someone
+	 * else's */
+	while (atomic_load(&in_handler))
+		sched_yield();
 	weft__spin_lock(&lock);
 	atomic_store(&weft__sig_pending, 0);
 	memset(count, 0, sizeof count);

@@ -46,6 +46,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <string.h>
 #include <unistd.h>
@@ -469,18 +470,23 @@ struct weft__monitor {
 
 /* the pipe the dump signal's handler writes to, -1 when none */
 static _Atomic int sig_fd = -1;
+/* handlers between their load of sig_fd and the end of their write */
+static _Atomic int sig_in_handler;
 
 static void on_dump_signal(int sig)
 {
 	(void)sig;
 	int e = errno;
-	/* relaxed: the fd is set before the handler is installed */
-	int fd = atomic_load_explicit(&sig_fd, memory_order_relaxed);
+	/* seq_cst: count in, then load the fd; weft__monitor_stop stores -1,
+	 * then waits for the count before it closes the pipe */
+	atomic_fetch_add(&sig_in_handler, 1);
+	int fd = atomic_load(&sig_fd);
 	if (fd >= 0) {
 		char c = 'd';
 		ssize_t r = write(fd, &c, 1); /* full pipe: a dump is due anyway */
 		(void)r;
 	}
+	atomic_fetch_sub(&sig_in_handler, 1);
 	errno = e;
 }
 
@@ -597,6 +603,8 @@ int weft__monitor_start(struct weft__rt *rt)
 			atomic_fetch_and(&weft__sig_installed, ~WEFT__SIG_DUMP);
 		}
 		atomic_store(&sig_fd, -1);
+		while (atomic_load(&sig_in_handler))
+			sched_yield();
 		close(m->rd);
 		close(m->wr);
 		free(m->ws);
@@ -616,6 +624,10 @@ void weft__monitor_stop(struct weft__rt *rt)
 		atomic_fetch_and(&weft__sig_installed, ~WEFT__SIG_DUMP);
 	}
 	atomic_store(&sig_fd, -1);
+	/* a handler that loaded the fd before still writes it: not to a
+	 * descriptor reused after our close */
+	while (atomic_load(&sig_in_handler))
+		sched_yield();
 	atomic_store(&m->stop, 1);
 	char c = 'q';
 	/* a full pipe already wakes the thread, which then sees stop */

@@ -755,17 +755,6 @@ static void test_run_emfile(void **state)
 #include <sys/un.h>
 #include <netinet/in.h>
 
-/* like CHECK_EQ, but says which call on stderr (fibers: no assert_*) */
-#define EXPECT(expr, want)                                                  \
-	do {                                                                \
-		long g_ = (long)(expr), w_ = (long)(want);                  \
-		if (g_ != w_) {                                             \
-			fprintf(stderr, "  line %d: %s = %ld, want %ld\n",  \
-				__LINE__, #expr, g_, w_);                   \
-			note_fail(__LINE__, g_, w_);                        \
-		}                                                           \
-	} while (0)
-
 static void *ret_fn(void *a) { return a; }
 static int grp_ok(void *a) { (void)a; return 0; }
 

@@ -160,6 +160,17 @@ static inline void note_fail(int line, long a, long b)
 			note_fail(__LINE__, a_, b_);                        \
 	} while (0)
 
+/* like CHECK_EQ, but says which call on stderr (fibers: no assert_*) */
+#define EXPECT(expr, want)                                                  \
+	do {                                                                \
+		long g_ = (long)(expr), w_ = (long)(want);                  \
+		if (g_ != w_) {                                             \
+			fprintf(stderr, "  line %d: %s = %ld, want %ld\n",  \
+				__LINE__, #expr, g_, w_);                   \
+			note_fail(__LINE__, g_, w_);                        \
+		}                                                           \
+	} while (0)
+
 /* forget every recorded failure */
 static inline void reset_fails(void)
 {

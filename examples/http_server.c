@@ -44,6 +44,7 @@ static const char OK[] = "HTTP/1.1 200 OK\r\n"
 			 "Content-Length: 13\r\n"
 			 "\r\n"
 			 "Hello, World!";
+#define OK_BODY 13 /* the tail of OK a HEAD answer leaves out */
 static const char BAD[] = "HTTP/1.1 400 Bad Request\r\n"
 			  "Content-Length: 0\r\nConnection: close\r\n\r\n";
 static const char BIG[] = "HTTP/1.1 431 Request Header Fields Too Large\r\n"
@@ -92,9 +93,11 @@ static int tchar(char c)
 	       (c >= '0' && c <= '9') || (c && strchr("!#$%&'*+-.^_`|~", c));
 }
 
-/* Parse one request head [p, e). Returns 0 ok, -1 malformed. Sets *close
- * and *body (Content-Length). */
-static int parse(const char *p, const char *e, int *close, long *body)
+/* Parse one request head [p, e). Returns 0 ok, -1 malformed. Sets *close,
+ * *body (Content-Length) and *head (a HEAD request: no body in the answer,
+ * RFC 9110 9.3.2). */
+static int parse(const char *p, const char *e, int *close, long *body,
+		 int *head)
 {
 	const char *le = memchr(p, '\r', (size_t)(e - p));
 	if (le[1] != '\n')
@@ -104,6 +107,7 @@ static int parse(const char *p, const char *e, int *close, long *body)
 		q++;
 	if (q == p || q >= le || *q != ' ')
 		return -1; /* method */
+	*head = q - p == 4 && !memcmp(p, "HEAD", 4);
 	const char *t = ++q;
 	while (q < le && *q != ' ' && (unsigned char)*q > 32)
 		q++;
@@ -181,7 +185,7 @@ static void *serve(void *arg)
 			break;
 		have += (size_t)n;
 		size_t used = 0, olen = 0;
-		int close = 0, bad = 0;
+		int close = 0, bad = 0, head = 0;
 		while (!close && !bad) {
 			if (skip) {
 				size_t k = have - used < (size_t)skip
@@ -195,18 +199,20 @@ static void *serve(void *arg)
 			const char *e = head_end(in + used, in + have);
 			if (!e)
 				break;
-			if (parse(in + used, e, &close, &skip)) {
+			if (parse(in + used, e, &close, &skip, &head)) {
 				bad = 1;
 				break;
 			}
 			used = (size_t)(e - in);
-			if (olen + sizeof OK - 1 > sizeof out) {
+			/* HEAD: the header block only, not "Hello, World!" */
+			size_t k = sizeof OK - 1 - (head ? OK_BODY : 0);
+			if (olen + k > sizeof out) {
 				if (answer(c, fd, out, olen) != (ssize_t)olen)
 					goto done;
 				olen = 0;
 			}
-			memcpy(out + olen, OK, sizeof OK - 1);
-			olen += sizeof OK - 1;
+			memcpy(out + olen, OK, k);
+			olen += k;
 		}
 		if (bad) { /* flush first if the 400 does not fit */
 			if (olen + sizeof BAD - 1 > sizeof out) {

@@ -441,6 +441,16 @@ static void http_case(const char *mode, unsigned workers)
 			"GET / HTTP/1.1\r\nConnection: close\r\n\r\n"),
 		    2, NULL);
 
+	/* HEAD: the header block without the body (RFC 9110 9.3.2), so the
+	 * next answer on the connection starts right after it */
+	char head_then_get[2 * sizeof OK];
+	snprintf(head_then_get, sizeof head_then_get, "%.*s%s",
+		 (int)(sizeof OK - 1 - strlen("Hello, World!")), OK, OK);
+	http_expect(s.port,
+		    LIT("HEAD / HTTP/1.1\r\nHost: a\r\n\r\n"
+			"GET / HTTP/1.1\r\nConnection: close\r\n\r\n"),
+		    0, head_then_get);
+
 	/* malformed: 400 and close, after the answers to what came before */
 	static const struct {
 		const char *req;

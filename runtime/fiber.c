@@ -344,6 +344,14 @@ weft_task *weft_spawn(void *(*fn)(void *), void *arg)
 
 /* weft_join; *kept (if not NULL) is set when the deadline, or no memory
  * for its timer, gave t back unjoined (t is not freed then) */
+static WEFT__NOINLINE __attribute__((cold, noreturn)) void
+join_wait_any_misuse(weft_task *t)
+{
+	weft__die("weft_join: task %p is being waited on by weft_wait_any in "
+		  "another fiber",
+		  (void *)t);
+}
+
 static int join_task(weft_task *t, void **result, bool *kept)
 {
 	weft__sim_point();
@@ -366,28 +374,21 @@ static int join_task(weft_task *t, void **result, bool *kept)
 	while (!WEFT__JOIN_IS_DONE(j)) {
 		weft__wait_note(self, WEFT__W_JOIN, 0, t->id);
 		uint32_t seq = weft__park_begin(self, !propagated);
-		/* join_seq only into a free slot: with a fiber registered
-		 * there (a weft_wait_any, misuse) its exit may be reading it
-		 * (group.c looks alike). j was just loaded: a load of our own
-		 * here cost fib(30) on 2 workers 9% */
-		uintptr_t expect = j;
-		bool registered = expect == 0;
-		if (registered) {
-			t->join_seq = seq;
-			/* release: join_seq is visible to the exit that
-			 * reads us */
-			registered = atomic_compare_exchange_strong_explicit(
-				&t->join_word, &expect, (uintptr_t)self,
-				memory_order_acq_rel, memory_order_acquire);
-		}
-		if (!registered) {
+		/* j (not done) names a fiber registered there: a weft_wait_any
+		 * (misuse, below). Its exit may be reading join_seq: do not
+		 * write it (group.c looks alike) */
+		if (__builtin_expect(j != 0, 0))
+			join_wait_any_misuse(t);
+		t->join_seq = seq;
+		uintptr_t expect = 0;
+		/* release: join_seq is visible to the exit that reads us */
+		if (!atomic_compare_exchange_strong_explicit(
+			    &t->join_word, &expect, (uintptr_t)self,
+			    memory_order_acq_rel, memory_order_acquire)) {
 			weft__park_abort(self);
 			j = expect;
 			if (!WEFT__JOIN_IS_DONE(j))
-				weft__die("weft_join: task %p is being "
-					  "waited on by weft_wait_any in "
-					  "another fiber",
-					  (void *)t);
+				join_wait_any_misuse(t);
 			break;
 		}
 		int r = propagated ? weft__park_commit(self)

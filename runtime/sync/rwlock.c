@@ -3,11 +3,13 @@
  * among themselves, then announce themselves and wait for the readers
  * inside to leave.
  *
- * State (l->_state, atomic): readers * RD | WRITER | WPEND | RWAIT.
+ * State (l->_state, atomic): readers * RD | WRITER | WPEND | RWAIT | WSPIN.
  *   WRITER  a writer holds (_owner: which fiber);
  *   WPEND   a writer (the one holding _w) waits for the readers inside to
  *           leave: no reader enters meanwhile (no writer starves);
- *   RWAIT   readers are queued on _q (they came while WRITER or WPEND).
+ *   RWAIT   readers are queued on _q (they came while WRITER or WPEND);
+ *   WSPIN   with WPEND: that writer spins (2+ workers) instead of parking,
+ *           and the last reader out hands it the lock in its own CAS.
  * _w, a weft_mutex, is held by the writer from before it announces until
  * after its unlock, so at most one writer pends or holds, and writers
  * queue for each other with the mutex's policy (barging, hand-off after
@@ -20,20 +22,22 @@
  *            spin); else under the queue lock: the same, or set RWAIT,
  *            queue, park.
  *   wrlock   lock _w; under the queue lock: no readers -> set WRITER;
- *            else set WPEND; on 2+ workers spin a little (queue lock
- *            free, _drain not filed) and take WRITER if the readers
- *            left; else file _drain, park.
- *   unlock   a reader: CAS -RD; if that left no reader and WPEND set:
- *            under the queue lock, hand the lock to _drain (WPEND ->
+ *            else set WPEND (on 2+ workers with WSPIN, then unlock the
+ *            queue and spin a little for WRITER; if it did not come,
+ *            clear WSPIN under the queue lock, unless WRITER came
+ *            meanwhile); file _drain, park.
+ *   unlock   a reader: CAS -RD; the last one out with WSPIN set makes that
+ *            CAS WPEND|WSPIN -> WRITER (its last touch of l, as a
+ *            handing reader's queue unlock is: the writer may free l
+ *            once it holds it); the last one out with WPEND alone,
+ *            under the queue lock, hands the lock to _drain (WPEND ->
  *            WRITER). The writer: CAS WRITER -> 0, or (RWAIT) under the
  *            queue lock clear WRITER and let in every queued reader at
  *            once; then unlock _w.
  * Invariants (at every release of the queue lock)
  *   RW1  RWAIT <=> readers are queued; then WRITER or WPEND is set.
- *   RW2  _drain set <=> WPEND set; then readers are inside. Except
- *        while a writer spins (WPEND set, _drain not yet filed: the
- *        last reader's hand_to_writer finds none and leaves the lock to
- *        the spinner, which looks again under the queue lock).
+ *   RW2  _drain set <=> WPEND set and WSPIN clear; then readers are
+ *        inside. WSPIN => WPEND, readers inside, no _drain.
  *   RW3  WRITER => no readers inside, WPEND clear, _w held by _owner.
  * No lost wake-up: a queuer sets RWAIT or WPEND by a CAS under the queue
  * lock, from a word in which what it waits for is still there; whoever
@@ -54,7 +58,8 @@
 #define WRITER 1ul
 #define WPEND 2ul
 #define RWAIT 4ul
-#define RD 8ul
+#define WSPIN 8ul
+#define RD 16ul
 #define WAKE_MAX 32 /* wakes done after the queue unlock, per release */
 /* Before parking, a reader (for a writer to leave) and a writer (for the
  * readers inside to leave, new ones held back) look again SPIN_LOOKS
@@ -213,15 +218,15 @@ static WEFT__NOINLINE void hand_to_writer(weft_rwlock *l)
 
 /* ---- writers ----------------------------------------------------------------- */
 
-/* A writer's spin, WPEND set and _drain not filed: true once no reader
- * is inside (WPEND keeps new ones out). Their last one's hand_to_writer
- * finds no _drain meanwhile and leaves the lock to us. */
+/* A writer's spin, WPEND | WSPIN set: true once the last reader out has
+ * handed us the lock (WRITER; WPEND keeps new readers out). Acquire, in
+ * ld: their sections end before ours begins. */
 static bool drain_spin(weft_rwlock *l)
 {
 	for (int i = 0; i < SPIN_LOOKS; i++) {
 		for (int j = 0; j < SPIN_GAP; j++)
 			weft__cpu_relax();
-		if (ld(l) < RD)
+		if (ld(l) & WRITER)
 			return true;
 	}
 	return false;
@@ -247,20 +252,24 @@ static int write_lock(weft_rwlock *l, weft_task *self, bool block, bool spin)
 			weft_mutex_unlock(&l->_w);
 			return -EBUSY;
 		}
-		if (cas(l, &s, s | WPEND)) {
+		if (cas(l, &s, s | WPEND | (spin ? WSPIN : 0))) {
 			if (spin) {
-				/* RW2 is off while the queue lock is free: WPEND
-				 * without _drain (hand_to_writer then does
-				 * nothing); it holds again below, or at WRITER */
 				weft__spin_unlock(&l->_q._lock);
-				drain_spin(l);
+				if (drain_spin(l)) {
+					set_owner(l, self);
+					return 0;
+				}
+				/* stop: clear WSPIN, under the queue lock (a last
+				 * reader then hands over the old way, through
+				 * _drain), unless the lock came meanwhile */
 				weft__spin_lock(&l->_q._lock);
 				s = ld(l);
-				if (s < RD) { /* WPEND: nobody got in since */
-					while (!cas(l, &s, (s & ~WPEND) | WRITER))
-						;
+				while (!(s & WRITER) && !cas(l, &s, s & ~WSPIN))
+					;
+				if (s & WRITER)
 					break;
-				}
+				/* readers still inside: with WSPIN set, the
+				 * last one out would have set WRITER */
 			}
 			struct weft__waiter me = {.f = self};
 			weft__wait_note(self, WEFT__W_RWLOCK, 1, (uintptr_t)l);
@@ -380,10 +389,14 @@ int weft_rwlock_unlock(weft_rwlock *l)
 	for (;;) {
 		if (s < RD)
 			return -EPERM; /* nobody holds it */
-		if (cas(l, &s, s - RD))
+		unsigned long n = s - RD;
+		if (n < RD && (s & WSPIN)) /* last out, a writer spins: */
+			n = (n & ~(WPEND | WSPIN)) | WRITER; /* it holds now */
+		if (cas(l, &s, n))
 			break;
 	}
-	if (s - RD < RD && (s & WPEND)) /* we were the last one inside */
+	/* we were the last one inside, a writer parked or about to */
+	if (s - RD < RD && (s & WPEND) && !(s & WSPIN))
 		hand_to_writer(l);
 	return 0;
 }

@@ -16,8 +16,9 @@
  * 1 ms). _drain is that writer's record while it waits for the readers.
  *
  * Paths (the queue lock _q._lock guards the queue, _drain, RWAIT, and
- * every change of WPEND and WRITER but one: the last reader's hand-over
- * to a spinning writer, made by its CAS; readers' counts change by CAS):
+ * every change of WPEND and WRITER but two, made by a CAS: the last
+ * reader's hand-over to a spinning writer, and a writer's unlock with no
+ * reader queued (WRITER -> 0); readers' counts change by CAS):
  *   rdlock   CAS +RD while none of WRITER, WPEND, RWAIT is set; else
  *            on 2+ workers the same a few more times, far apart (the
  *            spin); else under the queue lock: the same, or set RWAIT,

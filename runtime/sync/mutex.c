@@ -28,17 +28,6 @@
 #define LOCKED 1u
 #define WAITERS 2u
 #define HANDOFF_NS 1000000ull /* 1 ms */
-/* The spin of a contended lock: SPIN_LOOKS looks at the lock word,
- * SPIN_GAP pauses apart (~0.8 us on this machine's EPYC, where a pause is
- * 25 ns; then a park). Far-apart looks matter more than their number:
- * every look pulls the line away from the holder's core, and a spinner
- * that looks every pause takes the lock at the holder's first unlock, so
- * the lock and the data it guards cross cores at every acquisition
- * (benches/bench_mutex, 8 fibers on 2 workers: 64 looks 1 pause apart
- * took 35-55 ms, 4 looks 32 apart 15 ms; one worker, no spin: 13 ms).
- * Go spins alike: 4 rounds of 30 pauses. */
-#define SPIN_LOOKS 4
-#define SPIN_GAP 32
 #define ST_RETRY 1
 #define ST_OWNER 2
 
@@ -187,11 +176,10 @@ int weft_mutex_lock(weft_mutex *m)
 		return 0;
 	}
 	/* spin briefly while another worker may be about to unlock: a few
-	 * looks, far apart (see SPIN_LOOKS) */
-	if (w->rt->nworkers > 1 && !w->sim) {
-		for (int i = 0; i < SPIN_LOOKS; i++) {
-			for (int j = 0; j < SPIN_GAP; j++)
-				weft__cpu_relax();
+	 * looks, far apart (waitq.h) */
+	if (weft__may_spin(w)) {
+		for (int i = 0; i < WEFT__SPIN_LOOKS; i++) {
+			weft__spin_gap();
 			s = ld(m);
 			if (!(s & LOCKED) && cas(m, &s, s | LOCKED)) {
 				set_owner(m, self);

@@ -64,14 +64,11 @@
 #define RD 16ul
 #define WAKE_MAX 32 /* wakes done after the queue unlock, per release */
 /* Before parking, a reader (for a writer to leave) and a writer (for the
- * readers inside to leave, new ones held back) look again SPIN_LOOKS
- * times, SPIN_GAP pauses apart, while other workers run: the holder is a
- * fiber running on another worker, and sections are short (as the
- * mutex's spin, mutex.c). Without it, on 2 workers every conflict parked
- * a fiber: benches/bench_rwlock (8 fibers, 1 write in 10) took 0.077 s,
+ * readers inside to leave, new ones held back) spin as the mutex does
+ * (waitq.h): the holder is a fiber running on another worker, and
+ * sections are short. Without it, on 2 workers every conflict parked a
+ * fiber: benches/bench_rwlock (8 fibers, 1 write in 10) took 0.077 s,
  * 0.19x Go's RWMutex; docs/benchmarks.md, "Reader-writer lock". */
-#define SPIN_LOOKS 4
-#define SPIN_GAP 32
 
 struct wakes {
 	struct weft__wakeup k[WAKE_MAX];
@@ -225,9 +222,8 @@ static WEFT__NOINLINE void hand_to_writer(weft_rwlock *l)
  * ld: their sections end before ours begins. */
 static bool drain_spin(weft_rwlock *l)
 {
-	for (int i = 0; i < SPIN_LOOKS; i++) {
-		for (int j = 0; j < SPIN_GAP; j++)
-			weft__cpu_relax();
+	for (int i = 0; i < WEFT__SPIN_LOOKS; i++) {
+		weft__spin_gap();
 		if (ld(l) & WRITER)
 			return true;
 	}
@@ -302,25 +298,16 @@ static int write_lock(weft_rwlock *l, weft_task *self, bool block, bool spin)
 	return 0;
 }
 
-/* May a wait spin first? Only while another worker can run the holder. */
-static inline bool may_spin(struct weft__worker *w)
-{
-	return w && w->rt->nworkers > 1 && !w->sim;
-}
-
 /* A reader's spin: true if it got in. Not while it holds the lock for
  * writing itself (read_slow says -EDEADLK). */
 static bool read_spin(weft_rwlock *l, weft_task *self)
 {
-	for (int i = 0; i < SPIN_LOOKS; i++) {
-		for (int j = 0; j < SPIN_GAP; j++)
-			weft__cpu_relax();
-		unsigned long s = ld(l);
-		if ((s & WRITER) && owner(l) == self)
+	for (int i = 0; i < WEFT__SPIN_LOOKS; i++) {
+		weft__spin_gap();
+		if ((ld(l) & WRITER) && owner(l) == self)
 			return false;
-		while (!(s & (WRITER | WPEND | RWAIT)))
-			if (cas(l, &s, s + RD))
-				return true;
+		if (read_fast(l))
+			return true;
 	}
 	return false;
 }
@@ -333,12 +320,12 @@ static int lock(weft_rwlock *l, bool reader, bool block)
 	if (!l || (block && !self))
 		return -EINVAL;
 	if (!reader)
-		return write_lock(l, self, block, block && may_spin(w));
+		return write_lock(l, self, block, block && weft__may_spin(w));
 	if (read_fast(l))
 		return 0;
 	if (!block)
 		return -EBUSY;
-	if (may_spin(w) && read_spin(l, self))
+	if (weft__may_spin(w) && read_spin(l, self))
 		return 0;
 	return read_slow(l, self);
 }

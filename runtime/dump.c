@@ -473,6 +473,16 @@ static _Atomic int sig_fd = -1;
 /* handlers between their load of sig_fd and the end of their write */
 static _Atomic int sig_in_handler;
 
+/* Stop the handler writing: -1 for the next ones, then wait for those
+ * that loaded the fd before (their write must not reach a descriptor
+ * reused after our close) */
+static void sig_fd_retire(void)
+{
+	atomic_store(&sig_fd, -1);
+	while (atomic_load(&sig_in_handler))
+		sched_yield();
+}
+
 static void on_dump_signal(int sig)
 {
 	(void)sig;
@@ -602,9 +612,7 @@ int weft__monitor_start(struct weft__rt *rt)
 			sigaction(rt->dump_signal, &m->old, NULL);
 			atomic_fetch_and(&weft__sig_installed, ~WEFT__SIG_DUMP);
 		}
-		atomic_store(&sig_fd, -1);
-		while (atomic_load(&sig_in_handler))
-			sched_yield();
+		sig_fd_retire();
 		close(m->rd);
 		close(m->wr);
 		free(m->ws);
@@ -623,11 +631,7 @@ void weft__monitor_stop(struct weft__rt *rt)
 		sigaction(rt->dump_signal, &m->old, NULL);
 		atomic_fetch_and(&weft__sig_installed, ~WEFT__SIG_DUMP);
 	}
-	atomic_store(&sig_fd, -1);
-	/* a handler that loaded the fd before still writes it: not to a
-	 * descriptor reused after our close */
-	while (atomic_load(&sig_in_handler))
-		sched_yield();
+	sig_fd_retire();
 	atomic_store(&m->stop, 1);
 	char c = 'q';
 	/* a full pipe already wakes the thread, which then sees stop */

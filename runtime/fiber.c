@@ -342,8 +342,6 @@ weft_task *weft_spawn(void *(*fn)(void *), void *arg)
 	return f;
 }
 
-/* weft_join; *kept (if not NULL) is set when the deadline, or no memory
- * for its timer, gave t back unjoined (t is not freed then) */
 static WEFT__NOINLINE __attribute__((cold, noreturn)) void
 join_wait_any_misuse(weft_task *t)
 {
@@ -352,6 +350,8 @@ join_wait_any_misuse(weft_task *t)
 		  (void *)t);
 }
 
+/* weft_join; *kept (if not NULL) is set when the deadline, or no memory
+ * for its timer, gave t back unjoined (t is not freed then) */
 static int join_task(weft_task *t, void **result, bool *kept)
 {
 	weft__sim_point();

@@ -131,7 +131,7 @@ void weft__signal_dispatch(void)
 	weft__spin_unlock(&lock);
 }
 
-static bool refused(int s)
+bool weft__signal_refused(int s) /* internal.h */
 {
 	/* the C library's own (glibc: 32 and 33, its thread cancellation
 	 * and set*id signals): sigaction would refuse them */
@@ -189,7 +189,8 @@ static int check(struct weft__worker *w, const int *sigs, size_t n)
 	pthread_sigmask(SIG_BLOCK, NULL, &mask);
 	for (size_t i = 0; i < n; i++) {
 		int s = sigs[i];
-		if (s <= 0 || s >= NSIGS || refused(s) || sigismember(&mask, s))
+		if (s <= 0 || s >= NSIGS || weft__signal_refused(s) ||
+		    sigismember(&mask, s))
 			return -EINVAL;
 		if (s == w->rt->dump_signal)
 			return -EBUSY;

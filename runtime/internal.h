@@ -699,6 +699,10 @@ extern _Atomic int weft__sig_installed WEFT__HIDDEN;
 #define WEFT__SIG_DUMP 2
 void weft__signal_dispatch(void) WEFT__HIDDEN;
 void weft__signal_fini(void) WEFT__HIDDEN;
+/* no handler of weft's may take s (1..64): SIGKILL, SIGSTOP, the fault
+ * signals (a handler that returns runs the faulting instruction again,
+ * forever) and the C library's own (weft_signal_*, the dump signal) */
+bool weft__signal_refused(int s) WEFT__HIDDEN;
 void weft__signal_tsan_point(void) WEFT__HIDDEN;
 
 /* io/uring.c */

@@ -114,13 +114,11 @@ static int debug_config(weft_config *c)
 		else
 			return -EINVAL;
 	}
-	/* not the fault signals: the handler returns and the faulting
-	 * instruction runs again, forever (SIGFPE, SIGILL as SEGV, BUS) */
-	if (c->dump_signal < -1 || c->dump_signal == SIGKILL ||
-	    c->dump_signal == SIGSTOP || c->dump_signal == SIGSEGV ||
-	    c->dump_signal == SIGBUS || c->dump_signal == SIGFPE ||
-	    c->dump_signal == SIGILL || c->dump_signal == SIGTRAP ||
-	    c->dump_signal == SIGSYS || c->dump_signal >= SIGRTMIN)
+	/* the signals weft_signal_watch refuses, the fault signals among
+	 * them: the handler returns and the faulting instruction runs again,
+	 * forever */
+	if (c->dump_signal < -1 || c->dump_signal >= SIGRTMIN ||
+	    (c->dump_signal > 0 && weft__signal_refused(c->dump_signal)))
 		return -EINVAL;
 	if (c->unjoined_report == 0 && (e = getenv("WEFT_UNJOINED_REPORT")) &&
 	    *e) {
